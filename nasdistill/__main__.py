@@ -1,0 +1,5 @@
+import sys
+
+from nasdistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks behind `nasdistill bench ...` (one module per benchmark)."""

@@ -1,0 +1,244 @@
+"""Candidate operations of a reconfigurable layer.
+
+Every candidate knows three things for a given arriving shape: the shape it produces, how to build
+itself as plain modules, and its cost (MACs, parameters) without building anything.
+
+Built-in candidates
+-------------------
+``k{K}_d{D}``  a stack of D/2 ResNet basic blocks with kernel K (D = 2, 4 or 6 convolutions).
+               The first block carries the layer's stride and the in->out width change.
+``identity``   parameter-free identity onto the layer's nominal shape: subsample by the stride,
+               append zero channels up to the layer width (see :class:`~.blocks.ShapeIdentity`).
+``zero``       the layer is skipped: its input passes through unchanged (channels and resolution).
+
+Custom candidates are registered with :func:`register_op` (a builder ``(in, out, stride) ->
+nn.Module`` and, optionally, a cost function; by default the cost is measured once per shape
+with ``torch.utils.flop_counter``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .blocks import ResStack, ShapeIdentity, Skip
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    """Spatial output size of a convolution with padding ``kernel // 2``."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def conv_cost(in_ch: int, out_ch: int, kernel: int, stride: int, hw: tuple[int, int],
+              bn: bool = True) -> tuple[int, int, tuple[int, int]]:
+    """MACs, parameters and output size of ``Conv2d(bias=False)`` (+ BatchNorm)."""
+    oh, ow = conv_out(hw[0], kernel, stride), conv_out(hw[1], kernel, stride)
+    params = kernel * kernel * in_ch * out_ch + (2 * out_ch if bn else 0)
+    return kernel * kernel * in_ch * out_ch * oh * ow, params, (oh, ow)
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base class of a candidate operation."""
+
+    name: str
+
+    #: ``True`` for the op that removes the layer (its input passes through).
+    skips_layer = False
+
+    def output_shape(self, in_ch: int, out_ch: int, stride: int,
+                     hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        raise NotImplementedError
+
+    def build(self, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+        raise NotImplementedError
+
+    def cost(self, in_ch: int, out_ch: int, stride: int, hw: tuple[int, int]) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ResBlocks(Op):
+    """``depth // 2`` ResNet basic blocks of kernel ``kernel``."""
+
+    kernel: int = 3
+    depth: int = 2
+
+    def __post_init__(self):
+        if self.depth < 2 or self.depth % 2:
+            raise ValueError(f"ResNet candidate depth counts convolutions and must be even and >= 2, "
+                             f"got {self.depth}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"ResNet candidate kernel must be odd, got {self.kernel}")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.depth // 2
+
+    def output_shape(self, in_ch, out_ch, stride, hw):
+        return out_ch, (conv_out(hw[0], self.kernel, stride), conv_out(hw[1], self.kernel, stride))
+
+    def build(self, in_ch, out_ch, stride):
+        return ResStack(in_ch, out_ch, self.kernel, stride, self.num_blocks)
+
+    def cost(self, in_ch, out_ch, stride, hw):
+        macs = params = 0
+        cin, s = in_ch, stride
+        for _ in range(self.num_blocks):
+            m1, p1, ohw = conv_cost(cin, out_ch, self.kernel, s, hw)
+            m2, p2, _ = conv_cost(out_ch, out_ch, self.kernel, 1, ohw)
+            macs, params = macs + m1 + m2, params + p1 + p2
+            if s != 1 or cin != out_ch:
+                m3, p3, _ = conv_cost(cin, out_ch, 1, s, hw)
+                macs, params = macs + m3, params + p3
+            cin, s, hw = out_ch, 1, ohw
+        return macs, params
+
+    def describe(self):
+        return f"ResBlock k{self.kernel} x{self.num_blocks} ({self.depth} convs)"
+
+
+@dataclass(frozen=True)
+class IdentityOp(Op):
+    name: str = "identity"
+
+    def output_shape(self, in_ch, out_ch, stride, hw):
+        return out_ch, (-(-hw[0] // stride), -(-hw[1] // stride))
+
+    def build(self, in_ch, out_ch, stride):
+        return ShapeIdentity(in_ch, out_ch, stride)
+
+    def cost(self, in_ch, out_ch, stride, hw):
+        return 0, 0
+
+    def describe(self):
+        return "identity (parameter-free, onto the layer shape)"
+
+
+@dataclass(frozen=True)
+class ZeroOp(Op):
+    name: str = "zero"
+    skips_layer = True
+
+    def output_shape(self, in_ch, out_ch, stride, hw):
+        return in_ch, hw
+
+    def build(self, in_ch, out_ch, stride):
+        return Skip()
+
+    def cost(self, in_ch, out_ch, stride, hw):
+        return 0, 0
+
+    def describe(self):
+        return "zero (layer skipped)"
+
+
+CostFn = Callable[[int, int, int, tuple], tuple]
+
+
+@dataclass(frozen=True)
+class CustomOp(Op):
+    """A user-registered candidate.
+
+    ``builder(in_channels, out_channels, stride)`` returns an ``nn.Module`` mapping
+    ``(N, in, H, W)`` to ``(N, out, H', W')``. ``cost(in, out, stride, (H, W))`` returns
+    ``(macs, params)``; when omitted, the module is built once per shape and measured
+    (parameters counted, MACs = FLOPs / 2 from ``torch.utils.flop_counter``).
+    """
+
+    builder: Callable[[int, int, int], nn.Module] = field(default=None, compare=False)
+    cost_fn: Optional[CostFn] = field(default=None, compare=False)
+    description: str = ""
+
+    def _probe(self, in_ch, out_ch, stride, hw):
+        key = (in_ch, out_ch, stride, tuple(hw))
+        cache = _PROBE_CACHE.setdefault(id(self), {})
+        if key not in cache:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            module = self.builder(in_ch, out_ch, stride).eval()
+            x = torch.zeros(1, in_ch, *hw)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                y = module(x)
+            if y.dim() != 4 or y.shape[1] != out_ch:
+                raise ValueError(f"custom op {self.name!r} built for in={in_ch}, out={out_ch}, "
+                                 f"stride={stride} produced shape {tuple(y.shape)}; it must produce "
+                                 f"(N, {out_ch}, H, W)")
+            params = sum(p.numel() for p in module.parameters())
+            cache[key] = (counter.get_total_flops() // 2, params, (y.shape[2], y.shape[3]))
+        return cache[key]
+
+    def output_shape(self, in_ch, out_ch, stride, hw):
+        return out_ch, self._probe(in_ch, out_ch, stride, hw)[2]
+
+    def build(self, in_ch, out_ch, stride):
+        return self.builder(in_ch, out_ch, stride)
+
+    def cost(self, in_ch, out_ch, stride, hw):
+        if self.cost_fn is not None:
+            macs, params = self.cost_fn(in_ch, out_ch, stride, tuple(hw))
+            return int(macs), int(params)
+        macs, params, _ = self._probe(in_ch, out_ch, stride, hw)
+        return int(macs), int(params)
+
+    def describe(self):
+        return self.description or f"custom op {self.name}"
+
+
+_PROBE_CACHE: dict[int, dict] = {}
+_REGISTRY: dict[str, Op] = {}
+_RES_NAME = re.compile(r"^k(\d+)_d(\d+)$")
+
+
+def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
+                cost: Optional[CostFn] = None, description: str = "") -> CustomOp:
+    """Register a custom candidate op under ``name`` and return it.
+
+    Example::
+
+        def sep_conv(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                                 nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU())
+        register_op("sep3", sep_conv)
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name or ""):
+        raise ValueError(f"op name {name!r} must start with a letter and use letters, digits, _ . -")
+    if name in ("identity", "zero") or _RES_NAME.match(name):
+        raise ValueError(f"op name {name!r} is reserved for a built-in candidate")
+    if not callable(builder):
+        raise ValueError(f"register_op({name!r}): builder must be callable (in, out, stride) -> nn.Module")
+    op = CustomOp(name=name, builder=builder, cost_fn=cost, description=description)
+    _REGISTRY[name] = op
+    return op
+
+
+def get_op(spec: "str | Op") -> Op:
+    """Resolve a candidate given as an :class:`Op` or by name (``k3_d4``, ``identity``, ...)."""
+    if isinstance(spec, Op):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"a candidate must be an op name or an Op, got {spec!r}")
+    if spec == "identity":
+        return IdentityOp()
+    if spec == "zero":
+        return ZeroOp()
+    m = _RES_NAME.match(spec)
+    if m:
+        return ResBlocks(name=spec, kernel=int(m.group(1)), depth=int(m.group(2)))
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]
+    raise ValueError(f"unknown candidate op {spec!r}: use k<kernel>_d<convs> (e.g. k3_d4), "
+                     f"'identity', 'zero', or register it with nasdistill.space.register_op; "
+                     f"registered: {sorted(_REGISTRY)}")
+
+
+def resnet_choices(kernels=(3, 5), depths=(2, 4, 6)) -> list[str]:
+    """Names of ResNet block-stack candidates, e.g. ``['k3_d2', 'k3_d4', ...]``."""
+    return [f"k{k}_d{d}" for k in kernels for d in depths]

@@ -1,0 +1,1 @@
+"""Search spaces written with the nasdistill DSL; each module defines ``SPACE``."""
