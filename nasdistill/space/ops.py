@@ -208,8 +208,8 @@ def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
                                  nn.ReLU())
         register_op("sep3", sep_conv)
     """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name or ""):
-        raise ValueError(f"op name {name!r} must start with a letter and use letters, digits, _ . -")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+        raise ValueError(f"op name {name!r} must start with a letter and use only letters, digits, _ and -")
     if name in ("identity", "zero") or _RES_NAME.match(name):
         raise ValueError(f"op name {name!r} is reserved for a built-in candidate")
     if not callable(builder):

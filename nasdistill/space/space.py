@@ -173,11 +173,24 @@ class SearchSpace:
         return op.output_shape(ch, layer.out_channels, layer.stride, hw)
 
     def _arriving_states(self) -> list[set]:
-        states = [{self.stem_shape()}]
-        for i in range(len(self.layers)):
+        return self.arriving_states(0, self.stem_shape())
+
+    def arriving_states(self, start: int, state: tuple) -> list[set]:
+        """Sets of (channels, (H, W)) that can arrive at layers ``start..L`` (L = the head) when
+        ``state`` arrives at layer ``start``."""
+        states = [{(state[0], tuple(state[1]))}]
+        for i in range(start, len(self.layers)):
             nxt = {self._step(i, op, s) for s in states[-1] for op in self._ops[i].values()}
             states.append(nxt)
         return states
+
+    def nominal_state(self, index: int) -> tuple:
+        """(channels, (H, W)) arriving at layer ``index`` when no earlier layer is skipped."""
+        ch, hw = self.stem_shape()
+        for i in range(index):
+            ch = self.layers[i].out_channels
+            hw = tuple(conv_out(v, 3, self.layers[i].stride) for v in hw)
+        return ch, hw
 
     def possible_in_widths(self, index: int) -> list[int]:
         """Every width that can arrive at layer ``index`` (``len(layers)`` = the head)."""

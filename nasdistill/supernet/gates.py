@@ -1,0 +1,232 @@
+"""Architecture gates phi and the ProxylessNAS path-binarization estimator.
+
+One logit vector ``phi[label]`` per label (tied layers share it), ``p = softmax(phi)``. Each step
+samples binary gates ``g`` (one-hot) and the forward pass runs exactly one path. The gradient
+reaching phi is ProxylessNAS' estimator:
+
+    dL/dg_j     = < o_j , dL/dy >                      (o_j: output of candidate j on the same input)
+    dL/dphi_i   = sum_j dL/dg_j * p_j * (delta_ij - p_i)
+
+Implementation: the gate vector handed to the layers is ``g = onehot + p - p.detach()`` (value
+one-hot, Jacobian dp/dphi), and :class:`GateGrad` supplies ``dL/dg`` in backward.
+
+Modes:
+- ``full``: in backward, every other non-zero candidate is recomputed under ``no_grad`` on the saved
+  input (ProxylessNAS ``full_v2``; memory of one path).
+- ``two``: two candidates are sampled from p (without replacement), the active one is drawn from
+  their renormalized probabilities; only the other one is recomputed in backward, only their two
+  logits get gradients, and after the optimizer step the two logits are shifted so that their total
+  probability mass relative to the others is unchanged (:meth:`ArchGates.after_arch_step`).
+- ``all``: no sampling, ``y = sum_j p_j o_j`` over every non-zero candidate (DARTS-style weighted
+  sum; memory of all paths) -- kept as the reference for the memory benchmark.
+
+When the zero op is the sampled (active) path the layer is skipped and phi receives no gradient from
+that layer in that step. The zero candidate's branch output is ``o = 0`` in the estimator.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+MODES = ("full", "two", "all")
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Run BatchNorm in batch-statistics mode without touching running statistics."""
+    saved = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            saved.append((m, m.momentum, m.num_batches_tracked.clone()
+                          if m.num_batches_tracked is not None else None))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, nbt in saved:
+            m.momentum = momentum
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
+
+
+class GateGrad(torch.autograd.Function):
+    """Identity on the active path's output ``y``; backward also returns ``dL/dg``."""
+
+    @staticmethod
+    def forward(ctx, y, gate, x, layer, active, indices):
+        ctx.save_for_backward(x, y)
+        ctx.layer, ctx.active, ctx.indices, ctx.n = layer, active, indices, gate.shape[0]
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        dgate = torch.zeros(ctx.n, dtype=torch.float32, device=grad.device)
+        dgate[ctx.active] = (y.float() * grad.float()).sum()
+        others = [j for j in ctx.indices if j != ctx.active]
+        if others:
+            with torch.no_grad(), frozen_bn_stats(ctx.layer):
+                for j in others:
+                    o = ctx.layer.run_candidate(j, x)
+                    if o is not None:
+                        dgate[j] = (o.float() * grad.float()).sum()
+        return grad, dgate, None, None, None, None
+
+
+class ArchGates(nn.Module):
+    """phi per label, sampling, fixed paths, export; shared by every supernet that uses it."""
+
+    def __init__(self, space, mode: str = "full", seed: int = 0):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"path binarization mode {mode!r} unknown; use one of {MODES}")
+        self.space, self.mode = space, mode
+        self.labels = space.labels
+        self.choices = {label: space.choices(label) for label in self.labels}
+        keys = [self._key(l) for l in self.labels]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"labels {self.labels} collide once '.' is replaced by '_'")
+        self.phi = nn.ParameterDict({self._key(l): nn.Parameter(torch.zeros(len(self.choices[l])))
+                                     for l in self.labels})
+        self.generator = torch.Generator().manual_seed(seed)
+        self.fixed: Optional[dict] = None
+        self.current: dict = {}        # label -> active index
+        self.gate_vectors: dict = {}   # label -> (gate tensor, indices) during arch steps
+        self._two_old: dict = {}
+
+    @staticmethod
+    def _key(label: str) -> str:
+        return label.replace(".", "_")
+
+    def logits(self, label: str) -> torch.Tensor:
+        return self.phi[self._key(label)]
+
+    def probabilities(self) -> dict:
+        """``{label: {choice: p}}`` (detached floats)."""
+        out = {}
+        for label in self.labels:
+            p = torch.softmax(self.logits(label).detach().float(), 0).tolist()
+            out[label] = dict(zip(self.choices[label], p))
+        return out
+
+    def entropy(self) -> dict:
+        """Entropy (nats) of each label's distribution."""
+        out = {}
+        for label in self.labels:
+            p = torch.softmax(self.logits(label).detach().float(), 0)
+            out[label] = float(-(p * torch.log(p.clamp_min(1e-12))).sum())
+        return out
+
+    # ------------------------------------------------------------------ paths
+    def set_arch(self, arch: Optional[Mapping]) -> None:
+        """Run exactly ``arch`` until ``set_arch(None)`` restores sampling."""
+        if arch is None:
+            self.fixed = None
+            return
+        arch = self.space.validate(arch)
+        self.fixed = arch
+        self.current = {l: self.choices[l].index(arch[l]) for l in self.labels}
+        self.gate_vectors = {}
+
+    def sample(self, arch_grad: bool = False, uniform: bool = False) -> dict:
+        """Draw the path of the next forward pass(es) from p (or uniformly).
+
+        With ``arch_grad`` the layers get gate vectors so phi receives the estimator's gradient.
+        Returns the sampled architecture.
+        """
+        if self.fixed is not None:
+            raise RuntimeError("a fixed architecture is set (set_arch); call set_arch(None) first")
+        self.gate_vectors, self._two_old = {}, {}
+        arch = {}
+        for label in self.labels:
+            logits = self.logits(label)
+            n = logits.shape[0]
+            p_cpu = (torch.full((n,), 1.0 / n) if uniform
+                     else torch.softmax(logits.detach().float().cpu(), 0))
+            if self.mode == "two" and arch_grad and n >= 2:
+                idx = torch.multinomial(p_cpu, 2, replacement=False, generator=self.generator).tolist()
+                p2 = torch.softmax(logits[idx].float(), 0)
+                pick = int(torch.rand((), generator=self.generator) >= p2[0].detach().cpu())
+                active = idx[pick]
+                onehot = torch.zeros(2, device=logits.device)
+                onehot[pick] = 1.0
+                gate = torch.zeros(n, device=logits.device).index_put(
+                    (torch.tensor(idx, device=logits.device),), onehot + p2 - p2.detach())
+                self.gate_vectors[label] = (gate, tuple(idx))
+                self._two_old[label] = (idx, logits.detach()[idx].clone())
+            else:
+                active = int(torch.multinomial(p_cpu, 1, generator=self.generator))
+                if arch_grad:
+                    p = torch.softmax(logits.float(), 0)
+                    onehot = torch.zeros(n, device=logits.device)
+                    onehot[active] = 1.0
+                    self.gate_vectors[label] = (onehot + p - p.detach(), tuple(range(n)))
+            self.current[label] = active
+            arch[label] = self.choices[label][active]
+        return arch
+
+    def use_path(self, arch: Mapping, arch_grad: bool = False) -> None:
+        """Make ``arch`` the path of the next forward pass as if it had been sampled (``full``
+        gates when ``arch_grad``); unlike :meth:`set_arch` the path is not fixed."""
+        if self.fixed is not None:
+            raise RuntimeError("a fixed architecture is set (set_arch); call set_arch(None) first")
+        arch = self.space.validate(arch)
+        self.gate_vectors, self._two_old = {}, {}
+        for label in self.labels:
+            self.current[label] = self.choices[label].index(arch[label])
+            if arch_grad:
+                p = torch.softmax(self.logits(label).float(), 0)
+                onehot = torch.zeros_like(p)
+                onehot[self.current[label]] = 1.0
+                self.gate_vectors[label] = (onehot + p - p.detach(), tuple(range(p.numel())))
+
+    def active(self, label: str):
+        """(active index, gate vector or None, indices recomputed in backward) for ``label``."""
+        if label not in self.current:
+            raise RuntimeError("no path selected: call sample() or set_arch(arch) before forward")
+        gate, indices = self.gate_vectors.get(label, (None, ()))
+        return self.current[label], gate, indices
+
+    def current_arch(self) -> dict:
+        return {l: self.choices[l][self.current[l]] for l in self.labels if l in self.current}
+
+    @torch.no_grad()
+    def after_arch_step(self) -> None:
+        """``two`` mode: keep the involved paths' total probability mass after the update."""
+        for label, (idx, old) in self._two_old.items():
+            logits = self.logits(label)
+            new = logits[idx]
+            offset = torch.logsumexp(new, 0) - torch.logsumexp(old.to(new), 0)
+            logits[idx] = new - offset
+        self._two_old = {}
+
+    def export(self, mode: str = "argmax", seed: Optional[int] = None) -> dict:
+        """The most likely architecture (deterministic), or a sample from p with ``seed``."""
+        arch = {}
+        if mode == "argmax":
+            for label in self.labels:
+                arch[label] = self.choices[label][int(torch.argmax(self.logits(label).detach()))]
+        elif mode == "sample":
+            g = torch.Generator().manual_seed(0 if seed is None else seed)
+            for label in self.labels:
+                p = torch.softmax(self.logits(label).detach().float().cpu(), 0)
+                arch[label] = self.choices[label][int(torch.multinomial(p, 1, generator=g))]
+        else:
+            raise ValueError(f"export mode {mode!r} unknown; use 'argmax' or 'sample'")
+        return arch
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_extra_state(self):
+        """The sampler's RNG state travels with ``state_dict()`` (exact resume)."""
+        return self.generator.get_state()
+
+    def set_extra_state(self, state) -> None:
+        self.generator.set_state(state.cpu() if isinstance(state, torch.Tensor) else state)
+
+
+def max_entropy(n: int) -> float:
+    return math.log(n)
