@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if os.environ.get("NASDISTILL_DEBUG"):
             raise
         print(f"nasdistill {args.command}: error: {err}", file=sys.stderr)

@@ -3,8 +3,9 @@
 A :class:`StagedModel` is ``stem -> stages[0] -> ... -> stages[S-1] -> embed -> classifier``:
 
 - ``stem``: the first convolution(s); its output is RepDistiller's ``feat[0]``.
-- ``stages``: an ``nn.ModuleList``; the output of each stage is a post-activation feature map
-  (RepDistiller's ``feat[1:-1]``). These are the units that distillers pair and that teacher-side
+- ``stages``: an ``nn.ModuleList``; the output of each stage is the feature map RepDistiller
+  returns as ``feat[1:-1]`` (post-activation for ResNets, VGG, ShuffleV1 and space networks; the
+  raw residual sum for WRN, as RepDistiller does). These are the units that distillers pair and that teacher-side
   grafting (SFTN / GTN) splits into blocks.
 - ``embed``: everything between the last stage and the classifier (final BN/ReLU or 1x1 conv,
   global pooling, flatten); its output is the pooled embedding (RepDistiller's ``feat[-1]``).

@@ -155,10 +155,11 @@ class CustomOp(Op):
     builder: Callable[[int, int, int], nn.Module] = field(default=None, compare=False)
     cost_fn: Optional[CostFn] = field(default=None, compare=False)
     description: str = ""
+    _probe_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _probe(self, in_ch, out_ch, stride, hw):
         key = (in_ch, out_ch, stride, tuple(hw))
-        cache = _PROBE_CACHE.setdefault(id(self), {})
+        cache = self._probe_cache
         if key not in cache:
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -191,7 +192,6 @@ class CustomOp(Op):
         return self.description or f"custom op {self.name}"
 
 
-_PROBE_CACHE: dict[int, dict] = {}
 _REGISTRY: dict[str, Op] = {}
 _RES_NAME = re.compile(r"^k(\d+)_d(\d+)$")
 

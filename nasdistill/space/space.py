@@ -235,46 +235,88 @@ class SearchSpace:
         return {label: rng.choice(self._label_choices[label]) for label in self._labels}
 
     def canonical(self, arch: Mapping) -> tuple:
-        """Per-layer choices with no-op identities written as ``zero`` (one name per network)."""
-        return tuple("zero" if r.is_noop else r.choice for r in self.resolve(arch))
+        """The network ``arch`` denotes, independent of how it is spelled.
+
+        A tuple of ``(choice, in_channels, out_channels, stride, in_hw)`` for every layer with
+        parameters, then ``("end", channels, hw)`` read by the head. Parameter-free layers
+        (``zero``, ``identity``) vanish: a run of them maps the shape before the run to the shape
+        after it, both fixed by the neighbouring tokens, and whatever their order they compute the
+        same subsample-and-pad. Two architectures build the same network exactly when their
+        canonical forms are equal.
+        """
+        tokens = [self._token(r.index, r.choice, (r.in_channels, r.in_hw))
+                  for r in self.resolve(arch)]
+        last = self.resolve(arch)[-1]
+        return tuple(t for t in tokens if t is not None) + (("end", last.out_channels, last.out_hw),)
+
+    def _token(self, i: int, name: str, state: tuple):
+        op = self._ops[i][name]
+        if op.skips_layer or name == "identity":
+            return None
+        layer = self.layers[i]
+        return (name, state[0], layer.out_channels, layer.stride, tuple(state[1]))
 
     def arch_id(self, arch: Mapping) -> str:
         """A stable 10-hex-digit id of the network ``arch`` denotes (for file names and reports)."""
-        key = json.dumps([self.name, list(self.canonical(arch))], separators=(",", ":"))
+        key = json.dumps([self.name, [list(t) for t in self.canonical(arch)]], separators=(",", ":"),
+                         default=list)
         return hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def size(self) -> int:
-        """Number of distinct architectures (networks) of the space."""
+        """Number of distinct networks (distinct :meth:`canonical` forms) of the space."""
         tied = len(self._labels) != len(self.layers)
         if not tied:
-            return self._count_untied(0, self.stem_shape(), {})
+            return self._count_distinct()
         total = 1
         for label in self._labels:
             total *= len(self._label_choices[label])
         if total > 2_000_000:
             raise ValueError(f"space {self.name!r} has tied labels and {total} label assignments: "
                              f"too many to deduplicate exactly")
-        seen = set()
-        import itertools
+        return len({self.canonical(arch) for arch in self.architectures()})
 
-        for combo in itertools.product(*(self._label_choices[l] for l in self._labels)):
-            seen.add(self.canonical(dict(zip(self._labels, combo))))
-        return len(seen)
+    def _count_distinct(self) -> int:
+        """Count distinct token strings of the layer automaton by subset construction.
 
-    def _count_untied(self, i: int, state: tuple, memo: dict) -> int:
-        if i == len(self.layers):
-            return 1
-        key = (i, state)
-        if key not in memo:
-            layer = self.layers[i]
-            tokens = {}
-            for name, op in self._ops[i].items():
-                nxt = self._step(i, op, state)
-                noop = op.skips_layer or (name == "identity" and state[0] == layer.out_channels
-                                          and layer.stride == 1)
-                tokens["zero" if noop else name] = nxt
-            memo[key] = sum(self._count_untied(i + 1, nxt, memo) for nxt in tokens.values())
-        return memo[key]
+        States (layer, shape); a parameter-free choice is an empty move, any other choice emits its
+        token; at the end the head emits ("end", shape). Determinizing merges every spelling of
+        one network, and the DFA is acyclic, so counting its accepting paths counts networks.
+        """
+        n = len(self.layers)
+
+        def closure(states):
+            todo, seen = list(states), set(states)
+            while todo:
+                i, st = todo.pop()
+                if i == n:
+                    continue
+                for name, op in self._ops[i].items():
+                    if self._token(i, name, st) is None:
+                        nxt = (i + 1, self._step(i, op, st))
+                        if nxt not in seen:
+                            seen.add(nxt)
+                            todo.append(nxt)
+            return frozenset(seen)
+
+        memo: dict = {}
+
+        def count(dstate) -> int:
+            if dstate in memo:
+                return memo[dstate]
+            moves: dict = {}
+            for i, st in dstate:
+                if i == n:
+                    moves.setdefault(("end", st), None)
+                    continue
+                for name, op in self._ops[i].items():
+                    token = self._token(i, name, st)
+                    if token is not None:
+                        moves.setdefault(token, set()).add((i + 1, self._step(i, op, st)))
+            total = sum(1 if targets is None else count(closure(targets)) for targets in moves.values())
+            memo[dstate] = total
+            return total
+
+        return count(closure({(0, self.stem_shape())}))
 
     def architectures(self):
         """Iterate over every label assignment (beware: the space may be huge)."""

@@ -1,0 +1,41 @@
+"""scikit-learn's handwritten digits: 1797 images, 1x8x8, 10 classes, shipped inside scikit-learn.
+
+Pixel values 0..16 are scaled to [0, 1] (x / 16). Splits, stratified by class and fixed by ``seed``:
+``test_size`` (default 20%) for test, then ``val_size`` (default 10% of the whole set) for val, the
+rest train. Mean/std are those of the train split. No augmentation by default (8x8 is too small
+for a 4-pixel crop to mean anything).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nasdistill.data.splits import DatasetSplits, Split, channel_stats, split_sizes, stratified_holdout
+
+
+def load_digits_splits(seed: int = 0, val_size: float | int = 0.1,
+                       test_size: float | int = 0.2) -> DatasetSplits:
+    """The digits dataset split train/val/test by ``seed`` (stratified)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.asarray(bunch.data, dtype=np.float32).reshape(-1, 1, 8, 8) / 16.0
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    n = len(labels)
+    n_test = split_sizes(n, test_size, "test_size")
+    n_val = split_sizes(n, val_size, "val_size")
+    if n_test + n_val >= n:
+        raise ValueError(f"digits: test_size={test_size} and val_size={val_size} leave no training "
+                         f"samples out of {n}; lower them")
+    rest, test_rows = stratified_holdout(labels, n_test, seed)
+    train_pos, val_pos = stratified_holdout(labels[rest], n_val, seed + 1)
+    full = Split(torch.from_numpy(images), torch.from_numpy(labels))
+    train = full.subset(rest[train_pos])
+    mean, std = channel_stats(train.images)
+    test = full.subset(test_rows)
+    val = full.subset(rest[val_pos]) if n_val else test
+    return DatasetSplits(
+        name="digits", train=train, val=val, test=test,
+        num_classes=10, input_size=(1, 8, 8), mean=mean, std=std, augment=False,
+        class_names=tuple(str(d) for d in range(10)),
+    )

@@ -1,0 +1,38 @@
+"""Vanilla knowledge distillation (Hinton et al. 2015).
+
+``L = ce_weight * CE(z_s, y) + kd_weight * KL(softmax(z_t/T) || softmax(z_s/T)) * T^2``,
+RepDistiller's CIFAR defaults ``0.1 * CE + 0.9 * KD`` at ``T = 4``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from .base import Distiller
+from .losses import kd_loss
+
+__all__ = ["KDConfig", "KDDistiller"]
+
+
+@dataclass
+class KDConfig:
+    temperature: float = 4.0
+    ce_weight: float = 0.1
+    kd_weight: float = 0.9
+
+
+class KDDistiller(Distiller):
+    """Keys: ``loss_ce``, ``loss_kd`` (both weighted)."""
+
+    config_class = KDConfig
+    method = "kd"
+
+    def forward_train(self, x, y, idx=None, epoch=0):
+        logits = self.student(x)
+        logits_t = self.teacher_features(x).logits
+        cfg = self.cfg
+        return logits, {
+            "loss_ce": cfg.ce_weight * F.cross_entropy(logits, y),
+            "loss_kd": cfg.kd_weight * kd_loss(logits, logits_t, cfg.temperature),
+        }
