@@ -1,0 +1,125 @@
+"""Multi-process training under ``torchrun`` without DDP.
+
+Each rank draws its shard of every global batch (the loader's ``rank``/``world_size``); after
+``backward`` the trainer calls :func:`sync_gradients`, which averages the gradients of the
+parameters of the optimizer being stepped in ONE flat all-reduce. A parameter with no gradient on a
+rank (a supernet path that rank did not sample) counts as zeros there; a parameter with no gradient
+on every rank keeps ``grad=None`` so the optimizer skips it exactly as a single process would. All
+ranks therefore apply identical updates and stay bit-identical, with no ``find_unused_parameters``.
+
+BatchNorm statistics are computed per shard, so a BN network trained on 2 ranks is legitimately
+not equal to a 1-process run with the same global batch (the test uses a network without BN).
+Only rank 0 writes files and shows progress.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def world() -> World:
+    """The current :class:`World` (single process unless a process group is initialized)."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu")
+    return device
+
+
+def init_distributed(device: str = "auto") -> tuple[World, torch.device]:
+    """Join the process group described by torchrun's env vars (no-op for one process).
+
+    Uses nccl when training on CUDA, gloo on CPU. Returns this process's world and device.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return world(), dev
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if any."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sync_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over all ranks in one flat all-reduce.
+
+    A missing gradient counts as zeros; a parameter without gradient on all ranks stays ``None``.
+    """
+    w = world()
+    if not w.distributed:
+        return
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    ref = params[0]
+    sizes = [p.numel() for p in params]
+    flat = torch.zeros(sum(sizes) + len(params), device=ref.device, dtype=torch.float32)
+    offset = 0
+    for i, p in enumerate(params):
+        if p.grad is not None:
+            flat[offset:offset + sizes[i]] = p.grad.reshape(-1).float()
+            flat[sum(sizes) + i] = 1.0  # "has a gradient" flag
+        offset += sizes[i]
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat[:sum(sizes)] /= w.world_size
+    offset = 0
+    flags = flat[sum(sizes):].tolist()
+    for i, p in enumerate(params):
+        if flags[i] > 0:
+            g = flat[offset:offset + sizes[i]].view_as(p).to(p.dtype)
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+        offset += sizes[i]
+
+
+def all_reduce_sum(values: list[float], device) -> list[float]:
+    """Sum a short list of numbers over all ranks (identity for one process)."""
+    if not world().distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def barrier() -> None:
+    """Wait for all ranks (no-op for one process)."""
+    if world().distributed:
+        dist.barrier()

@@ -1,0 +1,198 @@
+"""GTN: one generic teacher for a whole student pool (Binici et al. 2024).
+
+The student pool is the weight-sharing supernet of a search space (the same one the search uses).
+The supernet's layers are partitioned into ``gtn.blocks`` (4) blocks of about equal layer count; the
+teacher's units (stem + stages) likewise. Branch i grafts supernet blocks i+1..4 onto teacher
+block i (transform as in SFTN), so there are 3 branches. Gate logits phi are shared by label across
+branches (``gtn.share_phi``).
+
+Alternating optimization (``gtn.phi_every`` = 2):
+- even iterations: sample a path, update teacher, transforms and the sampled supernet weights on
+
+      L_CT = lam_T CE(z_T, y) + alpha mean_i KL(q_R^i || q_T) + lam_CE mean_i CE(z_R^i, y)
+
+  (the SFTN form; alpha = 3 on CIFAR-100, 1 on ImageNet-200; softmax temperature 1);
+- odd iterations: update only phi (Adam) on
+
+      L_phi = lam_CE mean_i CE(z_R^i, y) - |alpha_phi| mean_i KL(q_R^i || q_T)
+
+  with the teacher's features computed without gradient; the negative KL weight pushes phi toward
+  students the teacher does not fit yet (exploration; an interpretation of the paper, see
+  REFERENCE.md). Watch the logged phi entropy for gate collapse.
+
+The saved ``model.safetensors`` is the plain teacher; branches + phi go to ``branches.safetensors``
+and ``phi.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.task import StepOutput
+from ..supernet import ArchGates, Supernet
+from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, kl_branch_teacher,
+                       sftn_loss, split_even, teacher_blocks)
+from .registry import register_teacher
+from .sftn import BranchTeacherTask
+
+DEFAULT_SPACES = {"cifar100": "gtn_cifar", "cifar10": "gtn_cifar", "imagefolder": "gtn_cifar",
+                  "digits": "digits_small", "synthetic": "digits_small"}
+
+
+@dataclass
+class GTNConfig:
+    """``gtn`` section."""
+
+    space: Optional[str] = None                # default: gtn_cifar on CIFAR/ImageNet, digits_small on digits
+    blocks: int = 4
+    partition: Optional[list[int]] = None      # supernet layers per block (default: even split)
+    teacher_blocks: Optional[list[int]] = None # teacher units (stem + stages) per block
+    alpha: float = 3.0                         # KL weight in L_CT (1.0 on ImageNet-200)
+    lam_t: float = 1.0
+    lam_ce: float = 1.0
+    temperature: float = 1.0
+    phi_alpha: float = 3.0                     # |negative KL weight| in L_phi
+    phi_ce: float = 1.0
+    phi_every: int = 2                         # one phi iteration out of every phi_every
+    phi_lr: float = 1e-3
+    phi_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    mode: Literal["full", "two"] = "two"       # path-binarization estimator for phi
+    share_phi: bool = True                     # one phi per label for all branches
+    freeze_teacher_epochs: int = 0             # EfficientNet recipe: warm branches 60 epochs first
+
+
+def layer_blocks(n_layers: int, n_blocks: int, sizes=None) -> list[list[int]]:
+    """Supernet layer indices per block (stem belongs to block 1)."""
+    sizes = list(sizes) if sizes else split_even(n_layers, n_blocks)
+    if sum(sizes) != n_layers or any(s < 1 for s in sizes) or len(sizes) != n_blocks:
+        raise ValueError(f"gtn.partition {sizes} must have {n_blocks} positive entries summing to "
+                         f"the {n_layers} layers of the space")
+    out, start = [], 0
+    for s in sizes:
+        out.append(list(range(start, start + s)))
+        start += s
+    return out
+
+
+def build_gtn(teacher, space, input_size, cfg: GTNConfig, seed: int = 0):
+    """The teacher with 3 supernet branches and the gates they share (or one per branch)."""
+    t_blocks = teacher_blocks(teacher, cfg.blocks, cfg.teacher_blocks)
+    s_blocks = layer_blocks(len(space.layers), cfg.blocks, cfg.partition)
+    t_shapes = block_output_shapes(teacher, t_blocks, input_size)
+    shared = ArchGates(space, cfg.mode, seed) if cfg.share_phi else None
+    branches, gates = [], []
+    for i in range(cfg.blocks - 1):
+        start = s_blocks[i + 1][0]
+        g = shared if shared is not None else ArchGates(space, cfg.mode, seed + i)
+        suffix = Supernet(space, gates=g, start=start)
+        ch, hw = suffix.input_state
+        tc, thw = t_shapes[i]
+        branches.append(Branch(Transform(tc, thw, ch, hw), suffix))
+        if g not in gates:
+            gates.append(g)
+    return BranchedTeacher(teacher, t_blocks, branches), gates
+
+
+class GTNTask(BranchTeacherTask):
+    def __init__(self, branched, gates: list[ArchGates], splits, cfg: GTNConfig):
+        super().__init__(branched, splits, cfg.freeze_teacher_epochs)
+        if cfg.phi_every < 2:
+            raise ValueError(f"gtn.phi_every must be >= 2 (one phi iteration every k), got {cfg.phi_every}")
+        self.cfg, self.gates = cfg, gates
+        phi_ids = {id(p) for g in gates for p in g.parameters()}
+        self._weights = [p for p in branched.parameters() if id(p) not in phi_ids]
+        self._branch_weights = [p for p in branched.branches.parameters() if id(p) not in phi_ids]
+        self.phi_opt = torch.optim.Adam([p for g in gates for p in g.parameters()], lr=cfg.phi_lr,
+                                        betas=tuple(float(b) for b in cfg.phi_betas))
+
+    def main_parameters(self):
+        return self._weights
+
+    def extra_optimizers(self):
+        return {"phi": self.phi_opt}
+
+    def is_phi_step(self, step: int) -> bool:
+        return step % self.cfg.phi_every == self.cfg.phi_every - 1
+
+    def _sample(self, arch_grad: bool) -> None:
+        for g in self.gates:
+            g.sample(arch_grad=arch_grad)
+
+    def training_step(self, batch, ctx) -> StepOutput:
+        x, y, _ = batch
+        c = self.cfg
+        if not self.is_phi_step(ctx.step):
+            self._sample(arch_grad=False)
+            frozen = self.teacher_frozen(ctx.epoch)
+            self.branched.teacher.train(not frozen)
+            z_t, zs = self.branched(x, teacher_grad=not frozen)
+            loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.alpha, c.lam_ce,
+                                   c.temperature)
+            return StepOutput(loss, z_t, logs)
+        # phi iteration: teacher and weights fixed, gradient only to phi
+        self._sample(arch_grad=True)
+        for p in self._branch_weights:
+            p.requires_grad_(False)
+        try:
+            z_t, zs = self.branched(x, teacher_grad=False)
+        finally:
+            for p in self._branch_weights:
+                p.requires_grad_(True)
+        ce = torch.stack([F.cross_entropy(z, y) for z in zs]).mean()
+        kl = torch.stack([kl_branch_teacher(z, z_t, c.temperature) for z in zs]).mean()
+        loss = c.phi_ce * ce - abs(c.phi_alpha) * kl
+        return StepOutput(loss, None, {"phi_ce": ce.detach(), "phi_kl": kl.detach()}, optimizer="phi")
+
+    def after_optimizer_step(self, name: str, ctx) -> None:
+        if name == "phi":
+            for g in self.gates:
+                g.after_arch_step()
+
+    def _argmax_paths(self):
+        for g in self.gates:
+            g.use_path(g.export())
+
+    def epoch_metrics(self, epoch: int) -> dict:
+        out = self.branch_metrics(before_batch=self._argmax_paths)
+        for k, g in enumerate(self.gates):
+            prefix = "" if len(self.gates) == 1 else f"g{k}/"
+            ent = g.entropy()
+            out[f"{prefix}phi_entropy"] = sum(ent.values()) / len(ent)
+            out.update({f"{prefix}phi_entropy/{l}": h for l, h in ent.items()})
+            arch = g.export()
+            out[f"{prefix}argmax_arch"] = json.dumps(arch)
+            out[f"{prefix}argmax_arch_id"] = g.space.arch_id(arch)
+        return out
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        super().save_artifacts(run_dir)
+        record = [{"space": g.space.name, "argmax_arch": g.export(), "entropy": g.entropy(),
+                   "probabilities": g.probabilities()} for g in self.gates]
+        tmp = Path(run_dir) / "phi.json.tmp"
+        tmp.write_text(json.dumps(record[0] if len(record) == 1 else record, indent=2) + "\n")
+        tmp.replace(Path(run_dir) / "phi.json")
+
+
+def resolve_space(cfg, splits):
+    from ..search.runner import space_for
+
+    name = cfg.gtn.space or DEFAULT_SPACES.get(cfg.data.name)
+    if name is None:
+        raise ValueError(f"gtn.space is not set and data {cfg.data.name!r} has no default space; "
+                         f"set gtn.space=gtn_cifar (or a .py file defining SPACE)")
+    return space_for(name, splits)
+
+
+def make_gtn_task(cfg, model, splits) -> GTNTask:
+    space = resolve_space(cfg, splits)
+    branched, gates = build_gtn(model, space, splits.input_size, cfg.gtn, cfg.seed)
+    return GTNTask(branched, gates, splits, cfg.gtn)
+
+
+register_teacher("gtn", GTNConfig, make_gtn_task,
+                 help="generic teacher conditioned on supernet students (GTN)")

@@ -1,0 +1,79 @@
+"""Teacher-training methods by name, and the teacher config that grows with them.
+
+A method registers a config section (a dataclass, or None) and a task factory::
+
+    register_teacher("mse", MSEConfig, make_mse_task)
+
+:func:`teacher_config_class` returns :class:`TeacherConfig` extended with one field per registered
+section (``ce``, ``mse``, ``soteacher``, ...), so ``mse.some_knob=...`` is type-checked like every
+other key and an unknown key is still refused by name. The factory is called as
+``task_factory(cfg, model, splits) -> TrainTask`` with the built teacher network ``model``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..engine.config import DataConfig, ModelConfig, TrainConfig
+
+
+@dataclass
+class TeacherConfig:
+    """Common part of every teacher run; method sections are added by :func:`teacher_config_class`."""
+
+    seed: int = 0
+    out_dir: str = "runs/teacher"
+    method: str = "ce"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.method not in _METHODS:
+            from ..engine.config import ConfigError
+            raise ConfigError(f"config key 'method': unknown teacher method {self.method!r}; "
+                              f"available: {', '.join(available_teachers())}")
+
+
+@dataclass(frozen=True)
+class TeacherMethod:
+    name: str
+    config_cls: Optional[type]
+    task_factory: Callable
+    help: str = ""
+
+
+_METHODS: dict[str, TeacherMethod] = {}
+_CONFIG_CLASSES: dict[tuple, type] = {}
+
+
+def register_teacher(name: str, config_cls: Optional[type], task_factory: Callable, help: str = "") -> None:
+    """Register teacher method ``name`` with its config section ``config_cls`` (dataclass or None)."""
+    if config_cls is not None and not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"register_teacher({name!r}): config_cls must be a dataclass or None")
+    if name in {f.name for f in dataclasses.fields(TeacherConfig)}:
+        raise ValueError(f"register_teacher: {name!r} clashes with a TeacherConfig field")
+    _METHODS[name] = TeacherMethod(name, config_cls, task_factory, help)
+
+
+def get_teacher(name: str) -> TeacherMethod:
+    """The registered method ``name``; a ValueError lists the available ones."""
+    if name not in _METHODS:
+        raise ValueError(f"unknown teacher method {name!r}; available: {', '.join(available_teachers())}")
+    return _METHODS[name]
+
+
+def available_teachers() -> list[str]:
+    return sorted(_METHODS)
+
+
+def teacher_config_class() -> type:
+    """``TeacherConfig`` plus one section field per registered method that has a config class."""
+    sections = tuple((m.name, m.config_cls) for m in _METHODS.values() if m.config_cls is not None)
+    if sections not in _CONFIG_CLASSES:
+        fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
+        _CONFIG_CLASSES[sections] = dataclasses.make_dataclass(
+            "TeacherConfig", fields, bases=(TeacherConfig,),
+            namespace={"__doc__": TeacherConfig.__doc__, "__module__": __name__})
+    return _CONFIG_CLASSES[sections]

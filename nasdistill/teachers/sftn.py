@@ -1,0 +1,131 @@
+"""SFTN: a student-friendly teacher trained with branches of one given student (Park et al. 2021).
+
+Teacher and student are split into ``sftn.blocks`` blocks; branch i grafts the student's blocks
+i+1..N (deep copies, trained jointly) onto teacher block i through a transform. Loss: SFTN eq. (3)
+(:func:`~.grafting.sftn_loss`), CIFAR defaults lam_T = 1, lam_KL = 3, lam_CE = 1, tau~ = 1
+(ImageNet: lam_KL = 1). Branch gradients reach the teacher. After training only the plain teacher
+is saved as ``model.safetensors``; the branches go to ``branches.safetensors``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..engine.config import ModelConfig
+from ..engine.task import StepOutput, TrainTask
+from .branch_eval import branch_accuracies, eval_loader_for
+from .grafting import (Branch, BranchedTeacher, StudentSuffix, Transform, blocks_from_sizes,
+                       block_output_shapes, sftn_loss, split_even, teacher_blocks)
+from .registry import register_teacher
+
+
+@dataclass
+class SFTNConfig:
+    """``sftn`` section: the student whose branches are grafted, and the loss weights."""
+
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet8"))
+    blocks: int = 3
+    teacher_blocks: Optional[list[int]] = None   # units (stem + stages) per block; default even
+    student_blocks: Optional[list[int]] = None
+    lam_t: float = 1.0
+    lam_kl: float = 3.0
+    lam_ce: float = 1.0
+    temperature: float = 1.0
+    freeze_teacher_epochs: int = 0               # warm the branches with a frozen teacher first
+
+
+class BranchTeacherTask(TrainTask):
+    """Shared by SFTN and GTN: eval/final weights are the plain teacher; branches saved apart."""
+
+    compilable = False
+
+    def __init__(self, branched: BranchedTeacher, splits, freeze_teacher_epochs: int = 0):
+        super().__init__(branched)
+        self.splits = splits
+        self.freeze_teacher_epochs = freeze_teacher_epochs
+        self._eval_loader = None
+
+    @property
+    def branched(self) -> BranchedTeacher:
+        return self.model
+
+    def eval_model(self):
+        return self.branched.teacher
+
+    def final_weights(self) -> dict:
+        return self.branched.teacher.state_dict()
+
+    def teacher_frozen(self, epoch: int) -> bool:
+        return epoch < self.freeze_teacher_epochs
+
+    def eval_loader(self):
+        if self._eval_loader is None:
+            device = next(self.branched.parameters()).device
+            self._eval_loader = eval_loader_for(self.splits, device)
+        return self._eval_loader
+
+    def branch_metrics(self, before_batch=None) -> dict:
+        accs = branch_accuracies(self.branched, self.eval_loader(), before_batch)
+        return {f"branch{i + 1}_acc": a for i, a in enumerate(accs)}
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        state, seen = {}, set()
+        for k, v in self.branched.branches.state_dict().items():
+            # phi shared by several branches appears under each of them: store it once
+            if v.numel() and v.untyped_storage().data_ptr() in seen:
+                continue
+            seen.add(v.untyped_storage().data_ptr())
+            state[k] = v.detach().cpu().contiguous()
+        tmp = Path(run_dir) / "branches.safetensors.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(Path(run_dir) / "branches.safetensors")
+
+
+class SFTNTask(BranchTeacherTask):
+    def __init__(self, branched, splits, cfg: SFTNConfig):
+        super().__init__(branched, splits, cfg.freeze_teacher_epochs)
+        self.cfg = cfg
+
+    def training_step(self, batch, ctx) -> StepOutput:
+        x, y, _ = batch
+        frozen = self.teacher_frozen(ctx.epoch)
+        self.branched.teacher.train(not frozen)
+        z_t, zs = self.branched(x, teacher_grad=not frozen)
+        c = self.cfg
+        loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.lam_kl, c.lam_ce, c.temperature)
+        return StepOutput(loss, z_t, logs)
+
+    def epoch_metrics(self, epoch: int) -> dict:
+        return self.branch_metrics()
+
+
+def graft_student(teacher, student, input_size, n_blocks, t_sizes=None, s_sizes=None) -> BranchedTeacher:
+    """Graft copies of ``student``'s blocks 2..N onto ``teacher``'s blocks 1..N-1."""
+    t_blocks = teacher_blocks(teacher, n_blocks, t_sizes)
+    n_s = len(student.units())
+    s_blocks = blocks_from_sizes(s_sizes if s_sizes else split_even(n_s, n_blocks), n_s)
+    t_shapes = block_output_shapes(teacher, t_blocks, input_size)
+    s_shapes = block_output_shapes(student, s_blocks, input_size)
+    branches = []
+    for i in range(n_blocks - 1):
+        (tc, thw), (sc, shw) = t_shapes[i], s_shapes[i]
+        branches.append(Branch(Transform(tc, thw, sc, shw), StudentSuffix(student, s_blocks[i + 1][0])))
+    return BranchedTeacher(teacher, t_blocks, branches)
+
+
+def make_sftn_task(cfg, model, splits) -> SFTNTask:
+    from ..engine.modelspec import build_model
+
+    c = cfg.sftn
+    student = build_model(c.student, splits.num_classes, splits.input_size)
+    branched = graft_student(model, student, splits.input_size, c.blocks, c.teacher_blocks, c.student_blocks)
+    return SFTNTask(branched, splits, c)
+
+
+register_teacher("sftn", SFTNConfig, make_sftn_task,
+                 help="student-friendly teacher with branches of one student (SFTN)")

@@ -1,0 +1,103 @@
+"""Two CPU processes under torchrun (gloo) end with the weights of one process on the same global batch.
+
+The network has no BatchNorm: BN statistics are per shard, so a BN network legitimately differs.
+A parameter (``extra``) is only used on a rank whose shard holds a sample of class 0, so on many
+steps one rank has no gradient for it while the other has; ``never`` gets no gradient anywhere and
+must stay untouched (a zero gradient would let weight decay move it). This file is also the worker
+script: ``torchrun --nproc_per_node 2 tests/test_distributed.py OUT_DIR``.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nasdistill.data import load_dataset, loaders_for
+from nasdistill.engine import StepOutput, TrainConfig, Trainer, TrainTask, init_distributed, world
+from nasdistill.engine.distributed import shutdown_distributed
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+        self.extra = nn.Parameter(torch.zeros(10))
+        self.never = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class MaskedTask(TrainTask):
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(TinyNet())
+        self.used_extra: list[bool] = []
+
+    def training_step(self, batch, ctx):
+        x, y, _ = batch
+        logits = self.model(x)
+        mask = y == 0
+        self.used_extra.append(bool(mask.any()))
+        if mask.any():  # otherwise `extra` gets no gradient on this rank
+            logits = logits + mask[:, None].float() * self.model.extra
+        loss = nn.functional.cross_entropy(logits, y)
+        return StepOutput(loss, logits)
+
+
+def train(out_dir: Path) -> dict:
+    w = world()
+    splits = load_dataset("digits", seed=0)
+    tr, val, _ = loaders_for(splits, 16, "cpu", seed=0, rank=w.rank, world_size=w.world_size)
+    task = MaskedTask()
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, nesterov=True, weight_decay=5e-4,
+                      schedule="cosine", device="cpu")
+    result = Trainer(cfg, task, tr, val, out_dir / "run", verbose=False).fit()
+    torch.save({k: v.detach().clone() for k, v in task.model.state_dict().items()},
+               out_dir / f"rank{w.rank}.pt")
+    (out_dir / f"used{w.rank}.json").write_text(json.dumps(task.used_extra))
+    return result
+
+
+def test_two_cpu_ranks_equal_one_process(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", NASDISTILL_PROGRESS="0")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", __file__, str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = tmp_path / "one"
+    one.mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like each worker: avoids thread thrashing on a busy 2-core machine
+    try:
+        single = train(one)
+    finally:
+        torch.set_num_threads(threads)
+    ref = torch.load(one / "rank0.pt")
+    r0 = torch.load(tmp_path / "two" / "rank0.pt")
+    r1 = torch.load(tmp_path / "two" / "rank1.pt")
+    for k in ref:
+        assert torch.equal(r0[k], r1[k]), f"ranks diverged on {k}"
+        assert torch.allclose(r0[k], ref[k], atol=1e-5), f"{k} differs from the 1-process run"
+    assert not torch.equal(ref["extra"], torch.zeros(10))
+    assert torch.equal(r0["never"], torch.ones(3)) and torch.equal(ref["never"], torch.ones(3))
+    used0 = json.loads((tmp_path / "two" / "used0.json").read_text())
+    used1 = json.loads((tmp_path / "two" / "used1.json").read_text())
+    assert any(a != b for a, b in zip(used0, used1)), "no step had a gradient on one rank only"
+    # only rank 0 wrote the run directory; the logged accuracy is the same as one process
+    two = json.loads((tmp_path / "two" / "run" / "result.json").read_text())
+    assert abs(two["last_acc"] - single["last_acc"]) < 1.0
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    init_distributed("cpu")
+    try:
+        train(out)
+    finally:
+        shutdown_distributed()
