@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..engine.task import StepOutput
 from ..supernet import ArchGates, Supernet
+from ..supernet.gates import frozen_bn_stats
 from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, kl_branch_teacher,
                        sftn_loss, split_even, teacher_blocks)
 from .registry import register_teacher
@@ -139,7 +140,10 @@ class GTNTask(BranchTeacherTask):
         for p in self._branch_weights:
             p.requires_grad_(False)
         try:
-            z_t, zs = self.branched(x, teacher_grad=False)
+            # batch statistics as in the weight steps, but no running-statistics update: a phi
+            # iteration changes phi and nothing else
+            with frozen_bn_stats(self.branched):
+                z_t, zs = self.branched(x, teacher_grad=False)
         finally:
             for p in self._branch_weights:
                 p.requires_grad_(True)

@@ -1,0 +1,86 @@
+"""The :class:`DistillTask`: what the engine's :class:`~nasdistill.engine.trainer.Trainer` trains.
+
+``model`` holds the distiller's trainable modules only (the student, then the method's extra
+modules such as the FitNets regressor or the CRD heads and memory bank): the teacher is never in the
+optimizer, in ``last.ckpt`` or in ``model.safetensors`` (which holds the student alone, so it loads
+into the student architecture rebuilt from ``model.json``).
+
+Epochs: the trainer counts them from 0, the distillers (like mdistiller) from 1, so a step of
+trainer epoch ``e`` calls ``forward_train(..., epoch=e + 1)``; DKD's first epoch then has warm-up
+factor ``min(1 / 20, 1)``, as in mdistiller.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.task import StepContext, StepOutput, TrainTask
+from .base import Distiller
+from .teacher_cache import TeacherLogitCache
+
+__all__ = ["DistillTask"]
+
+
+class DistillTask(TrainTask):
+    """Train ``student`` with ``distiller`` (None: cross-entropy alone, the baseline).
+
+    Each step returns the sum of the distiller's weighted losses; every named loss is logged
+    (``train_loss_ce``, ``train_loss_kd``, ...). ``teacher_cache`` (optional) serves the teacher's
+    logits from a table instead of a teacher forward (logit methods only).
+    """
+
+    def __init__(self, student: nn.Module, distiller: Optional[Distiller] = None,
+                 teacher_cache: Optional[TeacherLogitCache] = None):
+        if distiller is not None and distiller.student is not student:
+            raise ValueError("DistillTask: the distiller was built for another student module")
+        if teacher_cache is not None:
+            if distiller is None:
+                raise ValueError("DistillTask: a teacher logit cache needs a distiller (method != none)")
+            if distiller.method not in ("kd", "dkd"):
+                raise ValueError(f"DistillTask: cached teacher logits serve kd/dkd only; "
+                                 f"{distiller.method} needs the teacher's features on every batch")
+        modules = distiller.trainable_modules() if distiller is not None else [student]
+        super().__init__(nn.ModuleList(modules))
+        self.student = student
+        self.distiller = distiller
+        self.teacher_cache = teacher_cache
+
+    @property
+    def method(self) -> str:
+        return self.distiller.method if self.distiller is not None else "none"
+
+    @property
+    def teacher(self) -> Optional[nn.Module]:
+        return self.distiller.teacher if self.distiller is not None else None
+
+    def training_step(self, batch, ctx: StepContext) -> StepOutput:
+        x, y, idx = batch
+        if self.distiller is None:
+            logits = self.student(x)
+            loss = F.cross_entropy(logits, y)
+            return StepOutput(loss, logits, {"loss_ce": loss.detach()})
+        if self.teacher_cache is not None:
+            with self.teacher_cache.serve(self.distiller, idx):
+                logits, losses = self.distiller.forward_train(x, y, idx, epoch=ctx.epoch + 1)
+        else:
+            logits, losses = self.distiller.forward_train(x, y, idx, epoch=ctx.epoch + 1)
+        loss = sum(losses.values())
+        return StepOutput(loss, logits, {k: v.detach() for k, v in losses.items()})
+
+    def eval_model(self) -> nn.Module:
+        return self.student
+
+    def final_weights(self) -> dict[str, torch.Tensor]:
+        return self.student.state_dict()
+
+    def to(self, device: torch.device) -> "DistillTask":
+        self.model.to(device)
+        if self.distiller is not None:
+            self.distiller.to(device)  # the teacher too (not part of ``model``)
+            self.distiller.teacher.eval()
+        if self.teacher_cache is not None:
+            self.teacher_cache.to(device)
+        return self

@@ -1,0 +1,97 @@
+"""`nasdistill distill` on the command line: run directory, resume, config errors, the example."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nasdistill.cli import main
+from nasdistill.engine import load_model_record, read_metrics
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_distill.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Shared, oversubscribed 2-core machine: one OpenMP thread is ~10x faster than two spinning.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
+    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NASDISTILL_PROGRESS", "0")
+    mp.setenv("NASDISTILL_TENSORBOARD", "0")
+    try:
+        rc = main(["teacher", "model.name=resnet8", "train.epochs=1", "train.batch_size=128",
+                   "train.lr=0.1", "--out-dir", str(out)])
+    finally:
+        mp.undo()
+    assert rc == 0
+    return out
+
+
+def test_example_config_distills_and_resumes(teacher_dir, tmp_path, capsys):
+    run = tmp_path / "kd"
+    args = ["distill", str(EXAMPLE), f"teacher={teacher_dir}", "train.epochs=1",
+            "train.batch_size=128", "--out-dir", str(run)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert summary["method"] == "kd" and summary["test_acc"] is not None
+    for name in ("config.yaml", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
+                 "model.safetensors", "result.json"):
+        assert (run / name).is_file(), name
+    record = json.loads((run / "model.json").read_text())
+    assert record["kind"] == "space" and record["space"] == "digits_small"  # the STUDENT
+    load_model_record(run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["method"] == "kd" and saved["teacher"] == str(teacher_dir)
+    # a second run into the same directory needs --resume; --resume continues to 2 epochs
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["distill", "train.epochs=2", "--out-dir", str(run), "--resume"]) == 0
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    result = json.loads((run / "result.json").read_text())
+    assert result["epochs"] == 2 and result["method"] == "kd"
+
+
+def test_method_options_and_cache_flag_from_cli(teacher_dir, tmp_path, capsys):
+    run = tmp_path / "dkd"
+    assert main(["distill", str(EXAMPLE), f"teacher={teacher_dir}", "method=dkd", "dkd.beta=6",
+                 "cache_teacher_logits=true", "train.epochs=1", "train.batch_size=128",
+                 "--out-dir", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["method"] == "dkd" and result["cache_teacher_logits"] is True
+    assert result["teacher_cache_build_s"] >= 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["dkd"]["beta"] == 6.0
+
+
+def test_config_errors_exit_2_with_named_key(teacher_dir, tmp_path, capsys):
+    assert main(["distill", str(EXAMPLE), f"teacher={teacher_dir}", "kd.temprature=2",
+                 "--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "kd.temprature" in err and "kd.temperature" in err
+    assert main(["distill", str(EXAMPLE), f"teacher={tmp_path / 'missing'}",
+                 "--out-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "does not exist" in err
+    assert main(["distill", "method=kd", "--out-dir", str(tmp_path / "c")]) == 2
+    assert "teacher=RUN_DIR" in capsys.readouterr().err
+    assert main(["distill", str(EXAMPLE), f"teacher={teacher_dir}", "method=at",
+                 "cache_teacher_logits=true", "--out-dir", str(tmp_path / "d")]) == 2
+    assert "cache_teacher_logits" in capsys.readouterr().err
+    for sub in "abcd":
+        assert not (tmp_path / sub).exists()
