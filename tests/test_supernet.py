@@ -282,3 +282,13 @@ def test_supernet_suffix_with_shared_gates(digits):
     full.sample()
     out = suffix(torch.randn(2, ch, *hw))
     assert out.shape == (2, 10)
+
+
+def test_abs_penalty_pulls_toward_target_from_both_sides():
+    ce = torch.tensor(1.0)
+    below = torch.tensor(50.0, requires_grad=True)
+    above = torch.tensor(150.0, requires_grad=True)
+    cost_penalty(ce, below, 100.0, "add#abs", lam=0.5).backward()
+    cost_penalty(ce, above, 100.0, "add#abs", lam=0.5).backward()
+    assert below.grad.item() == pytest.approx(-0.5 / 100) and above.grad.item() == pytest.approx(0.5 / 100)
+    assert cost_penalty(ce, above.detach(), 100.0, "add#abs", lam=0.5).item() == pytest.approx(1.25)

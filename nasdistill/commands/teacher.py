@@ -30,28 +30,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..teachers import get_teacher, teacher_config_class
+    from ..teachers import teacher_config_class
+    from ..teachers.runner import run_teacher
 
     cfg = config_from_args(teacher_config_class(), args)
-    method = get_teacher(cfg.method)
     world, device = init_distributed(cfg.train.device)
     try:
         run_dir = prepare_run_dir(cfg.out_dir, resume=args.resume, is_main=world.is_main)
-        barrier()  # every rank has checked the directory before rank 0 writes into it
-        from ..data import load_dataset, loaders_for
-
-        d = cfg.data
-        splits = load_dataset(d.name, root=d.root, seed=d.split_seed, val_size=d.val_size)
-        seed_everything(cfg.seed)
-        model = build_model(cfg.model, splits.num_classes, splits.input_size)
-        task = method.task_factory(cfg, model, splits)
-        if world.is_main and not (run_dir / "config.yaml").exists():
-            save_yaml(cfg, run_dir / "config.yaml")
-            save_model_record(run_dir, model_record(cfg.model, splits.num_classes, splits.input_size))
-        train, val, test = loaders_for(splits, cfg.train.batch_size, device, seed=cfg.seed,
-                                       augment=d.augment, rank=world.rank, world_size=world.world_size)
-        result = Trainer(cfg.train, task, train, val, run_dir, seed=cfg.seed, resume=args.resume,
-                         test_loader=test, device=device).fit()
+        result = run_teacher(cfg, run_dir, resume=args.resume, device=device, world=world)
         if world.is_main:
             print(json.dumps({k: v for k, v in result.items() if k != "run_dir"}))
             print(f"teacher written to {run_dir}")

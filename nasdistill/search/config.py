@@ -22,10 +22,10 @@ class SearchSection:
     cost_metric: Literal["macs", "params", "latency"] = "macs"
     target: Optional[float] = None                  # cost target in cost_metric units (required)
     latency_table: Optional[str] = None             # JSON from `nasdistill bench latency`
-    penalty: Literal["mul#log", "add#linear"] = "mul#log"
+    penalty: Literal["mul#log", "add#linear", "add#abs"] = "mul#log"
     alpha: float = 0.2                              # mul#log: CE * alpha * (log E / log T)^beta
     beta: float = 0.3
-    lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T
+    lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T; add#abs: |E - T|
     recalibrate_batches: int = 20                   # BN recalibration of the extracted student
 
 

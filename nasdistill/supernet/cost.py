@@ -20,7 +20,7 @@ from typing import Mapping, Optional
 import torch
 
 METRICS = ("macs", "params", "latency")
-PENALTIES = ("mul#log", "add#linear")
+PENALTIES = ("mul#log", "add#linear", "add#abs")
 
 
 def state_key(state) -> str:
@@ -120,6 +120,9 @@ def cost_penalty(ce: torch.Tensor, expected: torch.Tensor, target: float, kind: 
 
     - ``mul#log``:    ``CE * alpha * (log E / log target) ** beta``
     - ``add#linear``: ``CE + lam * (E - target) / target``
+    - ``add#abs``:    ``CE + lam * |E - target| / target`` (nasdistill's addition: pulls the expected
+      cost toward the target from both sides, so searches at different targets find different
+      students; ``add#linear`` keeps pushing the cost down below the target)
     """
     if target <= 1 and kind == "mul#log":
         raise ValueError(f"mul#log needs a cost target > 1 (log target > 0), got {target}")
@@ -127,4 +130,6 @@ def cost_penalty(ce: torch.Tensor, expected: torch.Tensor, target: float, kind: 
         return ce * alpha * (torch.log(expected) / math.log(target)) ** beta
     if kind == "add#linear":
         return ce + lam * (expected - target) / target
+    if kind == "add#abs":
+        return ce + lam * (expected - target).abs() / target
     raise ValueError(f"cost penalty {kind!r} unknown; use one of {PENALTIES}")

@@ -117,13 +117,15 @@ class BranchedTeacher(nn.Module):
             feats.append(h)
         return feats, self.teacher.classifier(self.teacher.embed(h))
 
-    def forward(self, x, teacher_grad: bool = True):
+    def forward(self, x, teacher_grad: bool = True, branch_ids: Optional[Sequence[int]] = None):
+        """Teacher logits and the logits of branches ``branch_ids`` (default: all)."""
         if teacher_grad:
             feats, z_t = self.teacher_features(x)
         else:
             with torch.no_grad():
                 feats, z_t = self.teacher_features(x)
-        return z_t, [branch(f) for branch, f in zip(self.branches, feats[:-1])]
+        ids = range(len(self.branches)) if branch_ids is None else branch_ids
+        return z_t, [self.branches[i](feats[i]) for i in ids]
 
 
 def block_output_shapes(teacher, blocks, input_size) -> list[tuple]:

@@ -64,6 +64,9 @@ class GTNConfig:
     phi_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     mode: Literal["full", "two"] = "two"       # path-binarization estimator for phi
     share_phi: bool = True                     # one phi per label for all branches
+    branches_per_step: Optional[int] = None    # run k random branches per iteration (None: all, as
+                                               # in the paper); an unbiased estimate of the branch
+                                               # mean that cuts the branches' cost by k / 3
     freeze_teacher_epochs: int = 0             # EfficientNet recipe: warm branches 60 epochs first
 
 
@@ -108,6 +111,10 @@ class GTNTask(BranchTeacherTask):
         phi_ids = {id(p) for g in gates for p in g.parameters()}
         self._weights = [p for p in branched.parameters() if id(p) not in phi_ids]
         self._branch_weights = [p for p in branched.branches.parameters() if id(p) not in phi_ids]
+        k = cfg.branches_per_step
+        if k is not None and not 1 <= k <= len(branched.branches):
+            raise ValueError(f"gtn.branches_per_step must be in 1..{len(branched.branches)}, got {k}")
+        self.branch_rng = torch.Generator().manual_seed(12345)
         self.phi_opt = torch.optim.Adam([p for g in gates for p in g.parameters()], lr=cfg.phi_lr,
                                         betas=tuple(float(b) for b in cfg.phi_betas))
 
@@ -120,30 +127,42 @@ class GTNTask(BranchTeacherTask):
     def is_phi_step(self, step: int) -> bool:
         return step % self.cfg.phi_every == self.cfg.phi_every - 1
 
-    def _sample(self, arch_grad: bool) -> None:
+    def _sample(self, arch_grad: bool):
+        """Sample the paths, and the branches this iteration runs (None: all)."""
         for g in self.gates:
             g.sample(arch_grad=arch_grad)
+        k, n = self.cfg.branches_per_step, len(self.branched.branches)
+        if k is None or k == n:
+            return None
+        return sorted(torch.randperm(n, generator=self.branch_rng)[:k].tolist())
+
+    def state_dict(self) -> dict:
+        return {"branch_rng": self.branch_rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "branch_rng" in state:
+            self.branch_rng.set_state(state["branch_rng"].cpu())
 
     def training_step(self, batch, ctx) -> StepOutput:
         x, y, _ = batch
         c = self.cfg
         if not self.is_phi_step(ctx.step):
-            self._sample(arch_grad=False)
+            ids = self._sample(arch_grad=False)
             frozen = self.teacher_frozen(ctx.epoch)
             self.branched.teacher.train(not frozen)
-            z_t, zs = self.branched(x, teacher_grad=not frozen)
+            z_t, zs = self.branched(x, teacher_grad=not frozen, branch_ids=ids)
             loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.alpha, c.lam_ce,
                                    c.temperature)
             return StepOutput(loss, z_t, logs)
         # phi iteration: teacher and weights fixed, gradient only to phi
-        self._sample(arch_grad=True)
+        ids = self._sample(arch_grad=True)
         for p in self._branch_weights:
             p.requires_grad_(False)
         try:
             # batch statistics as in the weight steps, but no running-statistics update: a phi
             # iteration changes phi and nothing else
             with frozen_bn_stats(self.branched):
-                z_t, zs = self.branched(x, teacher_grad=False)
+                z_t, zs = self.branched(x, teacher_grad=False, branch_ids=ids)
         finally:
             for p in self._branch_weights:
                 p.requires_grad_(True)

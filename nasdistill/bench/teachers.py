@@ -1,0 +1,153 @@
+"""Cost of the teacher-training methods: the same teacher, data and steps with ce, sftn and gtn.
+
+Each round trains one epoch of every method in turn (interleaved, so machine noise hits all three
+alike) with the engine's step: ``task.training_step``, backward, the optimizer the step names.
+Reported: the median epoch time per method and the ratios to CE; for GTN also the time of its
+weight iterations and of its phi iterations, to show where the time goes. With ``--json`` the last
+line has ``gtn_over_ce`` and ``sftn_over_ce``.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import torch
+
+HELP = "epoch-time ratios of SFTN and GTN teacher training to plain CE"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dataset", default="digits", help="digits (default) or synthetic")
+    parser.add_argument("--size", type=int, default=8, help="synthetic: image size (e.g. 32)")
+    parser.add_argument("--channels", type=int, default=1, help="synthetic: channels (e.g. 3)")
+    parser.add_argument("--teacher", default="resnet8", help="zoo teacher (default resnet8)")
+    parser.add_argument("--space", default=None, help="GTN space (default: digits_small / gtn_cifar)")
+    parser.add_argument("--sftn-student", default=None,
+                        help="SFTN student: a zoo name (default: an architecture sampled from the space)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per epoch (default: full epoch)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--gtn-mode", default="two", choices=["two", "full"])
+    parser.add_argument("--gtn-branches-per-step", type=int, default=None,
+                        help="GTN: random branches per iteration (default: all three)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true")
+
+
+def build_tasks(args, splits, device):
+    from ..engine.config import ModelConfig
+    from ..engine.modelspec import build_model
+    from ..models import create_model
+    from ..search.runner import space_for
+    from ..teachers.ce import CETask
+    from ..teachers.gtn import GTNConfig, GTNTask, build_gtn
+    from ..teachers.sftn import SFTNConfig, SFTNTask, graft_student
+
+    name = args.space or ("gtn_cifar" if splits.input_size[1] >= 32 else "digits_small")
+    space = space_for(name, splits)
+
+    def teacher():
+        torch.manual_seed(0)
+        return create_model(args.teacher, num_classes=splits.num_classes, in_channels=splits.input_size[0])
+
+    ce = CETask(teacher())
+    if args.sftn_student:
+        student = build_model(ModelConfig(name=args.sftn_student), splits.num_classes, splits.input_size)
+    else:
+        student = space.build(space.sample(seed=0))
+    sftn_cfg = SFTNConfig()
+    sftn = SFTNTask(graft_student(teacher(), student, splits.input_size, sftn_cfg.blocks), splits, sftn_cfg)
+    gtn_cfg = GTNConfig(mode=args.gtn_mode, branches_per_step=args.gtn_branches_per_step)
+    branched, gates = build_gtn(teacher(), space, splits.input_size, gtn_cfg)
+    gtn = GTNTask(branched, gates, splits, gtn_cfg)
+    tasks = {"ce": ce, "sftn": sftn, "gtn": gtn}
+    optimizers = {}
+    for k, task in tasks.items():
+        task.to(device)
+        opts = {"main": torch.optim.SGD(task.main_parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)}
+        opts.update(task.extra_optimizers())
+        optimizers[k] = opts
+    return tasks, optimizers, space
+
+
+def run_epoch(task, opts, loader, epoch: int, steps, device, split_times: dict) -> float:
+    from ..engine.task import StepContext
+
+    loader.set_epoch(epoch)
+    task.model.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t_epoch = time.perf_counter()
+    for i, batch in enumerate(loader):
+        if steps is not None and i >= steps:
+            break
+        t0 = time.perf_counter()
+        ctx = StepContext(epoch, i, i, device)
+        out = task.training_step(batch, ctx)
+        opt = opts[out.optimizer]
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        task.after_optimizer_step(out.optimizer, ctx)
+        sync()
+        split_times[out.optimizer] = split_times.get(out.optimizer, 0.0) + time.perf_counter() - t0
+    return time.perf_counter() - t_epoch
+
+
+def flops_per_step(task, opts, loader, device, steps: int = 4) -> float:
+    """Mean FLOPs (forward + backward, ``torch.utils.flop_counter``) of one training step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run_epoch(task, opts, loader, 99, steps, device, {})
+    return counter.get_total_flops() / steps
+
+
+def run(args) -> int:
+    from ..data import DeviceLoader, load_dataset
+    from ..engine import distributed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    opts = {"size": args.size, "channels": args.channels} if args.dataset == "synthetic" else {}
+    splits = load_dataset(args.dataset, **opts)
+    device = distributed.resolve_device(args.device, 0)
+    loader = DeviceLoader(splits.train, args.batch_size, shuffle=True, augment=splits.augment,
+                          mean=splits.mean, std=splits.std, device=device, seed=0, drop_last=True)
+    tasks, optimizers, space = build_tasks(args, splits, device)
+    times = {k: [] for k in tasks}
+    split_times = {k: {} for k in tasks}
+    for k in tasks:  # warm-up epoch, not timed
+        run_epoch(tasks[k], optimizers[k], loader, 0, 2, device, {})
+    for r in range(args.rounds):
+        for k in tasks:
+            times[k].append(run_epoch(tasks[k], optimizers[k], loader, r + 1, args.steps, device,
+                                      split_times[k]))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = {k: flops_per_step(tasks[k], optimizers[k], loader, device) for k in tasks}
+    params = {k: sum(p.numel() for p in t.model.parameters()) for k, t in tasks.items()}
+    print(f"teacher {args.teacher} on {args.dataset} {tuple(splits.input_size)}, space {space.name}, "
+          f"batch {args.batch_size}, {len(loader) if args.steps is None else args.steps} steps/epoch, "
+          f"{args.rounds} interleaved rounds, device {device}")
+    print(f"{'method':8} {'epoch s (median)':>17} {'x CE':>6} {'GFLOP/step':>11} {'x CE':>6} "
+          f"{'params trained':>15}")
+    for k in tasks:
+        print(f"{k:8} {med[k]:>17.3f} {med[k] / med['ce']:>6.2f} {flops[k] / 1e9:>11.4f} "
+              f"{flops[k] / flops['ce']:>6.2f} {params[k]:>15,}")
+    print("time ratio close to the FLOP ratio: the extra time is the branches' arithmetic; "
+          "time ratio above it: per-step overhead")
+    g = split_times["gtn"]
+    total = sum(g.values()) or 1.0
+    print(f"gtn time split: weight iterations {g.get('main', 0) / total:.0%}, "
+          f"phi iterations {g.get('phi', 0) / total:.0%} (phi every {tasks['gtn'].cfg.phi_every} "
+          f"iterations, mode {tasks['gtn'].cfg.mode})")
+    result = {"ce_epoch_s": round(med["ce"], 4), "sftn_epoch_s": round(med["sftn"], 4),
+              "gtn_epoch_s": round(med["gtn"], 4), "sftn_over_ce": round(med["sftn"] / med["ce"], 3),
+              "gtn_over_ce": round(med["gtn"] / med["ce"], 3),
+              "sftn_flops_over_ce": round(flops["sftn"] / flops["ce"], 3),
+              "gtn_flops_over_ce": round(flops["gtn"] / flops["ce"], 3)}
+    if args.json:
+        print(json.dumps(result))
+    return 0

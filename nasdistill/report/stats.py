@@ -1,0 +1,100 @@
+"""Confidence intervals and paired tests for comparing students across teachers and seeds.
+
+Everything works on plain sequences of floats. Missing values (``None``, NaN, inf) are dropped
+before computing (pairs are dropped when either side is missing), so a failed run shrinks ``n``
+instead of poisoning a mean.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+#: Below this many pairs the two-sided Wilcoxon signed-rank test cannot reach p < 0.05 at all
+#: (with 5 pairs its smallest possible p is 2/32 = 0.0625), so it is not reported.
+WILCOXON_MIN_N = 6
+
+
+def _finite(values: Sequence) -> np.ndarray:
+    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64).reshape(-1)
+    return arr[np.isfinite(arr)]
+
+
+def mean_ci(values: Sequence, confidence: float = 0.95) -> tuple[float, float]:
+    """``(mean, half_width)`` of the Student-t confidence interval for the mean of ``values``.
+
+    ``half_width = t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard
+    deviation (``ddof=1``); the interval is ``mean ± half_width``. With one value the spread is
+    unknown and the half width is NaN (show it as "n/a"); with no values both are NaN.
+    """
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"mean_ci: confidence must be in (0, 1), got {confidence}")
+    x = _finite(values)
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem
+
+
+def paired_test(a: Sequence, b: Sequence, confidence: float = 0.95) -> dict:
+    """Compare paired measurements ``a[i]`` and ``b[i]`` (same student and seed, two teachers).
+
+    Returns a dict with
+    - ``n``: number of complete pairs;
+    - ``mean_diff``: mean of ``d = a - b``; ``half_width``, ``ci_low``, ``ci_high``: its Student-t
+      confidence interval (NaN when ``n < 2``);
+    - ``t_statistic``, ``t_pvalue``: two-sided paired t-test (:func:`scipy.stats.ttest_rel`);
+      NaN when ``n < 2``;
+    - ``wilcoxon_pvalue``: two-sided Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`,
+      zero differences dropped) when ``n >= 6``, else NaN.
+
+    Degenerate differences, where scipy would divide by zero: all differences zero gives p = 1
+    for both tests; a constant non-zero difference (zero spread) gives a t p-value of 0, the limit
+    of the t-test as the spread vanishes.
+    """
+    from scipy import stats
+
+    a_arr = np.array([np.nan if v is None else v for v in a], dtype=np.float64).reshape(-1)
+    b_arr = np.array([np.nan if v is None else v for v in b], dtype=np.float64).reshape(-1)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"paired_test: a and b must have the same length, got {a_arr.size} and {b_arr.size}")
+    keep = np.isfinite(a_arr) & np.isfinite(b_arr)
+    a_arr, b_arr = a_arr[keep], b_arr[keep]
+    d = a_arr - b_arr
+    n = int(d.size)
+    mean, half = mean_ci(d, confidence)
+    out = {"n": n, "mean_diff": mean, "half_width": half, "ci_low": mean - half, "ci_high": mean + half,
+           "confidence": confidence, "t_statistic": math.nan, "t_pvalue": math.nan,
+           "wilcoxon_pvalue": math.nan}
+    if n < 2:
+        return out
+    all_zero = bool(np.all(d == 0))
+    if np.ptp(d) == 0:
+        out["t_statistic"] = 0.0 if all_zero else math.copysign(math.inf, mean)
+        out["t_pvalue"] = 1.0 if all_zero else 0.0
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # near-constant differences
+            res = stats.ttest_rel(a_arr, b_arr)
+        out["t_statistic"], out["t_pvalue"] = float(res.statistic), float(res.pvalue)
+    if n >= WILCOXON_MIN_N:
+        if all_zero:
+            out["wilcoxon_pvalue"] = 1.0
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "exact p not possible with ties"
+                out["wilcoxon_pvalue"] = float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    return out
+
+
+def significant(p: Optional[float], alpha: float = 0.05) -> bool:
+    """True when ``p`` is a real p-value below ``alpha`` (NaN / None means "not tested": False)."""
+    return p is not None and math.isfinite(p) and p < alpha
