@@ -98,3 +98,13 @@ def test_cli_glue(tmp_path):
     save_yaml(load_config(RunConfig, None, ["seed=9"]), run / "config.yaml")
     cfg = config_from_args(RunConfig, parser.parse_args(["--resume", "--out-dir", str(run)]))
     assert cfg.seed == 9 and cfg.out_dir == str(run)
+
+
+def test_partial_section_keeps_the_parent_defaults():
+    from nasdistill.pipeline import PipelineConfig
+
+    cfg = load_config(PipelineConfig, None, ["search.search.warmup_epochs=7"])
+    assert cfg.search.search.warmup_epochs == 7
+    # the pipeline's own defaults for that section survive (not SearchSection's class defaults)
+    assert cfg.search.search.penalty == "add#abs" and cfg.search.search.mode == "two"
+    assert cfg.search.train.epochs == 8

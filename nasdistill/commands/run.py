@@ -41,5 +41,11 @@ def run(args) -> int:
     cfg = load_config(PipelineConfig, path, overrides)
     if args.out_dir:
         cfg.out_dir = args.out_dir
-    run_pipeline(cfg, cfg.out_dir, verbose=not args.quiet)
+    from ..engine.distributed import init_distributed, shutdown_distributed
+
+    init_distributed("auto")  # under torchrun every stage trains on all ranks
+    try:
+        run_pipeline(cfg, cfg.out_dir, verbose=not args.quiet)
+    finally:
+        shutdown_distributed()
     return 0

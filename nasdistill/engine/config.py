@@ -73,6 +73,7 @@ class ModelConfig:
     name: str = "resnet8"
     space: Optional[str] = None
     arch: Optional[Any] = None
+    options: dict = field(default_factory=dict)   # zoo keyword arguments, e.g. {weights: DEFAULT}
 
 
 # ---------------------------------------------------------------------------- loading
@@ -125,8 +126,29 @@ def from_dict(cls, data: Any, prefix: str = ""):
     for key in data:
         if key not in names:
             raise ConfigError(_unknown_key_message(cls, prefix, str(key)))
-    kwargs = {k: check_value(v, hints[k], prefix + k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]):
+            # a partial section keeps the defaults this parent gives it, not only the class's
+            default = _field_default(fields[k])
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                v = _deep_merge(to_dict(default), v)
+        kwargs[k] = check_value(v, hints[k], prefix + k)
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _unknown_key_message(cls, prefix: str, key: str) -> str:

@@ -52,6 +52,8 @@ def model_record(model_cfg, num_classes: int, input_size) -> dict:
         rec.update(kind="space", space=_space_spec(model_cfg.space), arch=resolve_arch(model_cfg.arch))
     else:
         rec.update(kind="zoo", name=model_cfg.name)
+        if getattr(model_cfg, "options", None):
+            rec["options"] = dict(model_cfg.options)
     return rec
 
 
@@ -69,7 +71,8 @@ def build_from_record(record: dict) -> StagedModel:
         except ImportError:
             raise ValueError(f"model.name={record['name']!r} needs the model zoo (nasdistill.models."
                              "create_model), which is not available; use model.space + model.arch") from None
-        return create_model(record["name"], num_classes=num_classes, in_channels=input_size[0])
+        return create_model(record["name"], num_classes=num_classes, in_channels=input_size[0],
+                            **record.get("options", {}))
     raise ValueError(f"model record has unknown kind {record.get('kind')!r}; expected 'zoo' or 'space'")
 
 

@@ -56,7 +56,7 @@ class PipelineStudents:
 
 
 def _teacher_train() -> TrainConfig:
-    return TrainConfig(epochs=10, batch_size=64, lr=0.1, weight_decay=5e-4, schedule="cosine",
+    return TrainConfig(epochs=30, batch_size=64, lr=0.1, weight_decay=5e-4, schedule="cosine",
                        milestones=[])
 
 
@@ -108,7 +108,7 @@ class PipelineConfig:
     space: str = "digits_small"
     data: DataConfig = field(default_factory=DataConfig)
     threads: Optional[int] = 1              # torch CPU threads (tiny models: 1 is fastest)
-    workers: int = 1                        # distillation runs in parallel (processes)
+    workers: int = 2                        # distillation runs in parallel (processes)
     search: PipelineSearch = field(default_factory=PipelineSearch)
     students: PipelineStudents = field(default_factory=PipelineStudents)
     teachers: PipelineTeachers = field(default_factory=PipelineTeachers)

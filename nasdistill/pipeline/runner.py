@@ -41,6 +41,18 @@ def _finished(run_dir: Path):
     return read_result(run_dir) if (run_dir / "result.json").exists() else None
 
 
+def _world():
+    from ..engine import distributed
+
+    return distributed.world()
+
+
+def _barrier() -> None:
+    from ..engine import distributed
+
+    distributed.barrier()
+
+
 # ---------------------------------------------------------------------------- stages
 def search_students(cfg: PipelineConfig, out: Path, splits, space, log: Progress) -> list[dict]:
     from ..search import SearchConfig, run_search
@@ -56,7 +68,8 @@ def search_students(cfg: PipelineConfig, out: Path, splits, space, log: Progress
             scfg = SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data,
                                 train=cfg.search.train, search=section)
             run_dir.mkdir(parents=True, exist_ok=True)
-            result = run_search(scfg, run_dir, resume=True, splits=splits, verbose=False)
+            result = run_search(scfg, run_dir, resume=True, splits=splits, verbose=False, world=_world())
+            _barrier()
         else:
             log.say(f"search: reusing {run_dir}")
         arch = result["arch"]
@@ -112,7 +125,8 @@ def train_teachers(cfg: PipelineConfig, out: Path, splits, students, log: Progre
             tcfg = cls(seed=cfg.seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
                        data=cfg.data, train=cfg.teachers.train, **sections)
             run_dir.mkdir(parents=True, exist_ok=True)
-            result = run_teacher(tcfg, run_dir, resume=True, splits=splits, verbose=False)
+            result = run_teacher(tcfg, run_dir, resume=True, splits=splits, verbose=False, world=_world())
+            _barrier()
         else:
             log.say(f"teacher: reusing {run_dir}")
         log.say(f"  {method}: test {result.get('test_acc', float('nan')):.2f}%, "
@@ -141,10 +155,11 @@ def _distill_job(payload: dict) -> dict:
     dcfg = from_dict(DistillConfig, payload["config"])
     run_dir = Path(payload["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_distill(dcfg, run_dir, resume=True, verbose=False)
+    return run_distill(dcfg, run_dir, resume=True, verbose=False, world=_world())
 
 
-def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Progress) -> list[dict]:
+def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Progress):
+    """Run (or reuse) every distillation; return the result rows and how many runs were executed."""
     jobs = []
     for st in students:
         for seed in cfg.distill.seeds:
@@ -165,7 +180,7 @@ def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Pr
             f"{len(jobs) - len(todo)} reused, {cfg.workers} worker(s)")
     bar = log.bar(len(todo), "distill")
     try:
-        if cfg.workers > 1 and len(todo) > 1:
+        if cfg.workers > 1 and len(todo) > 1 and not _world().distributed:
             import multiprocessing as mp
             with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
                 for _ in pool.map(_distill_job, [p for _, p in todo]):
@@ -173,6 +188,7 @@ def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Pr
         else:
             for _, payload in todo:
                 _distill_job(payload)
+                _barrier()
                 bar.update(1)
     finally:
         bar.close()
@@ -184,7 +200,7 @@ def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Pr
                      "teacher": meta["teacher"], "method": meta["method"], "seed": meta["seed"],
                      "best_acc": result.get("best_acc"), "last_acc": result.get("last_acc"),
                      "test_acc": result.get("test_acc"), "wall_time_s": result.get("wall_time_s")})
-    return rows
+    return rows, len(todo)
 
 
 def teacher_rows(cfg: PipelineConfig, teachers: dict, splits, device) -> list[dict]:
@@ -261,12 +277,14 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, verbose: bool = True) -> dic
     from ..search.runner import space_for
 
     cfg.check()
+    world = _world()
     out = Path(out_dir or cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if world.is_main:
+        save_yaml(cfg, out / "config.yaml")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    log = Progress(verbose)
+    log = Progress(verbose and world.is_main)
     device = distributed.resolve_device(cfg.teachers.train.device, 0)
     t_start = time.perf_counter()
     times = {}
@@ -276,27 +294,40 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, verbose: bool = True) -> dic
     log.say(f"nasdistill run: data {d.name} ({len(splits.train)} train images), space {space.name} "
             f"({space.size():,} architectures) -> {out}")
 
+    previous = json.loads((out / "stage_times.json").read_text()) if (out / "stage_times.json").exists() else {}
+
+    def record(stage: str, t0: float, reused: bool) -> None:
+        # a stage reused from an earlier invocation keeps the time it took then
+        times[stage] = previous.get(stage, 0.0) if reused and stage in previous else time.perf_counter() - t0
+        if world.is_main:
+            write_json(out / "stage_times.json", {**previous, **times})
+
     t0 = time.perf_counter()
+    reused = all(_finished(out / "search" / f"target_{int(t)}") for t in cfg.search.targets)
     students = search_students(cfg, out, splits, space, log)
     students += sample_students(cfg, space, {s["student"] for s in students})
-    times["search"] = time.perf_counter() - t0
-    write_json(out / "students.json", students)
+    record("search", t0, reused)
+    if world.is_main:
+        write_json(out / "students.json", students)
 
     t0 = time.perf_counter()
+    reused = all(_finished(out / "teachers" / m) for m in cfg.teachers.methods)
     teachers = train_teachers(cfg, out, splits, students, log)
-    times["teachers"] = time.perf_counter() - t0
+    record("teachers", t0, reused)
 
     t0 = time.perf_counter()
-    rows = distill_students(cfg, out, students, teachers, log)
-    times["distill"] = time.perf_counter() - t0
+    rows, ran = distill_students(cfg, out, students, teachers, log)
+    record("distill", t0, ran == 0)
 
     from ..report import write_report
 
+    if not world.is_main:  # rank 0 evaluates, reports and exports
+        return {"out_dir": str(out), "rank": world.rank}
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
     report = write_report(out, rows, trows, students, times, phi_history(teachers),
                           config_summary=to_dict(cfg))
-    times["report"] = time.perf_counter() - t0
+    record("report", t0, False)
     log.say(f"report: {report}")
 
     exported = {}
@@ -304,7 +335,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, verbose: bool = True) -> dic
         t0 = time.perf_counter()
         log.say("export:")
         exported = export_students(cfg, out, students, rows, space, splits, log)
-        times["export"] = time.perf_counter() - t0
+        record("export", t0, False)
     times["total"] = time.perf_counter() - t_start
     summary = {"out_dir": str(out), "students": students, "teachers": trows, "stage_times_s": times,
                "report": str(report), "exported": {k: str(out / "students" / k) for k in exported}}

@@ -1,0 +1,273 @@
+"""Export folders: arch.json + safetensors + torch.export (+ ONNX) round trips, errors, CLI."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import nasdistill
+from nasdistill.cli import main
+from nasdistill.export import (FILES, export_model, load, load_pt2, onnx_available,
+                               supernet_modules)
+from nasdistill.models import create_model
+from nasdistill.space import load_space
+from nasdistill.supernet import Supernet
+
+# identity and zero layers, including an identity that subsamples and pads (layer5: 32 -> 64, /2)
+ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "zero", "layer4": "k5_d2",
+        "layer5": "identity", "layer6": "zero"}
+ONNX_MISSING = onnx_available()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the test machine's two cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("digits_small", num_classes=10, input_size=(1, 8, 8))
+
+
+def randomize(model, seed=0):
+    """Non-trivial weights and BatchNorm statistics, so equal outputs mean equal networks."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                r = torch.rand(t.shape, generator=gen)
+                t.copy_(0.5 + r if name.endswith("running_var") else (r - 0.5) * 0.5)
+    return model
+
+
+def max_diff(a, b, x):
+    with torch.no_grad():
+        return (a(x) - b(x)).abs().max().item()
+
+
+def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
+    model = randomize(space.build(ARCH))
+    model.train()
+    result = export_model(model, tmp_path / "e", space=space, arch=ARCH, onnx=False)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    names = {p.name for p in (tmp_path / "e").iterdir()}
+    assert names == {"arch.json", "model.safetensors", "model.pt2", "export.json"}  # no temp files
+    rec = json.loads((tmp_path / "e" / "arch.json").read_text())
+    assert rec["space"] == "digits_small" and rec["kind"] == "space" and rec["arch"] == ARCH
+    assert rec["num_classes"] == 10 and rec["input_size"] == [1, 8, 8]
+    assert rec["arch_id"] == space.arch_id(ARCH)
+    assert {"macs": rec["macs"], "params": rec["params"]} == space.cost(ARCH)
+    assert rec["params"] == sum(p.numel() for p in model.parameters())
+    assert result["max_abs_diff"]["safetensors"] <= 1e-6 and result["max_abs_diff"]["pt2"] <= 1e-5
+    assert result["max_abs_diff"]["onnx"] is None and "disabled" in result["skipped"]["onnx"]
+    assert json.loads((tmp_path / "e" / "export.json").read_text()) == result
+    printed = capsys.readouterr().out
+    assert "model.pt2" in printed and "max |diff|" in printed and "skipped" in printed
+
+    x = torch.randn(7, 1, 8, 8)
+    loaded = nasdistill.load(tmp_path / "e")
+    assert type(loaded).__name__ == "SpaceNet" and not loaded.training
+    assert supernet_modules(loaded) == []
+    assert not any(type(m).__module__.startswith("nasdistill.supernet") for m in loaded.modules())
+    assert max_diff(loaded, model, x) <= 1e-5
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    program = load_pt2(tmp_path / "e")
+    assert max_diff(program, model, x) <= 1e-5  # batch 7 != traced batch 2: dynamic batch size
+    assert result["pt2_dynamic_batch"] is True
+
+
+def test_zoo_model_round_trips(tmp_path):
+    model = randomize(create_model("resnet8", num_classes=10, in_channels=1)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = export_model(model, tmp_path / "z", record={"model": "resnet8", "num_classes": 10,
+                                                          "input_size": [1, 8, 8]}, onnx=False)
+    # measuring and exporting run in eval mode: BatchNorm statistics are untouched
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    model.eval()
+    rec = json.loads((tmp_path / "z" / "arch.json").read_text())
+    assert rec["kind"] == "zoo" and rec["model"] == "resnet8" and rec["in_channels"] == 1
+    assert "arch" not in rec and rec["params"] == sum(p.numel() for p in model.parameters())
+    assert result["max_abs_diff"]["pt2"] <= 1e-5
+    x = torch.randn(3, 1, 8, 8)
+    loaded = load(tmp_path / "z")
+    assert type(loaded) is type(model) and max_diff(loaded, model, x) <= 1e-5
+    assert max_diff(load_pt2(tmp_path / "z"), model, x) <= 1e-5
+
+
+def test_extracted_supernet_student_round_trips(space, tmp_path):
+    torch.manual_seed(0)
+    supernet = randomize(Supernet(space, seed=0), seed=1).eval()
+    student = supernet.extract(ARCH).eval()
+    with pytest.raises(ValueError, match="supernet modules"):
+        export_model(supernet, tmp_path / "sn", space=space, arch=ARCH)
+    # a SpaceNet knows its space name and arch: the example batch gives the input size
+    example = torch.randn(4, 1, 8, 8)
+    result = export_model(student, tmp_path / "s", example_input=example, onnx=False)
+    assert result["batches"] == [4, 5] and result["model"] == space.arch_id(ARCH)
+    x = torch.randn(5, 1, 8, 8)
+    loaded = load(tmp_path / "s")
+    assert supernet_modules(loaded) == []
+    supernet.set_arch(ARCH)
+    try:
+        assert max_diff(loaded, supernet, x) <= 1e-4  # the supernet path itself
+    finally:
+        supernet.set_arch(None)
+    assert max_diff(loaded, student, x) <= 1e-5
+    assert max_diff(load_pt2(tmp_path / "s"), student, x) <= 1e-5
+
+
+def test_missing_or_corrupt_folders_give_clear_errors(space, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="arch.json does not exist"):
+        load(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="model.pt2 does not exist"):
+        load_pt2(tmp_path / "empty")
+
+    good = tmp_path / "good"
+    export_model(randomize(space.build(ARCH)), good, space=space, arch=ARCH, onnx=False, verbose=False)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "arch.json").write_text("{not json")
+    with pytest.raises(ValueError, match="arch.json is not valid JSON"):
+        load(folder)
+    (folder / "arch.json").write_text(json.dumps({"space": "digits_small", "arch": ARCH}))
+    with pytest.raises(ValueError, match=r"misses \['num_classes', 'input_size'\]"):
+        load(folder)
+    (folder / "arch.json").write_text((good / "arch.json").read_text())
+    with pytest.raises(FileNotFoundError, match="model.safetensors does not exist"):
+        load(folder)
+    (folder / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:500])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load(folder)
+    other = {**ARCH, "layer3": "k3_d2"}  # weights of another architecture
+    save_file(space.build(other).state_dict(), str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match="does not fit the network.*missing"):
+        load(folder)
+    (folder / "model.pt2").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable torch.export archive"):
+        load_pt2(folder)
+    # a model that does not match the arch it is exported with is refused before writing
+    with pytest.raises(ValueError, match="does not match its record"):
+        export_model(space.build(other), tmp_path / "mismatch", space=space, arch=ARCH, onnx=False)
+    assert not (tmp_path / "mismatch").exists()
+
+
+def test_failed_format_leaves_no_half_file(space, tmp_path, monkeypatch):
+    out = tmp_path / "e"
+    export_model(space.build(ARCH), out, space=space, arch=ARCH, onnx=False, verbose=False)
+    assert (out / "model.pt2").exists()
+
+    def broken_save(program, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch.export, "save", broken_save)
+    result = export_model(space.build(ARCH), out, space=space, arch=ARCH, onnx=False, verbose=False)
+    assert result["max_abs_diff"]["pt2"] is None and "disk full" in result["errors"]["pt2"]
+    # neither the half file nor the stale pt2 of the earlier export remains
+    assert {p.name for p in out.iterdir()} == {"arch.json", "model.safetensors", "export.json"}
+
+
+def test_onnx_auto_without_the_extra_says_why(space, tmp_path, monkeypatch, capsys):
+    import nasdistill.export as export
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "model.onnx").write_bytes(b"stale")
+    monkeypatch.setattr(export, "onnx_available", lambda: "onnx is not installed; pip install x")
+    result = export_model(space.build(ARCH), tmp_path / "e", space=space, arch=ARCH)
+    assert result["skipped"]["onnx"].startswith("onnx is not installed")
+    assert not (tmp_path / "e" / "model.onnx").exists()
+    assert "model.onnx         skipped: onnx is not installed" in capsys.readouterr().out
+    with pytest.raises(ImportError, match="ONNX export requested"):
+        export_model(space.build(ARCH), tmp_path / "e2", space=space, arch=ARCH, onnx=True)
+
+
+@pytest.mark.skipif(ONNX_MISSING is not None,
+                    reason=f"ONNX path needs the onnx extra: {ONNX_MISSING}")
+def test_onnx_export_matches(space, tmp_path):
+    import onnxruntime as ort
+
+    model = randomize(space.build(ARCH)).eval()
+    result = export_model(model, tmp_path / "e", space=space, arch=ARCH, onnx=True)
+    assert result["max_abs_diff"]["onnx"] <= 1e-4 and not result["errors"]
+    session = ort.InferenceSession(str(tmp_path / "e" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(9, 1, 8, 8)
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        assert (torch.from_numpy(y) - model(x)).abs().max().item() <= 1e-4
+
+
+def _fake_search_run(space, folder):
+    """What `nasdistill search` leaves: arch.json (search's keys) + the extracted student."""
+    folder.mkdir()
+    student = Supernet(space, seed=0).extract(ARCH)
+    randomize(student, seed=3)
+    (folder / "arch.json").write_text(json.dumps({
+        "space": space.name, "num_classes": 10, "input_size": [1, 8, 8], "arch": ARCH,
+        "arch_id": space.arch_id(ARCH)}))
+    save_file(student.state_dict(), str(folder / "model.safetensors"))
+    return student.eval()
+
+
+def test_cli_exports_a_search_run(space, tmp_path, capsys):
+    student = _fake_search_run(space, tmp_path / "search")
+    assert main(["export", str(tmp_path / "search"), "--out", str(tmp_path / "out"), "--no-onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "model.safetensors  max |diff| 0.000e+00" in out and "model.pt2" in out
+    assert "nasdistill.load(" in out
+    x = torch.randn(4, 1, 8, 8)
+    assert max_diff(load(tmp_path / "out"), student, x) <= 1e-5
+    assert max_diff(load_pt2(tmp_path / "out"), student, x) <= 1e-5
+    # the default folder is SOURCE/export; the search run directory itself is left alone
+    before = (tmp_path / "search" / "arch.json").read_text()
+    assert main(["export", str(tmp_path / "search"), "--no-onnx"]) == 0
+    assert (tmp_path / "search" / "export" / "model.pt2").is_file()
+    assert (tmp_path / "search" / "arch.json").read_text() == before
+
+
+def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
+    run = tmp_path / "teacher"
+    run.mkdir()
+    teacher = randomize(create_model("resnet8", num_classes=10, in_channels=1)).eval()
+    (run / "model.json").write_text(json.dumps({"kind": "zoo", "name": "resnet8", "num_classes": 10,
+                                                "input_size": [1, 8, 8]}))
+    save_file(teacher.state_dict(), str(run / "model.safetensors"))
+    assert main(["export", str(run), "--out", str(tmp_path / "t"), "--no-onnx"]) == 0
+    assert max_diff(load(tmp_path / "t"), teacher, torch.randn(2, 1, 8, 8)) <= 1e-5
+
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps(ARCH))
+    assert main(["export", str(arch_file), "--space", "digits_small", "--no-onnx"]) == 0
+    rec = json.loads((tmp_path / "arch-export" / "arch.json").read_text())
+    assert rec["arch"] == ARCH and rec["space"] == "digits_small"
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(arch_file), "--no-onnx"]) == 2  # a bare arch names no space
+    assert "pass --space" in capsys.readouterr().err
+
+
+def test_cli_search_run_over_a_space_file_records_its_path(tmp_path, monkeypatch):
+    """A search over a space given as a .py file: the export records the file, not the bare name."""
+    import search_spaces.digits_small as digits_module
+
+    source = open(digits_module.__file__).read().replace('name="digits_small"', 'name="my_space"')
+    space_file = tmp_path / "my_space.py"
+    space_file.write_text(source)
+    space = load_space(str(space_file))
+    run = tmp_path / "search"
+    student = _fake_search_run(space, run)
+    (run / "config.yaml").write_text(f"search:\n  space: {space_file}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(run), "--no-onnx"]) == 0
+    rec = json.loads((run / "export" / "arch.json").read_text())
+    assert rec["space"] == str(space_file.resolve())
+    assert max_diff(load(run / "export"), student, torch.randn(3, 1, 8, 8)) <= 1e-5
