@@ -292,3 +292,17 @@ def test_abs_penalty_pulls_toward_target_from_both_sides():
     cost_penalty(ce, above, 100.0, "add#abs", lam=0.5).backward()
     assert below.grad.item() == pytest.approx(-0.5 / 100) and above.grad.item() == pytest.approx(0.5 / 100)
     assert cost_penalty(ce, above.detach(), 100.0, "add#abs", lam=0.5).item() == pytest.approx(1.25)
+
+
+def test_bench_latency_table_covers_every_path(tmp_path, digits):
+    from nasdistill.bench.latency import measure_table
+
+    small = SearchSpace(name="tiny_lat", input_size=(1, 8, 8), num_classes=3, stem_channels=4,
+                        layers=[Layer(4, 1, ["k3_d2", "identity", "zero"]),
+                                Layer(8, 2, ["k3_d2", "k5_d2", "zero"])], head_width=8)
+    table = measure_table(small, torch.device("cpu"), batch_size=1, reps=1, warmup=0)
+    cm = CostModel(small, "latency", table)
+    for arch in small.architectures():  # every architecture's latency is predictable from the table
+        assert cm.of_arch(arch) > 0
+    sn = Supernet(small)
+    assert cm.expected(sn.gates).item() > 0

@@ -259,12 +259,12 @@ def export_students(cfg: PipelineConfig, out: Path, students, rows, space, split
         mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
         std = torch.tensor(splits.std).view(1, -1, 1, 1)
         info = export_model(model, target, space=space, arch=st["arch"], example_input=(x - mean) / std,
-                            onnx=cfg.export.onnx)
+                            onnx=cfg.export.onnx, verbose=False)
         info["source"] = str(src.relative_to(out))
         info["teacher"], info["method"] = teacher, method
         write_json(target / "export.json", info)
         exported[st["student"]] = info
-        diffs = ", ".join(f"{k} {v:.2e}" for k, v in info.get("max_abs_diff", {}).items())
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in info.get("max_abs_diff", {}).items() if v is not None)
         log.say(f"  {st['student']}: {teacher}+{method} -> {target} (max |diff| {diffs})")
     return exported
 

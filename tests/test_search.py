@@ -1,0 +1,71 @@
+"""`nasdistill search`: run directory, determinism, extracted student, the example's target."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nasdistill.cli import main
+from nasdistill.space import load_space
+
+TINY = ["train.epochs=2", "search.warmup_epochs=1", "search.mode=two", "search.target=800000",
+        "search.penalty=add#abs", "search.lam=1.0", "search.arch_lr=0.05", "train.threads=1"]
+
+
+def _search(out, *extra):
+    assert main(["search", "examples/digits_search.yaml", *TINY, *extra, "--out-dir", str(out)]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "a"
+    return out, _search(out)
+
+
+def test_run_directory_and_result(first):
+    out, result = first
+    for key in ("arch", "macs", "params", "target_macs", "arch_id", "cost_over_target"):
+        assert key in result
+    space = load_space("digits_small")
+    arch = json.loads((out / "arch.json").read_text())["arch"]
+    assert arch == result["arch"] and space.validate(arch) == arch
+    assert result["macs"] == space.cost(arch)["macs"] and result["target_macs"] == 800000
+    # model.safetensors is the extracted student: it loads strictly into space.build(arch)
+    model = space.build(arch)
+    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "expected_cost" in rows[-1] and "phi_entropy/layer1" in rows[-1]
+    assert rows[-1]["train_arch_ce"] > 0  # phi steps ran after the warm-up epoch
+
+
+def test_same_seed_same_architecture(first, tmp_path):
+    _, result = first
+    again = _search(tmp_path / "b")
+    assert again["arch"] == result["arch"]
+
+
+def test_missing_target_and_val_split_errors(tmp_path, capsys):
+    assert main(["search", "examples/digits_search.yaml", "search.target=null", "train.epochs=1",
+                 "--out-dir", str(tmp_path / "c")]) == 2
+    assert "search.target is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_digits_search_example_lands_within_target(tmp_path):
+    """The shipped example (a few minutes on 2 cores) lands at or below 1.10x its MACs target."""
+    torch.set_num_threads(1)
+    assert main(["search", "examples/digits_search.yaml", "--out-dir", str(tmp_path / "ex")]) == 0
+    result = json.loads((tmp_path / "ex" / "result.json").read_text())
+    assert result["macs"] <= 1.10 * result["target_macs"]
+
+
+def test_bench_supernet_and_teachers_json(capsys):
+    assert main(["bench", "supernet", "digits_small", "--paths", "1", "--reps", "1", "--batch-size", "4",
+                 "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) >= {"saved_bytes_ratio", "all_paths_saved_bytes_ratio", "step_time_ratio"}
+    assert last["saved_bytes_ratio"] < last["all_paths_saved_bytes_ratio"]
+    assert main(["bench", "teachers", "--rounds", "1", "--steps", "2", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["gtn_over_ce"] > 0 and last["sftn_over_ce"] > 0 and last["gtn_flops_over_ce"] > 1
