@@ -57,6 +57,7 @@ def run_search(cfg, run_dir: Optional[Path], resume: bool = False, splits=None, 
     _, val_eval, _ = loaders_for(splits, cfg.train.batch_size, device, seed=cfg.seed)
     task = SearchTask(supernet, s, val_arch, train, cost_model)
     if run_dir is not None and world.is_main and not (Path(run_dir) / "config.yaml").exists():
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, Path(run_dir) / "config.yaml")
     trainer = Trainer(cfg.train, task, train, val_eval, run_dir, seed=cfg.seed, resume=resume,
                       device=device, verbose=verbose)
