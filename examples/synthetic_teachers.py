@@ -1,11 +1,11 @@
-"""Train CE, MSE and SoTeacher teachers on `synthetic` data and compare them with the true posterior.
+"""Train CE, MSE, SoTeacher, SFTN and GTN teachers on `synthetic` data; compare them with the true posterior.
 
 The synthetic dataset knows the exact Bayes posterior p(y|x) of every image, so a teacher can be
 judged by what its students learn from: how close its softmax is to p(y|x) (MSE, KL), not only by
 accuracy. Every teacher is built and trained through the teacher registry (the same factories as
 `nasdistill teacher method=...`), with the same model, data, seed and schedule.
 
-    python examples/synthetic_teachers.py              # 10 epochs each, about 3 minutes on 2 free cores
+    python examples/synthetic_teachers.py              # 10 epochs each, a few minutes on 2 cores
     python examples/synthetic_teachers.py --quick      # 3 epochs, 1000 training images: a smoke run
     python examples/synthetic_teachers.py --epochs 30 --methods ce mse soteacher --json
 """
@@ -31,7 +31,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="epochs per teacher (default 10)")
     p.add_argument("--quick", action="store_true", help="3 epochs on 1000 training images")
-    p.add_argument("--methods", nargs="+", default=["ce", "mse", "soteacher"])
+    p.add_argument("--methods", nargs="+", default=["ce", "mse", "soteacher", "sftn", "gtn"])
     p.add_argument("--model", default="resnet8", help="zoo model (built with 1 input channel)")
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--lr", type=float, default=0.05)
@@ -51,6 +51,12 @@ def teacher_config(args, method: str, epochs: int):
             "data": {"name": "synthetic", "split_seed": args.data_seed},
             "train": {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
                       "schedule": "cosine", "device": "cpu", "amp": "off"}}
+    if method == "sftn":  # branches of one student of the digits_small pool
+        from nasdistill.space import load_space
+
+        data["sftn"] = {"student": {"space": "digits_small", "arch": load_space("digits_small").sample(seed=0)}}
+    if method == "gtn":
+        data["gtn"] = {"space": "digits_small"}
     for item in args.set:
         if item.split(".", 1)[0] in (method, "train", "model"):
             apply_override(data, item)
