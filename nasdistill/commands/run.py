@@ -29,19 +29,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import os
-
-    from ..engine.config import load_config
+    from ..engine.config import config_from_args
+    from ..engine.distributed import init_distributed, shutdown_distributed
     from ..pipeline import PipelineConfig, run_pipeline
 
-    path, overrides = args.config, list(args.overrides or [])
-    if path is not None and "=" in path and not os.path.exists(path):
-        overrides.insert(0, path)
-        path = None
-    cfg = load_config(PipelineConfig, path, overrides)
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
-    from ..engine.distributed import init_distributed, shutdown_distributed
+    cfg = config_from_args(PipelineConfig, args)  # stages resume by themselves: no --resume flag
 
     init_distributed("auto")  # under torchrun every stage trains on all ranks
     try:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasdistill.models.registry import register_model
-from nasdistill.models.staged import StagedModel
+from nasdistill.models.staged import PreactStage, StagedModel
 
 
 def pooled_embedding() -> nn.Sequential:
@@ -43,26 +43,6 @@ class BasicBlock(nn.Module):
         if self.capture_preact:
             self.preact_out = out
         return F.relu(out)
-
-
-class PreactStage(nn.Sequential):
-    """A sequence of blocks whose pre-activation output is that of its last block."""
-
-    @property
-    def capture_preact(self) -> bool:
-        return self[-1].capture_preact
-
-    @capture_preact.setter
-    def capture_preact(self, value: bool) -> None:
-        self[-1].capture_preact = value
-
-    @property
-    def preact_out(self):
-        return self[-1].preact_out
-
-    @preact_out.setter
-    def preact_out(self, value) -> None:
-        self[-1].preact_out = value
 
 
 def kaiming_init(model: nn.Module) -> None:

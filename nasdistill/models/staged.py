@@ -24,6 +24,26 @@ import torch
 from torch import nn
 
 
+class PreactStage(nn.Sequential):
+    """A sequence of blocks whose pre-activation output is that of its last block."""
+
+    @property
+    def capture_preact(self) -> bool:
+        return self[-1].capture_preact
+
+    @capture_preact.setter
+    def capture_preact(self, value: bool) -> None:
+        self[-1].capture_preact = value
+
+    @property
+    def preact_out(self):
+        return self[-1].preact_out
+
+    @preact_out.setter
+    def preact_out(self, value) -> None:
+        self[-1].preact_out = value
+
+
 @dataclass
 class Features:
     """Everything a distiller may read from one forward pass."""

@@ -175,12 +175,15 @@ def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Pr
                              {"config": to_dict(dcfg), "run_dir": str(run_dir), "threads": cfg.threads}))
     rows = []
     todo = [(meta, p) for meta, p in jobs if _finished(Path(p["run_dir"])) is None]
+    parallel = cfg.workers > 1 and len(todo) > 1 and not _world().distributed
+    how = (f"{cfg.workers} worker processes" if parallel else
+           f"one at a time on {_world().world_size} ranks" if _world().distributed else "one at a time")
     log.say(f"distill: {len(jobs)} runs ({len(students)} students x {len(cfg.distill.seeds)} seeds x "
             f"{len(jobs) // max(1, len(students) * len(cfg.distill.seeds))} teacher/method pairs), "
-            f"{len(jobs) - len(todo)} reused, {cfg.workers} worker(s)")
+            f"{len(jobs) - len(todo)} reused, {how}")
     bar = log.bar(len(todo), "distill")
     try:
-        if cfg.workers > 1 and len(todo) > 1 and not _world().distributed:
+        if parallel:
             import multiprocessing as mp
             with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
                 for _ in pool.map(_distill_job, [p for _, p in todo]):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.staged import PreactStage
+
 
 class ConvBNReLU(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU`` (ProxylessNAS' ``ConvLayer``)."""
@@ -52,8 +54,9 @@ class BasicBlock(nn.Module):
         return torch.relu(out)
 
 
-class ResStack(nn.Sequential):
-    """``n`` basic blocks: the first carries the stride and the in->out change."""
+class ResStack(PreactStage):
+    """``n`` basic blocks: the first carries the stride and the in->out change (pre-activation
+    capture is the last block's)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                  num_blocks: int):
@@ -61,23 +64,6 @@ class ResStack(nn.Sequential):
         blocks += [BasicBlock(out_channels, out_channels, kernel_size, 1)
                    for _ in range(num_blocks - 1)]
         super().__init__(*blocks)
-
-    # Pre-activation capture is delegated to the last block.
-    @property
-    def capture_preact(self) -> bool:
-        return self[-1].capture_preact
-
-    @capture_preact.setter
-    def capture_preact(self, value: bool) -> None:
-        self[-1].capture_preact = value
-
-    @property
-    def preact_out(self):
-        return self[-1].preact_out
-
-    @preact_out.setter
-    def preact_out(self, value) -> None:
-        self[-1].preact_out = value
 
 
 class ShapeIdentity(nn.Module):
