@@ -166,3 +166,28 @@ def test_saved_teacher_is_the_plain_model(tmp_path, method, extra):
         assert "phi_entropy" in metrics[-1] and "argmax_arch" in metrics[-1]
         phi = json.loads((out / "phi.json").read_text())
         assert set(phi["argmax_arch"]) == set(load_space("digits_small").labels)
+
+
+def test_frozen_teacher_warmup_trains_only_the_branches():
+    """EfficientNet recipe: for gtn.freeze_teacher_epochs the teacher (weights and BN statistics)
+    stays fixed while transforms and supernet paths train; afterwards the teacher trains too."""
+    from nasdistill.engine.task import StepContext
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1)
+    cfg = GTNConfig(freeze_teacher_epochs=1)
+    branched, gates = build_gtn(teacher, load_space("digits_small"), (1, 8, 8), cfg)
+    task = GTNTask(branched, gates, splits=None, cfg=cfg)
+    opt = torch.optim.SGD(task.main_parameters(), lr=0.1, momentum=0.9)
+    batch = (torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)), torch.arange(16))
+    for epoch, teacher_moves in ((0, False), (1, True)):
+        before = {k: v.clone() for k, v in teacher.state_dict().items()}
+        branch_before = [p.detach().clone() for p in branched.branches[2].transform.parameters()]
+        out = task.training_step(batch, StepContext(epoch, 0, 0, torch.device("cpu")))
+        assert out.optimizer == "main"
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        moved = any(not torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+        assert moved == teacher_moves
+        assert any(not torch.equal(a, b) for a, b in zip(branch_before, branched.branches[2].transform.parameters()))
