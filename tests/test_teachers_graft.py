@@ -191,3 +191,19 @@ def test_frozen_teacher_warmup_trains_only_the_branches():
         moved = any(not torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
         assert moved == teacher_moves
         assert any(not torch.equal(a, b) for a, b in zip(branch_before, branched.branches[2].transform.parameters()))
+
+
+def test_phi_iteration_with_only_zero_ops_sampled_is_a_no_op(digits_gtn):
+    teacher, branched, gates, cfg = digits_gtn
+    task = GTNTask(branched, gates, splits=None, cfg=cfg)
+    phi = gates[0]
+    with torch.no_grad():  # make zero certain in every layer
+        for label in phi.labels:
+            phi.logits(label).fill_(-30.0)
+            phi.logits(label)[phi.choices[label].index("zero")] = 30.0
+    opts = {"main": torch.optim.SGD(task.main_parameters(), lr=0.1), **task.extra_optimizers()}
+    before = [p.detach().clone() for p in phi.parameters()]
+    batch = (torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), torch.arange(8))
+    out = _step(task, opts, batch, step=1)
+    assert out.optimizer == "phi"
+    assert all(torch.equal(a, b) for a, b in zip(before, phi.parameters()))

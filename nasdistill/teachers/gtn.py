@@ -169,6 +169,9 @@ class GTNTask(BranchTeacherTask):
         ce = torch.stack([F.cross_entropy(z, y) for z in zs]).mean()
         kl = torch.stack([kl_branch_teacher(z, z_t, c.temperature) for z in zs]).mean()
         loss = c.phi_ce * ce - abs(c.phi_alpha) * kl
+        if not loss.requires_grad:
+            # every sampled layer was the zero op: the estimator gives phi no gradient this time
+            loss = loss + 0.0 * sum(p.sum() for p in self.phi_opt.param_groups[0]["params"])
         return StepOutput(loss, None, {"phi_ce": ce.detach(), "phi_kl": kl.detach()}, optimizer="phi")
 
     def after_optimizer_step(self, name: str, ctx) -> None:
