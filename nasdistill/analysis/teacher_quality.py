@@ -64,7 +64,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     # bin b holds conf in (b/n, (b+1)/n]; ceil(conf * n) - 1, with 0 put in bin 0
     bins = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
     n = p.shape[0]
-    count = torch.bincount(bins, minlength=n_bins).double()
     conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     return float((conf_sum - acc_sum).abs().sum() / n)

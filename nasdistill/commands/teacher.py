@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import json
 
-from ..engine.checkpoint import seed_everything
-from ..engine.config import add_config_arguments, config_from_args, save_yaml
-from ..engine.distributed import barrier, init_distributed, shutdown_distributed
-from ..engine.modelspec import build_model, model_record, save_model_record
+from ..engine.config import add_config_arguments, config_from_args
+from ..engine.distributed import init_distributed, shutdown_distributed
 from ..engine.rundir import prepare_run_dir
-from ..engine.trainer import Trainer
 
 HELP = "train a teacher (cross-entropy; other methods as registered)"
 

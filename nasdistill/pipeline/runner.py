@@ -78,7 +78,7 @@ def search_students(cfg: PipelineConfig, out: Path, splits, space, log: Progress
                 f"({cost['macs'] / target:.2f}x target), {cost['params']:,} params")
         arch_id = space.arch_id(arch)
         if any(s["student"] == arch_id for s in students):
-            log.say(f"  (same network as an earlier target's: kept once)")
+            log.say("  (same network as an earlier target's: kept once)")
             continue
         students.append({"student": arch_id, "kind": "searched", "arch": arch,
                          "macs": cost["macs"], "params": cost["params"], "target_macs": float(target)})

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from ..engine.config import ModelConfig
 from ..engine.task import StepOutput, TrainTask
