@@ -264,59 +264,9 @@ class SearchSpace:
 
     def size(self) -> int:
         """Number of distinct networks (distinct :meth:`canonical` forms) of the space."""
-        tied = len(self._labels) != len(self.layers)
-        if not tied:
-            return self._count_distinct()
-        total = 1
-        for label in self._labels:
-            total *= len(self._label_choices[label])
-        if total > 2_000_000:
-            raise ValueError(f"space {self.name!r} has tied labels and {total} label assignments: "
-                             f"too many to deduplicate exactly")
-        return len({self.canonical(arch) for arch in self.architectures()})
+        from .enumeration import count_networks
 
-    def _count_distinct(self) -> int:
-        """Count distinct token strings of the layer automaton by subset construction.
-
-        States (layer, shape); a parameter-free choice is an empty move, any other choice emits its
-        token; at the end the head emits ("end", shape). Determinizing merges every spelling of
-        one network, and the DFA is acyclic, so counting its accepting paths counts networks.
-        """
-        n = len(self.layers)
-
-        def closure(states):
-            todo, seen = list(states), set(states)
-            while todo:
-                i, st = todo.pop()
-                if i == n:
-                    continue
-                for name, op in self._ops[i].items():
-                    if self._token(i, name, st) is None:
-                        nxt = (i + 1, self._step(i, op, st))
-                        if nxt not in seen:
-                            seen.add(nxt)
-                            todo.append(nxt)
-            return frozenset(seen)
-
-        memo: dict = {}
-
-        def count(dstate) -> int:
-            if dstate in memo:
-                return memo[dstate]
-            moves: dict = {}
-            for i, st in dstate:
-                if i == n:
-                    moves.setdefault(("end", st), None)
-                    continue
-                for name, op in self._ops[i].items():
-                    token = self._token(i, name, st)
-                    if token is not None:
-                        moves.setdefault(token, set()).add((i + 1, self._step(i, op, st)))
-            total = sum(1 if targets is None else count(closure(targets)) for targets in moves.values())
-            memo[dstate] = total
-            return total
-
-        return count(closure({(0, self.stem_shape())}))
+        return count_networks(self)
 
     def architectures(self):
         """Iterate over every label assignment (beware: the space may be huge)."""
@@ -356,38 +306,10 @@ class SearchSpace:
 
     def cost_range(self) -> dict:
         """Minimum and maximum MACs and params over the space (exact, dynamic programming)."""
-        result = {}
-        for metric, idx in (("macs", 0), ("params", 1)):
-            for fn_name, fn in (("min", min), ("max", max)):
-                memo: dict = {}
-                best = self._extreme(0, self.stem_shape(), (), idx, fn, memo)
-                result[f"{metric}_{fn_name}"] = int(best + self.stem_cost()[idx])
-        return result
+        from .enumeration import cost_range
 
-    def _extreme(self, i, state, pending, idx, fn, memo):
-        if i == len(self.layers):
-            return self.head_cost(*state)[idx]
-        key = (i, state, pending)
-        if key in memo:
-            return memo[key]
-        label = self._layer_labels[i]
-        fixed = dict(pending)
-        names = [fixed[label]] if label in fixed else list(self._ops[i])
-        later = set(self._layer_labels[i + 1:])
-        values = []
-        for name in names:
-            op = self._ops[i][name]
-            layer = self.layers[i]
-            c = op.cost(state[0], layer.out_channels, layer.stride, state[1])[idx]
-            nxt_pending = {k: v for k, v in fixed.items() if k in later}
-            if label in later:
-                nxt_pending[label] = name
-            values.append(c + self._extreme(i + 1, self._step(i, op, state),
-                                            tuple(sorted(nxt_pending.items())), idx, fn, memo))
-        memo[key] = fn(values)
-        return memo[key]
+        return cost_range(self)
 
-    # ------------------------------------------------------------------ building
     def build(self, arch: Mapping) -> SpaceNet:
         """A standalone network (plain modules, fresh weights) for ``arch``."""
         layers = self.resolve(arch)
