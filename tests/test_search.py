@@ -69,3 +69,14 @@ def test_bench_supernet_and_teachers_json(capsys):
     assert main(["bench", "teachers", "--rounds", "1", "--steps", "2", "--json"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["gtn_over_ce"] > 0 and last["sftn_over_ce"] > 0 and last["gtn_flops_over_ce"] > 1
+
+
+def test_nni_comparison_runs_where_nni_imports(capsys):
+    from nasdistill.bench.supernet import nni_available
+
+    if not nni_available():
+        pytest.skip("the nni extra (nni 3.0 + pytorch_lightning) is not installed; CI does not install it")
+    assert main(["bench", "supernet", "digits_small", "--paths", "1", "--reps", "1", "--batch-size", "4",
+                 "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["nni_step_time_ratio"] > 0

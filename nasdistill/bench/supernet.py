@@ -11,8 +11,10 @@ For sampled paths, in one run:
     paths.
 
 With ``--json`` the last line is a JSON object with ``saved_bytes_ratio``,
-``all_paths_saved_bytes_ratio``, ``step_time_ratio`` (and ``nni_step_time_ratio`` when the ``nni``
-extra is installed).
+``all_paths_saved_bytes_ratio``, ``step_time_ratio`` and, when the ``nni`` extra (with
+pytorch_lightning) imports, ``nni_step_time_ratio``: the weight-step time of NNI 3.0's Proxyless
+supernet on the same space without ``zero`` (NNI cannot slice widths), same paths, divided by the
+standalone model's.
 """
 from __future__ import annotations
 
@@ -135,10 +137,65 @@ def measure(space, paths: int, reps: int, batch_size: int, device, seed: int) ->
 
 def nni_available() -> bool:
     try:
-        import nni  # noqa: F401
+        from nni.nas.oneshot.pytorch.supermodule.proxyless import ProxylessMixedLayer  # noqa: F401
         return True
-    except ImportError:
+    except Exception:  # nni or its one-shot dependency (pytorch_lightning) missing or broken
         return False
+
+
+def build_nni_supernet(space):
+    """NNI 3.0's Proxyless supernet over ``space`` without ``zero`` (NNI has no elastic width).
+
+    Without the zero op every layer reads its nominal width, so each candidate is the plain
+    module built for that width and any path of this supernet is a path of ours.
+    """
+    from nni.mutable import frozen_context
+    from nni.nas.oneshot.pytorch.supermodule.proxyless import ProxylessMixedLayer
+
+    from ..space.blocks import ConvBNReLU, SpaceHead
+
+    dry_run = {l: next(c for c in space.choices(l) if c != "zero") for l in space.labels}
+    with frozen_context(dry_run):  # NNI's LayerChoice needs a sample for its dry run
+        return _nni_layers(space, ProxylessMixedLayer, ConvBNReLU, SpaceHead)
+
+
+def _nni_layers(space, ProxylessMixedLayer, ConvBNReLU, SpaceHead):
+
+    layers = [ConvBNReLU(space.input_size[0], space.stem_channels, space.stem_kernel, space.stem_stride)]
+    width = space.stem_channels
+    for i, layer in enumerate(space.layers):
+        paths = {name: op.build(width, layer.out_channels, layer.stride)
+                 for name, op in space.layer_ops(i).items() if not op.skips_layer}
+        alpha = nn.Parameter(torch.zeros(len(paths)))
+        layers.append(ProxylessMixedLayer(paths, alpha, nn.Softmax(-1), space.layer_label(i)))
+        width = layer.out_channels
+    layers += [SpaceHead(width, space.head_width), nn.Linear(space.head_width or width, space.num_classes)]
+    return nn.Sequential(*layers)
+
+
+def measure_nni(space, paths: int, reps: int, batch_size: int, device, seed: int) -> dict:
+    """Weight-step time of NNI's Proxyless supernet and of the standalone model, same paths."""
+    nni_net = build_nni_supernet(space).to(device).train()
+    mixed = [m for m in nni_net if hasattr(m, "resample")]
+    x = torch.randn(batch_size, *space.input_size, device=device)
+    y = torch.randint(0, space.num_classes, (batch_size,), device=device)
+    rng = __import__("random").Random(seed)
+    ratios = []
+    for _ in range(paths):
+        arch = {l: rng.choice([c for c in space.choices(l) if c != "zero"]) for l in space.labels}
+        for m in mixed:
+            m.resample({m.label: arch[m.label]})
+        standalone = space.build(arch).to(device).train()
+        opt_nni = torch.optim.SGD([p for p in nni_net.parameters()], lr=1e-3, momentum=0.9)
+        opt_sa = torch.optim.SGD(standalone.parameters(), lr=1e-3, momentum=0.9)
+        timed_step(nni_net, opt_nni, x, y)
+        timed_step(standalone, opt_sa, x, y)
+        t_nni, t_sa = [], []
+        for _ in range(reps):
+            t_nni.append(timed_step(nni_net, opt_nni, x, y))
+            t_sa.append(timed_step(standalone, opt_sa, x, y))
+        ratios.append(statistics.median(t_nni) / statistics.median(t_sa))
+    return {"nni_step_time_ratio": statistics.median(ratios)}
 
 
 def run(args) -> int:
@@ -161,10 +218,13 @@ def run(args) -> int:
     print(f"all_paths_saved_bytes_ratio (weighted sum, median) = {summary['all_paths_saved_bytes_ratio']}")
     print(f"step_time_ratio (median) = {summary['step_time_ratio']}")
     if nni_available():
-        print("nni is installed, but the NNI 3.0 comparison is not implemented in this bench: "
-              "nni_step_time_ratio not measured")
+        nni = measure_nni(space, args.paths, args.reps, args.batch_size, device, args.seed)
+        summary["nni_step_time_ratio"] = round(nni["nni_step_time_ratio"], 4)
+        print(f"nni_step_time_ratio (NNI 3.0 Proxyless supernet, same space without zero, median) = "
+              f"{summary['nni_step_time_ratio']}")
     else:
-        print("nni not installed (pip install 'nasdistill[nni]'): nni_step_time_ratio skipped")
+        print("nni not installed (pip install 'nasdistill[nni]', which also needs pytorch_lightning): "
+              "nni_step_time_ratio skipped")
     if args.json:
         print(json.dumps(summary))
     return 0
