@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 
 from .plots import plot_accuracy_vs_macs, plot_gain, plot_phi_entropy
 from .stats import significant
-from .tables import (MeanCI, accuracy_table, as_float, choose_metric, comparison_table, conditions,
-                     gain_table, stage_table, students_table, teacher_table, validate_results,
+from .tables import (DISPLAY_NAMES, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
+                     conditions, gain_table, stage_table, students_table, teacher_table, validate_results,
                      write_results_csv)
 
 ALPHA = 0.05
@@ -169,7 +169,8 @@ def _teachers_section(teachers) -> str:
     body = []
     for r in rows:
         cost = f"{r['cost_vs_ce']:.2f}x" if math.isfinite(r["cost_vs_ce"]) else "—"
-        line = [r["teacher"].upper(), r["model"] or "—", r["epochs"] if r["epochs"] is not None else "—",
+        name = DISPLAY_NAMES.get(r["teacher"], r["teacher"].upper())
+        line = [name, r["model"] or "—", r["epochs"] if r["epochs"] is not None else "—",
                 fmt_mean_ci(r["test_acc"]) if r["n"] > 1 else fmt_acc(r["test_acc"].mean),
                 fmt_acc(r["best_acc"]), fmt_seconds(r["wall_time_s"]), cost]
         line += [f"{r[k]:.4f}" if as_float(r[k]) is not None else "—" for k in extras]

@@ -49,7 +49,11 @@ def condition_label(teacher: str, method: str) -> str:
     """``("none", "none") -> "baseline"``, ``("gtn", "kd") -> "GTN+KD"``."""
     if (teacher, method) == BASELINE:
         return "baseline"
-    return f"{teacher.upper()}+{method.upper()}"
+    return f"{DISPLAY_NAMES.get(teacher, teacher.upper())}+{DISPLAY_NAMES.get(method, method.upper())}"
+
+
+#: How method names are written in reports (the papers' spelling); others are upper-cased.
+DISPLAY_NAMES = {"soteacher": "SoTeacher", "fitnet": "FitNets"}
 
 
 def _rank(value: str, order: Sequence[str]) -> tuple:
