@@ -1,6 +1,8 @@
 """Two CPU processes under torchrun (gloo) end with the weights of one process on the same global batch.
 
-The network has no BatchNorm: BN statistics are per shard, so a BN network legitimately differs.
+The network has no BatchNorm: BN batch statistics are per shard, so a BN network legitimately
+differs. Its running statistic ``seen`` (per-shard, like BN's) must be averaged over the ranks at the
+end of each epoch: the ranks end equal, and equal to one process (the EMA is linear in the shards).
 A parameter (``extra``) is only used on a rank whose shard holds a sample of class 0, so on many
 steps one rank has no gradient for it while the other has; ``never`` gets no gradient anywhere and
 must stay untouched (a zero gradient would let weight decay move it). This file is also the worker
@@ -27,8 +29,13 @@ class TinyNet(nn.Module):
         self.fc2 = nn.Linear(32, 10)
         self.extra = nn.Parameter(torch.zeros(10))
         self.never = nn.Parameter(torch.ones(3))
+        # a running statistic of each rank's shard (like BatchNorm's): averaged over ranks per epoch
+        self.register_buffer("seen", torch.zeros(()))
 
     def forward(self, x):
+        if self.training:
+            with torch.no_grad():
+                self.seen.mul_(0.9).add_(0.1 * x.mean())
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 

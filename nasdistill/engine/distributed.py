@@ -110,6 +110,28 @@ def sync_gradients(params: Iterable[torch.nn.Parameter]) -> None:
         offset += sizes[i]
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over all ranks.
+
+    Each rank's BatchNorm sees only its shard, so running statistics drift apart; averaging them
+    before evaluation and checkpoints gives every rank the same model (integer buffers, such as
+    ``num_batches_tracked``, are equal on all ranks already).
+    """
+    w = world()
+    if not w.distributed:
+        return
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.reshape(-1).float() for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= w.world_size
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b).to(b.dtype))
+        offset += b.numel()
+
+
 def all_reduce_sum(values: list[float], device) -> list[float]:
     """Sum a short list of numbers over all ranks (identity for one process)."""
     if not world().distributed:

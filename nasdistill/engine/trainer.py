@@ -236,6 +236,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if self.world.distributed:
+            distributed.sync_buffers(self.task.model)  # one model on every rank for eval and checkpoints
         keys = sorted(log_sums)
         totals = distributed.all_reduce_sum(
             [loss_sum.item(), correct.item(), float(seen), float(counted)]
