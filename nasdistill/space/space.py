@@ -64,12 +64,6 @@ class ResolvedLayer:
     def skipped(self) -> bool:
         return self.op.skips_layer
 
-    @property
-    def is_noop(self) -> bool:
-        """True when the layer computes ``y = x`` (skipped, or an identity of unchanged shape)."""
-        return self.skipped or (self.choice == "identity" and self.in_channels == self.out_channels
-                                and self.stride == 1)
-
 
 class SpaceNet(StagedModel):
     """A standalone network built from a search space: plain modules, copied or fresh weights."""

@@ -25,7 +25,6 @@ that layer in that step. The zero candidate's branch output is ``o = 0`` in the 
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import Mapping, Optional
 
@@ -227,6 +226,3 @@ class ArchGates(nn.Module):
     def set_extra_state(self, state) -> None:
         self.generator.set_state(state.cpu() if isinstance(state, torch.Tensor) else state)
 
-
-def max_entropy(n: int) -> float:
-    return math.log(n)
