@@ -68,7 +68,9 @@ class PipelineTeachers:
     methods: list[str] = field(default_factory=lambda: ["ce", "gtn"])
     train: TrainConfig = field(default_factory=_teacher_train)
     ce: CEConfig = field(default_factory=CEConfig)
-    gtn: GTNConfig = field(default_factory=GTNConfig)
+    # 30 short epochs give ~300 phi steps: Adam lr 1e-3 (the paper's 240-epoch setting) would leave
+    # the gates uniform, so the embedded default uses a larger step (as the search does).
+    gtn: GTNConfig = field(default_factory=lambda: GTNConfig(phi_lr=0.02))
     sftn: SFTNConfig = field(default_factory=SFTNConfig)
     sftn_student_from_search: bool = True   # SFTN grafts the smallest searched student
     mse: MSEConfig = field(default_factory=MSEConfig)

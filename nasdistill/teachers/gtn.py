@@ -108,6 +108,11 @@ class GTNTask(BranchTeacherTask):
         if cfg.phi_every < 2:
             raise ValueError(f"gtn.phi_every must be >= 2 (one phi iteration every k), got {cfg.phi_every}")
         self.cfg, self.gates = cfg, gates
+        first = min(b.suffix.start for b in branched.branches)
+        space = gates[0].space
+        #: labels the branches actually use (layers before the first branch never run)
+        self.used_labels = [l for l in space.labels
+                            if any(space.layer_label(i) == l for i in range(first, len(space.layers)))]
         phi_ids = {id(p) for g in gates for p in g.parameters()}
         self._weights = [p for p in branched.parameters() if id(p) not in phi_ids]
         self._branch_weights = [p for p in branched.branches.parameters() if id(p) not in phi_ids]
@@ -187,7 +192,7 @@ class GTNTask(BranchTeacherTask):
         out = self.branch_metrics(before_batch=self._argmax_paths)
         for k, g in enumerate(self.gates):
             prefix = "" if len(self.gates) == 1 else f"g{k}/"
-            ent = g.entropy()
+            ent = {l: h for l, h in g.entropy().items() if l in self.used_labels}
             out[f"{prefix}phi_entropy"] = sum(ent.values()) / len(ent)
             out.update({f"{prefix}phi_entropy/{l}": h for l, h in ent.items()})
             arch = g.export()
@@ -197,7 +202,8 @@ class GTNTask(BranchTeacherTask):
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
-        record = [{"space": g.space.name, "argmax_arch": g.export(), "entropy": g.entropy(),
+        record = [{"space": g.space.name, "labels_used_by_branches": self.used_labels,
+                   "argmax_arch": g.export(), "entropy": g.entropy(),
                    "probabilities": g.probabilities()} for g in self.gates]
         tmp = Path(run_dir) / "phi.json.tmp"
         tmp.write_text(json.dumps(record[0] if len(record) == 1 else record, indent=2) + "\n")
