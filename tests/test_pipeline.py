@@ -43,7 +43,7 @@ def test_report_has_gtn_rows_and_confidence_intervals(run):
         assert section in report
     assert "GTN+KD" in report and "±" in report and "95% CI" in report
     assert "statistically significant" in report  # stated either way
-    for png in ("accuracy_vs_macs.png", "gain_gtn_vs_ce_kd.png", "phi_entropy.png"):
+    for png in ("accuracy_vs_macs.png", "gain_gtn_vs_ce_kd.png", "phi_entropy.png", "branch_accuracy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -221,18 +221,16 @@ def teacher_rows(cfg: PipelineConfig, teachers: dict, splits, device) -> list[di
     return rows
 
 
-def phi_history(teachers: dict) -> list[dict]:
+def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict]]:
+    """Per GTN epoch: the gate entropies, and the teacher / branch accuracies."""
     if "gtn" not in teachers:
-        return []
-    rows = read_metrics(teachers["gtn"]["dir"])
-    keep = []
-    for r in rows:
-        entry = {"epoch": r["epoch"]}
-        entry.update({k: v for k, v in r.items() if k.startswith("phi_entropy")})
-        entry.update({k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")})
-        entry["teacher_acc"] = r.get("val_acc")
-        keep.append(entry)
-    return keep
+        return [], []
+    entropy, accuracy = [], []
+    for r in read_metrics(teachers["gtn"]["dir"]):
+        entropy.append({"epoch": r["epoch"], **{k: v for k, v in r.items() if k.startswith("phi_entropy")}})
+        accuracy.append({"epoch": r["epoch"], "teacher_acc": r.get("val_acc"),
+                         **{k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")}})
+    return entropy, accuracy
 
 
 def export_students(cfg: PipelineConfig, out: Path, students, rows, space, splits, log: Progress) -> dict:
@@ -328,8 +326,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir=None, verbose: bool = True) -> dic
         return {"out_dir": str(out), "rank": world.rank}
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
-    report = write_report(out, rows, trows, students, times, phi_history(teachers),
-                          config_summary=to_dict(cfg))
+    entropy, branch_acc = gtn_histories(teachers)
+    report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
+                          branch_history=branch_acc)
     record("report", t0, False)
     log.say(f"report: {report}")
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .plots import plot_accuracy_vs_macs, plot_gain, plot_phi_entropy
+from .plots import plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain, plot_phi_entropy
 from .stats import significant
 from .tables import (DISPLAY_NAMES, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
                      conditions, gain_table, stage_table, students_table, teacher_table, validate_results,
@@ -251,7 +251,7 @@ def _gain_section(results, students, metric, gains: dict) -> str:
     return "\n\n".join(out)
 
 
-def _plots_section(run_dir: Path, results, students, phi_history, metric) -> str:
+def _plots_section(run_dir: Path, results, students, phi_history, metric, branch_history=()) -> str:
     made = [("Accuracy vs MACs", plot_accuracy_vs_macs(results, run_dir / "accuracy_vs_macs.png", metric,
                                                       students), "no student runs with MACs")]
     for method in ("kd", "dkd"):
@@ -263,6 +263,10 @@ def _plots_section(run_dir: Path, results, students, phi_history, metric) -> str
     made.append(("Gate (phi) entropy during GTN training", plot_phi_entropy(phi_history,
                                                                            run_dir / "phi_entropy.png"),
                  "no GTN phi history"))
+    if branch_history:
+        made.append(("Teacher and branch accuracy during GTN training",
+                     plot_branch_accuracy(branch_history, run_dir / "branch_accuracy.png"),
+                     "no branch accuracy history"))
     return "\n\n".join(f"**{title}**\n\n![{title}]({p.name})" if p is not None
                        else f"**{title}**: not drawn ({why} in this run)." for title, p, why in made)
 
@@ -287,7 +291,8 @@ def _config_section(config_summary) -> str:
 def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = (),
                  students: Sequence[dict] = (), stage_times: Optional[dict] = None,
                  phi_history: Sequence[dict] = (), config_summary: Optional[dict] = None,
-                 title: str = "nasdistill report", metric: Optional[str] = None) -> Path:
+                 title: str = "nasdistill report", metric: Optional[str] = None,
+                 branch_history: Sequence[dict] = ()) -> Path:
     """Write ``report.md``, ``results.csv`` and the PNG plots into ``run_dir``; return report.md's path.
 
     ``metric`` is the accuracy compared (default: ``test_acc`` when the runs have it, else
@@ -318,7 +323,7 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         ("Students", _students_section(students, results)),
         ("Accuracy by teacher", _accuracy_section(results, students, metric)),
         ("Gain GTN − CE", _gain_section(results, students, metric, gains)),
-        ("Plots", _plots_section(run_dir, results, students, phi_history, metric)),
+        ("Plots", _plots_section(run_dir, results, students, phi_history, metric, branch_history)),
         ("Time per stage", _stages_section(stage_times)),
         ("Configuration", _config_section(config_summary)),
     ]

@@ -162,4 +162,31 @@ def plot_phi_entropy(phi_history: Sequence[dict], path) -> Optional[Path]:
     return _save(fig, path)
 
 
-__all__ = ["plot_accuracy_vs_macs", "plot_gain", "plot_phi_entropy"]
+def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
+    """Teacher and branch accuracy over GTN/SFTN epochs (the GTN supplement's Figure 1).
+
+    ``history`` rows hold ``epoch``, ``teacher_acc`` and ``branch<i>_acc`` (percent).
+    """
+    history = sorted((h for h in history or () if as_float(h.get("epoch")) is not None),
+                     key=lambda h: h["epoch"])
+    keys = sorted({k for h in history for k in h if k.startswith("branch") and k.endswith("_acc")})
+    if not history or not keys:
+        return None
+    epochs = [h["epoch"] for h in history]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    if any(as_float(h.get("teacher_acc")) is not None for h in history):
+        ax.plot(epochs, [as_float(h.get("teacher_acc")) if as_float(h.get("teacher_acc")) is not None
+                         else math.nan for h in history], color="black", lw=2.2, label="teacher")
+    for k in keys:
+        ax.plot(epochs, [as_float(h.get(k)) if as_float(h.get(k)) is not None else math.nan
+                         for h in history], lw=1.0, label=k.replace("_acc", "").replace("branch", "branch "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Teacher and student-branch accuracy (branches on the most likely path)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+__all__ = ["plot_accuracy_vs_macs", "plot_branch_accuracy", "plot_gain", "plot_phi_entropy"]
