@@ -85,14 +85,11 @@ def test_gtn_structure_three_branches_over_the_supernet(digits_gtn):
 
 def _step(task, opts, batch, step):
     from nasdistill.engine.task import StepContext
+    from nasdistill.engine.trainer import apply_step
 
     ctx = StepContext(epoch=0, step=step, step_in_epoch=step, device=torch.device("cpu"))
     out = task.training_step(batch, ctx)
-    opt = opts[out.optimizer]
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
-    task.after_optimizer_step(out.optimizer, ctx)
+    apply_step(task, opts, out, ctx)
     return out
 
 

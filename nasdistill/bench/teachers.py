@@ -74,6 +74,7 @@ def build_tasks(args, splits, device):
 
 def run_epoch(task, opts, loader, epoch: int, steps, device, split_times: dict) -> float:
     from ..engine.task import StepContext
+    from ..engine.trainer import apply_step
 
     loader.set_epoch(epoch)
     task.model.train()
@@ -86,11 +87,7 @@ def run_epoch(task, opts, loader, epoch: int, steps, device, split_times: dict) 
         t0 = time.perf_counter()
         ctx = StepContext(epoch, i, i, device)
         out = task.training_step(batch, ctx)
-        opt = opts[out.optimizer]
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        task.after_optimizer_step(out.optimizer, ctx)
+        apply_step(task, opts, out, ctx)
         sync()
         split_times[out.optimizer] = split_times.get(out.optimizer, 0.0) + time.perf_counter() - t0
     return time.perf_counter() - t_epoch

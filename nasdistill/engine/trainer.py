@@ -78,6 +78,23 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "a
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n}
 
 
+def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: bool = False) -> None:
+    """Back-propagate ``out.loss`` and step the optimizer ``out`` names (the engine's step).
+
+    ``sync`` averages that optimizer's gradients over the ranks before the step.
+    """
+    opt = optimizers.get(out.optimizer)
+    if opt is None:
+        raise ValueError(f"{type(task).__name__} named optimizer {out.optimizer!r}; "
+                         f"known: {sorted(optimizers)}")
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if sync:
+        distributed.sync_gradients(p for g in opt.param_groups for p in g["params"])
+    opt.step()
+    task.after_optimizer_step(out.optimizer, ctx)
+
+
 class Trainer:
     """Train ``task`` with ``train_cfg`` (a :class:`~nasdistill.engine.config.TrainConfig`).
 
@@ -269,16 +286,7 @@ class Trainer:
         """Check, back-propagate and step one :class:`StepOutput` with the optimizer it names."""
         if not torch.isfinite(out.loss.detach()).item():
             self._non_finite(out, ctx)
-        opt = self.optimizers.get(out.optimizer)
-        if opt is None:
-            raise ValueError(f"{type(self.task).__name__} named optimizer {out.optimizer!r}; "
-                             f"known: {sorted(self.optimizers)}")
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if self.world.distributed:
-            distributed.sync_gradients(p for g in opt.param_groups for p in g["params"])
-        opt.step()
-        self.task.after_optimizer_step(out.optimizer, ctx)
+        apply_step(self.task, self.optimizers, out, ctx, sync=self.world.distributed)
 
     def _non_finite(self, out, ctx: StepContext):
         logs = {k: (float(v) if torch.is_tensor(v) and v.numel() == 1 else v) for k, v in out.logs.items()}

@@ -7,11 +7,11 @@ are linear-bottleneck outputs (no ReLU), as in the reference; no pre-activation 
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
+from nasdistill.models.init import he_fan_out_init
 from nasdistill.models.registry import register_model
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
@@ -67,17 +67,8 @@ class MobileNetV2(StagedModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """RepDistiller's init: He-normal (fan_out) convs, BN 1/0, Linear N(0, 0.01), zero bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        """RepDistiller's init (:func:`~nasdistill.models.init.he_fan_out_init`)."""
+        he_fan_out_init(self, linear_std=0.01)
 
 
 @register_model("MobileNetV2")

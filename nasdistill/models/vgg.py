@@ -7,12 +7,12 @@ The stem is unit 0. Inputs must be at least 8x8 (three 2x2 max-pools).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasdistill.models.init import he_fan_out_init
 from nasdistill.models.registry import register_model
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
@@ -85,19 +85,8 @@ class VGG(StagedModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """RepDistiller's VGG init: He-normal (fan_out) convs with zero bias, BN 1/0,
-        Linear N(0, 0.01) with zero bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        """RepDistiller's VGG init (:func:`~nasdistill.models.init.he_fan_out_init`)."""
+        he_fan_out_init(self, linear_std=0.01)
 
 
 def _register(name: str) -> None:

@@ -12,12 +12,12 @@ during the one forward pass, so BN running statistics are updated once, not twic
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasdistill.models.init import he_fan_out_init
 from nasdistill.models.registry import register_model
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
@@ -107,16 +107,8 @@ class WideResNet(StagedModel):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """RepDistiller's WRN init: He-normal (fan_out) convs, BN 1/0, zero Linear bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        """RepDistiller's WRN init (:func:`~nasdistill.models.init.he_fan_out_init`)."""
+        he_fan_out_init(self)
 
 
 def _register(depth: int, widen: int) -> None:

@@ -238,9 +238,9 @@ class SearchSpace:
         same subsample-and-pad. Two architectures build the same network exactly when their
         canonical forms are equal.
         """
-        tokens = [self._token(r.index, r.choice, (r.in_channels, r.in_hw))
-                  for r in self.resolve(arch)]
-        last = self.resolve(arch)[-1]
+        layers = self.resolve(arch)
+        tokens = [self._token(r.index, r.choice, (r.in_channels, r.in_hw)) for r in layers]
+        last = layers[-1]
         return tuple(t for t in tokens if t is not None) + (("end", last.out_channels, last.out_hw),)
 
     def _token(self, i: int, name: str, state: tuple):

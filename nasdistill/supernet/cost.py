@@ -107,7 +107,8 @@ class CostModel:
                 costs = torch.tensor([self.layer(i, n, s) for n in names], device=device)
                 total = total + ps * (p * costs).sum()
                 for j, n in enumerate(names):
-                    nxt[space._step(i, ops[n], s)] = nxt[space._step(i, ops[n], s)] + ps * p[j]
+                    after = space._step(i, ops[n], s)
+                    nxt[after] = nxt[after] + ps * p[j]
             dist = dict(nxt)
         for s, ps in dist.items():
             total = total + ps * self.head(s)
