@@ -4,7 +4,7 @@
 
 Steps: build the digits supernet, train it a few steps on random batches (so the weights are not
 the initial ones), extract one architecture (with identity and skipped layers) as a plain network,
-check it against its supernet path, recalibrate its BatchNorm statistics, export it (arch.json,
+check it against its supernet path, recalibrate its BatchNorm statistics, export it (model.json,
 model.safetensors, model.pt2 and model.onnx when the onnx extra is installed), reload it with
 ``nasdistill.load`` and with ``load_pt2``, and print how far each copy is from the student.
 Runs in seconds on a CPU. For a trained student use ``nasdistill export RUN_DIR`` instead.

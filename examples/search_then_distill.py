@@ -17,7 +17,6 @@ import torch
 import nasdistill
 from nasdistill.distill import DistillConfig, run_distill
 from nasdistill.engine.config import ModelConfig, TrainConfig
-from nasdistill.engine.modelspec import load_model_record
 from nasdistill.export import export_model
 from nasdistill.search import SearchConfig, SearchSection, run_search
 from nasdistill.teachers import teacher_config_class
@@ -40,7 +39,7 @@ def main() -> None:
                                   weight_decay=4e-5),
         search=SearchSection(space="digits_small", mode="two", warmup_epochs=1, arch_lr=0.02,
                              penalty="add#abs", lam=1.0, target=args.target))
-    found = run_search(search_cfg, out / "search", resume=True, verbose=False)
+    found = run_search(search_cfg, out / "search", verbose=False)
     print(f"searched student {found['arch_id']}: {found['macs']:,} MACs "
           f"({found['cost_over_target']:.2f}x target), arch {json.dumps(found['arch'])}")
 
@@ -49,24 +48,24 @@ def main() -> None:
     for method in ("ce", "gtn"):
         cfg = teacher_config_class()(method=method, model=ModelConfig(name="resnet8"),
                                      train=TrainConfig(epochs=epochs, lr=0.1, schedule="cosine", milestones=[]))
-        result = run_teacher(cfg, out / f"teacher_{method}", resume=True, verbose=False)
+        result = run_teacher(cfg, out / f"teacher_{method}", verbose=False)
         teacher_dirs[method] = out / f"teacher_{method}"
         print(f"teacher {method}: test accuracy {result['test_acc']:.2f}%")
 
     # 3. distillation (and the student alone)
-    student = ModelConfig(space="digits_small", arch=found["arch"])
+    student = ModelConfig(arch=str(out / "search"))  # the searched network, recorded by the search
     scores = {}
     for name, teacher, method in (("alone", None, "none"), ("ce+kd", "ce", "kd"), ("gtn+kd", "gtn", "kd")):
         cfg = DistillConfig(teacher=None if teacher is None else str(teacher_dirs[teacher]), method=method,
                             student=student, train=TrainConfig(epochs=epochs, lr=0.05, schedule="cosine",
                                                                milestones=[]))
-        result = run_distill(cfg, out / f"student_{name}", resume=True, verbose=False)
+        result = run_distill(cfg, out / f"student_{name}", verbose=False)
         scores[name] = result["test_acc"]
         print(f"student {name}: test accuracy {result['test_acc']:.2f}%")
 
     # 4. export the best and reload it
     best = max(scores, key=scores.get)
-    model = load_model_record(out / f"student_{best}")
+    model = nasdistill.load(out / f"student_{best}")   # any run directory loads like an export
     export_model(model, out / "export", space="digits_small", arch=found["arch"], onnx=False, verbose=False)
     reloaded = nasdistill.load(out / "export")
     x = torch.randn(4, 1, 8, 8)

@@ -23,7 +23,7 @@ from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import Trainer
 from nasdistill.engine.checkpoint import seed_everything
 from nasdistill.engine.config import from_dict
-from nasdistill.engine.modelspec import build_model
+from nasdistill.record import ModelRecord
 from nasdistill.teachers import get_teacher, teacher_config_class
 
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     for method in args.methods:
         cfg = teacher_config(args, method, epochs)
         seed_everything(cfg.seed)
-        model = build_model(cfg.model, splits.num_classes, splits.input_size)
+        model = ModelRecord.from_config(cfg.model, splits.num_classes, splits.input_size).build()
         task = get_teacher(method).task_factory(cfg, model, splits)
         train, val, _ = loaders_for(splits, cfg.train.batch_size, "cpu", seed=cfg.seed)
         t0 = time.perf_counter()

@@ -1,4 +1,9 @@
-"""`nasdistill` command line: one sub-command per module under ``nasdistill.commands``."""
+"""`nasdistill` command line: one sub-command per module under ``nasdistill.commands``.
+
+A user's mistake (a bad key or value, a missing file, a folder in use, a run that differs from its
+folder, a non-finite loss, a full disk) ends with one paragraph on stderr and exit status 2;
+``--debug`` (or ``NASDISTILL_DEBUG=1``) shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,19 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nasdistill",
         description="Neural architecture search and knowledge distillation around one supernet.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also NASDISTILL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_path in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_path)
-        except ModuleNotFoundError as err:
-            if err.name != module_path:
-                raise
-            continue
+        module = importlib.import_module(module_path)
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error (also NASDISTILL_DEBUG=1)")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def user_errors() -> tuple:
+    """The exception types that mean "the user asked for something that cannot be done"."""
+    from .engine.rundir import RunLocked
+
+    return (ValueError, OSError, ImportError, FloatingPointError, RunLocked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,16 +57,26 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides or []) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    debug = getattr(args, "debug", False) or os.environ.get("NASDISTILL_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, FloatingPointError) as err:
-        if os.environ.get("NASDISTILL_DEBUG"):
+    except user_errors() as err:
+        if debug:
             raise
-        print(f"nasdistill {args.command}: error: {err}", file=sys.stderr)
+        print(f"nasdistill {args.command}: error: {message(err)}\n(run with --debug for the traceback)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nasdistill {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def message(err: BaseException) -> str:
+    """The error's sentence (``OSError`` keeps its file name)."""
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        return f"{err.strerror or err}: {err.filename}"
+    text = str(err)
+    return text if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Standalone exports of a network: ``arch.json`` + safetensors, ``torch.export`` (.pt2), ONNX.
+"""Standalone exports of a network: ``model.json`` + safetensors, ``torch.export`` (.pt2), ONNX.
 
 An export folder::
 
-    arch.json          how to rebuild the network: a search-space architecture (space spec,
-                       num_classes, input_size, arch, arch_id, macs, params) or a zoo model
-                       (model name, num_classes, in_channels, input_size)
+    model.json         how to rebuild the network, as data (a :class:`~nasdistill.record.ModelRecord`:
+                       a zoo model, or a search-space architecture with the space described)
+    code/              only for spaces with custom ops: their source, imported only on request
     model.safetensors  the weights (strict state dict of the rebuilt network)
     model.pt2          torch.export program of the network in eval mode (dynamic batch size)
     model.onnx         the same graph as ONNX (only with the ``onnx`` extra installed)
@@ -12,11 +12,10 @@ An export folder::
 
 Every artifact is reloaded and run against the original network before :func:`export_model`
 returns, and each file is written to a temporary name and renamed, so a failed export leaves no
-half-written file. :func:`load` rebuilds the network from ``arch.json`` + ``model.safetensors``
-with ``space.build(arch)`` (or the model zoo): no supernet class is involved.
-
-The ``arch.json`` of a ``nasdistill search`` run directory has the same keys, so :func:`load` also
-reads a search run directory directly.
+half-written file. :func:`load` rebuilds the network from ``model.json`` + ``model.safetensors``
+with ``space.build(arch)`` (or the model zoo): no supernet class and no user code is involved.
+Every run directory (search, teacher, distill) holds the same two files, so :func:`load` reads
+them too.
 """
 from __future__ import annotations
 
@@ -31,25 +30,18 @@ from torch import nn
 
 from .artifact import (  # noqa: F401  (re-exported: the public export API)
     FILES,
-    FORMAT,
     ONNX_HINT,
     ONNX_MODULES,
     PathLike,
-    RUN_MARKERS,
-    _atomic_path,
-    _key_diff,
-    _record_for,
-    _write_json,
-    build_from_export_record,
+    key_diff,
     load,
-    supernet_modules,
     load_pt2,
     load_weights,
-    normalize_record,
-    load_space_for,
-    space_record,
-    zoo_record,
+    read_record,
+    supernet_modules,
 )
+from .atomic import atomic_path, write_json
+from .record import ModelRecord
 
 # ---------------------------------------------------------------------------- export
 def onnx_available() -> Optional[str]:
@@ -138,9 +130,36 @@ def _check_batches(model: nn.Module, input_size, example_input, seed: int):
     return example_input, check
 
 
+def resolve_record(model: nn.Module, space=None, arch: Optional[Mapping] = None,
+                   record=None, example_input: Optional[torch.Tensor] = None) -> ModelRecord:
+    """The :class:`ModelRecord` of ``model`` from the arguments of :func:`export_model`."""
+    if record is not None:
+        if space is not None or arch is not None:
+            raise ValueError("export_model: give either record= or space= (+ arch=), not both")
+        if isinstance(record, ModelRecord):
+            return record
+        if isinstance(record, Mapping) and record.get("kind") is None and "model" in record:
+            record = dict(record, kind="zoo")
+        return ModelRecord.from_json(record, "export_model(record=...)")
+    from .space import SearchSpace, load_space
+
+    arch = arch if arch is not None else getattr(model, "arch", None)
+    space = space if space is not None else getattr(model, "space_name", None)
+    if space is None or arch is None:
+        raise ValueError(f"export_model: cannot tell how to rebuild a {type(model).__name__}: pass "
+                         "space= and arch= for a search-space network, or record=ModelRecord.zoo(NAME, "
+                         "num_classes, input_size) for a zoo model")
+    if not isinstance(space, (str, SearchSpace)):
+        raise ValueError(f"export_model: space= is a SearchSpace or a space spec, got {type(space).__name__}")
+    classes = getattr(getattr(model, "classifier", None), "out_features", None)
+    size = tuple(example_input.shape[1:]) if example_input is not None else None
+    return ModelRecord.of_space(load_space(space, classes, size), arch)
+
+
 def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optional[Mapping] = None,
-                 record: Optional[Mapping] = None, example_input: Optional[torch.Tensor] = None,
-                 onnx: Union[str, bool] = "auto", seed: int = 0, verbose: bool = True) -> dict:
+                 record=None, example_input: Optional[torch.Tensor] = None,
+                 onnx: Union[str, bool] = "auto", seed: int = 0, verbose: bool = True,
+                 source: Optional[Mapping] = None) -> dict:
     """Write ``model`` to ``out_dir`` in every format, reload each and compare with ``model``.
 
     Args:
@@ -149,42 +168,45 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         space, arch: the :class:`~nasdistill.space.SearchSpace` (or spec: module name or ``.py``
             path) and architecture the model was built from. For a ``SpaceNet`` both default to
             what the model records (the space by name, adapted to ``example_input``).
-        record: instead of ``space``/``arch``: a zoo model ``{"model": NAME, "num_classes": N,
-            "input_size": [C, H, W]}`` or a ``model.json`` record of a training run.
+        record: instead of ``space``/``arch``: a :class:`~nasdistill.record.ModelRecord` (e.g.
+            ``ModelRecord.zoo("resnet8", 10, (1, 8, 8))`` or the record of a run directory) or its
+            JSON mapping.
         example_input: the batch ``torch.export`` traces (default: 2 random inputs of the
             recorded input size); outputs are compared on it and on a second random batch.
         onnx: ``"auto"`` (write ``model.onnx`` when the ``onnx`` extra imports, else say why
             not), ``True`` (require it: ``ImportError`` when missing) or ``False``.
+        source: provenance added to ``export.json`` (e.g. the run the weights come from).
 
     Returns (and writes as ``export.json``) ``{"max_abs_diff": {format: float | None}, "files":
     {...}, "skipped": {...}, "errors": {...}, ...}``: a format that was skipped or failed has
     ``None`` and a reason, and its file is absent.
     """
+    from .engine.rundir import RUN_FILES
+
     if onnx not in ("auto", True, False):
         raise ValueError(f"export_model: onnx must be 'auto', True or False, got {onnx!r}")
     if supernet_modules(model):
         raise ValueError(f"export_model: {type(model).__name__} contains supernet modules "
                          f"{supernet_modules(model)[:3]}; export supernet.extract(arch) instead")
     out = Path(out_dir)
-    if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS):
-        found = ", ".join(m for m in RUN_MARKERS if (out / m).exists())
+    if out.is_dir() and any((out / m).exists() for m in RUN_FILES):
+        found = ", ".join(m for m in RUN_FILES if (out / m).exists())
         raise FileExistsError(f"{out} holds a training run ({found}); export into another folder "
                               "(e.g. --out RUN/export)")
     onnx_missing = onnx_available() if onnx is not False else None
     if onnx is True and onnx_missing:
         raise ImportError(f"ONNX export requested but {onnx_missing}")
-    rec = _record_for(model, space, arch, record, example_input)
-    input_size = tuple(rec["input_size"])
+    rec = resolve_record(model, space, arch, record, example_input)
+    input_size = tuple(rec.input_size)
     if example_input is not None and tuple(example_input.shape[1:]) != input_size:
         raise ValueError(f"example_input has shape {tuple(example_input.shape)}, the model record says "
                          f"inputs are {input_size}")
-    probe = build_from_export_record(rec)  # fail before writing anything when they disagree
+    probe = rec.build(for_weights=True)  # fail before writing anything when they disagree
     try:
         probe.load_state_dict(model.state_dict(), strict=True)
     except RuntimeError as err:
-        what = rec.get("arch") or rec.get("model")
-        raise ValueError(f"export_model: the model does not match its record ({what}): "
-                         f"{str(err).splitlines()[0]} {_key_diff(probe, model.state_dict())}") from None
+        raise ValueError(f"export_model: the model does not match its record ({rec.describe()}): "
+                         f"{str(err).splitlines()[0]} {key_diff(probe, model.state_dict())}") from None
     del probe
     out.mkdir(parents=True, exist_ok=True)
 
@@ -208,7 +230,7 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
                 diff = _max_diff(run(x), ref_x)
                 return max(diff, _max_diff(run(check), ref_check)) if dynamic else diff
 
-        # arch.json + weights are the export itself: any failure here raises
+        # model.json + weights are the export itself: any failure here raises
         diffs["safetensors"] = _write_weights(model, rec, out, compare, x.device)
         try:
             diffs["pt2"], extra["pt2_dynamic_batch"] = _write_pt2(model, x, out, compare)
@@ -227,16 +249,36 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
     for fmt, name in FILES.items():  # a file left by an earlier export would not match this model
         if diffs[fmt] is None and (out / name).exists():
             (out / name).unlink()
-    result = {"folder": str(out), "kind": rec["kind"], "model": rec.get("arch_id") or rec.get("model"),
-              "macs": rec.get("macs"), "params": rec.get("params"), "input_size": list(input_size),
+    cost = _cost(rec, model)
+    result = {"folder": str(out), "kind": rec.kind, "model": rec.arch_id or rec.name,
+              "macs": cost["macs"], "params": cost["params"], "input_size": list(input_size),
               "batches": [int(x.shape[0]), int(check.shape[0])], "max_abs_diff": diffs,
               "files": {fmt: {"file": name, "bytes": (out / name).stat().st_size}
                         for fmt, name in FILES.items() if diffs[fmt] is not None},
-              "skipped": skipped, "errors": errors, **extra}
-    _write_json(out / "export.json", result)
+              "skipped": skipped, "errors": errors, **extra, **dict(source or {})}
+    write_json(out / "export.json", result)
     if verbose:
         print(format_result(result))
     return result
+
+
+def _cost(rec: ModelRecord, model: nn.Module) -> dict:
+    """MACs and parameters: from the space's cost model, or measured on the network (zoo)."""
+    if rec.kind == "space":
+        return {k: int(v) for k, v in rec.space_object().cost(rec.arch).items()}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(model.parameters())
+    x = torch.zeros(1, *rec.input_size, device=p.device, dtype=p.dtype)
+    was_training = model.training
+    model.eval()  # a training-mode forward would update BatchNorm statistics
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return {"macs": int(counter.get_total_flops() // 2),
+            "params": int(sum(t.numel() for t in model.parameters()))}
 
 
 def _brief(err: Exception, limit: int = 400) -> str:
@@ -246,14 +288,14 @@ def _brief(err: Exception, limit: int = 400) -> str:
 
 
 def _write_weights(model, rec, out: Path, compare, device) -> float:
-    """model.safetensors + arch.json, checked by rebuilding through :func:`load`."""
+    """model.safetensors + model.json, checked by rebuilding through :func:`load`."""
     from safetensors.torch import save_file
 
-    with _atomic_path(out / FILES["safetensors"]) as tmp:
+    with atomic_path(out / FILES["safetensors"]) as tmp:
         # clone: safetensors refuses tensors that share storage
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
-                  str(tmp), metadata={"format": FORMAT})
-    _write_json(out / "arch.json", rec)
+                  str(tmp), metadata={"format": "nasdistill"})
+    rec.write(out)
     reloaded = load(out, device=device)
     if supernet_modules(reloaded):
         raise RuntimeError(f"reloaded model contains supernet modules {supernet_modules(reloaded)}")
@@ -262,14 +304,14 @@ def _write_weights(model, rec, out: Path, compare, device) -> float:
 
 def _write_pt2(model, x, out: Path, compare) -> tuple[float, bool]:
     program, dynamic = _export_program(model, x)
-    with _atomic_path(out / FILES["pt2"]) as tmp:
+    with atomic_path(out / FILES["pt2"]) as tmp:
         torch.export.save(program, str(tmp))
         diff = compare(torch.export.load(str(tmp)).module(), dynamic)
     return diff, dynamic
 
 
 def _write_onnx(model, x, out: Path, compare) -> tuple[float, str]:
-    with _atomic_path(out / FILES["onnx"]) as tmp:
+    with atomic_path(out / FILES["onnx"]) as tmp:
         exporter = _export_onnx(model, x, tmp)
         diff = compare(lambda t: _run_onnx(tmp, t))
     return diff, exporter

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from nasdistill.cli import main
-from nasdistill.engine import load_model_record, read_metrics
+from nasdistill import load
+from nasdistill.engine import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_distill.yaml"
 
@@ -50,22 +51,30 @@ def test_example_config_distills_and_resumes(teacher_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert summary["method"] == "kd" and summary["test_acc"] is not None
-    for name in ("config.yaml", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
+    for name in ("config.yaml", "run.json", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
                  "model.safetensors", "result.json"):
         assert (run / name).is_file(), name
     record = json.loads((run / "model.json").read_text())
-    assert record["kind"] == "space" and record["space"] == "digits_small"  # the STUDENT
-    load_model_record(run)
+    assert record["kind"] == "space" and record["space"]["name"] == "digits_small"  # the STUDENT
+    load(run)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["method"] == "kd" and saved["teacher"] == str(teacher_dir)
-    # a second run into the same directory needs --resume; --resume continues to 2 epochs
+    # a second run into the same directory needs --resume
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["distill", "train.epochs=2", "--out-dir", str(run), "--resume"]) == 0
+    # --resume with another value is refused, naming the key; --amend continues and records it
+    assert main(["distill", "train.epochs=2", "--out-dir", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs = 1 in the run, 2 now" in err and "--amend" in err
+    assert main(["distill", "train.epochs=2", "--out-dir", str(run), "--resume", "--amend"]) == 0
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     result = json.loads((run / "result.json").read_text())
     assert result["epochs"] == 2 and result["method"] == "kd"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["amendments"][0]["changed"] == {"train.epochs": [1, 2]}
+    assert manifest["amendments"][0]["at_epoch"] == 1
 
 
 def test_method_options_and_cache_flag_from_cli(teacher_dir, tmp_path, capsys):

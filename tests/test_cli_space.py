@@ -83,7 +83,7 @@ def test_cost_from_json_string_and_from_file(capsys, tmp_path):
 @pytest.mark.parametrize("arch,needle", [
     ('{"layer1": "k3_d2"', "not valid JSON"),
     ('{"layer1": 3}', "layer1"),
-    ("missing_arch.json", "neither a JSON object nor an existing file"),
+    ("missing_arch.json", "neither an existing file or folder nor a JSON mapping"),
 ])
 def test_cost_errors_exit_2(capsys, arch, needle):
     code, out, err = run_cli(capsys, "cost", "digits_small", arch)

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from nasdistill.cli import main
 from nasdistill.data import load_dataset, loaders_for
-from nasdistill.engine import evaluate, load_checkpoint, load_model_record
+from nasdistill import load
+from nasdistill.engine import evaluate, load_checkpoint
 
 TINY = ["model.space=digits_small",
         "model.arch={" + ", ".join(f"layer{i}: zero" for i in range(1, 7)) + "}",
@@ -31,7 +32,7 @@ def test_digits_run_writes_full_run_directory(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     assert main(["teacher", *TINY, "--out-dir", str(run)]) == 0
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
+    assert {"config.yaml", "run.json", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
             "model.safetensors", "result.json"} <= names
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["method"] == "ce" and config["train"]["epochs"] == 2 and config["out_dir"] == str(run)
@@ -44,7 +45,7 @@ def test_digits_run_writes_full_run_directory(tmp_path, monkeypatch, capsys):
     ckpt = load_checkpoint(run / "last.ckpt")  # weights_only=True
     assert ckpt["epoch"] == 2 and set(ckpt["optimizers"]) == {"main"} and "numpy" in ckpt["rng"]
     # the run's model can be rebuilt and evaluates to the logged accuracy
-    model = load_model_record(run)
+    model = load(run)
     weights = load_file(str(run / "model.safetensors"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
     _, val, _ = loaders_for(load_dataset("digits", seed=0), 64, "cpu")

@@ -110,8 +110,8 @@ def test_synthetic_options_noise_shape_and_seed():
 
 # ---------------------------------------------------------------- registry
 def test_unknown_dataset_and_option_errors():
-    assert DATASETS == ["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
-    with pytest.raises(ValueError, match="valid names: digits, synthetic, cifar10, cifar100"):
+    assert DATASETS.names() == ["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
+    with pytest.raises(ValueError, match="available: digits, synthetic, cifar10, cifar100"):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="did you mean 'n_train'"):
         load_dataset("synthetic", n_trian=10)

@@ -11,12 +11,14 @@ from safetensors.torch import load_file
 from nasdistill.cli import main
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.distill import METHOD_CONFIGS, dkd_loss, kd_loss
+from nasdistill import load as load_model_record
+from nasdistill.distill import DISTILLERS
 from nasdistill.distill.config import DistillConfig
 from nasdistill.distill.runner import prepare_distill, run_distill
 from nasdistill.engine import ConfigError, ModelConfig, StepContext, TrainConfig, load_config
 from nasdistill.engine.checkpoint import seed_everything
-from nasdistill.engine.modelspec import build_from_record, load_model_record
 from nasdistill.engine.trainer import evaluate
+from nasdistill.record import ModelRecord
 
 METHODS = ["kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd"]
 ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "k3_d2", "layer4": "identity",
@@ -71,7 +73,7 @@ def make_cfg(teacher_dir, method="kd", student=None, **kw):
 
 def seeded_student(record, seed=0):
     seed_everything(seed)
-    return build_from_record(record)
+    return ModelRecord.from_json(record).build()
 
 
 # ---------------------------------------------------------------------------- config
@@ -79,7 +81,7 @@ def test_config_sections_cover_every_method():
     hints = typing.get_type_hints(DistillConfig)
     for name, cls in METHOD_CONFIGS.items():
         assert hints[name] is cls
-    assert set(typing.get_args(hints["method"])) == set(METHOD_CONFIGS) | {"none"}
+    assert hints["method"] is str and set(DISTILLERS) == set(METHOD_CONFIGS) | {"none"}
     cfg = DistillConfig()
     assert (cfg.train.lr, cfg.train.schedule, cfg.train.optimizer) == (0.05, "cosine", "sgd")
     assert cfg.kd.temperature == 4.0 and cfg.dkd.temperature == 4.0
@@ -114,6 +116,7 @@ def test_teacher_for_other_classes_refused(teacher_dir, tmp_path, splits):
     record["num_classes"] = 5
     (fake / "model.json").write_text(json.dumps(record))
     (fake / "model.safetensors").write_bytes((teacher_dir / "model.safetensors").read_bytes())
+    (fake / "result.json").write_text((teacher_dir / "result.json").read_text())
     with pytest.raises(ValueError, match="5 classes.*10 classes"):
         run_distill(make_cfg(fake), None, splits=splits, verbose=False)
 
@@ -121,8 +124,7 @@ def test_teacher_for_other_classes_refused(teacher_dir, tmp_path, splits):
 # ---------------------------------------------------------------------------- the task
 @pytest.mark.parametrize("method", METHODS)
 def test_teacher_frozen_and_out_of_optimizer(teacher_dir, splits, method):
-    setup = prepare_distill(make_cfg(teacher_dir, method), splits, "cpu", verbose=False)
-    task = setup.task
+    task = prepare_distill(make_cfg(teacher_dir, method), splits, "cpu")
     teacher = task.teacher
     teacher_ids = {id(p) for p in teacher.parameters()}
     assert teacher_ids and not teacher_ids & {id(p) for p in task.main_parameters()}
@@ -148,8 +150,7 @@ def test_teacher_frozen_and_out_of_optimizer(teacher_dir, splits, method):
 
 
 def test_dkd_epoch_is_one_based(teacher_dir, splits):
-    setup = prepare_distill(make_cfg(teacher_dir, "dkd"), splits, "cpu", verbose=False)
-    task = setup.task
+    task = prepare_distill(make_cfg(teacher_dir, "dkd"), splits, "cpu")
     x, y, idx = next(iter(loaders_for(splits, 64, "cpu", seed=0)[0]))
     task.model.eval()  # same student output in both calls
     with torch.no_grad():
@@ -163,10 +164,8 @@ def test_dkd_epoch_is_one_based(teacher_dir, splits):
 
 @pytest.mark.parametrize("method", ["kd", "dkd"])
 def test_cached_logits_match_live_teacher(teacher_dir, splits, method):
-    live = prepare_distill(make_cfg(teacher_dir, method), splits, "cpu", verbose=False).task
-    cached_setup = prepare_distill(make_cfg(teacher_dir, method, cache_teacher_logits=True), splits,
-                                   "cpu", verbose=False)
-    cached = cached_setup.task
+    live = prepare_distill(make_cfg(teacher_dir, method), splits, "cpu")
+    cached = prepare_distill(make_cfg(teacher_dir, method, cache_teacher_logits=True), splits, "cpu")
     assert cached.teacher_cache is not None and len(cached.teacher_cache) == len(splits.train)
     x, y, idx = next(iter(loaders_for(splits, 128, "cpu", seed=0)[0]))
     ctx = StepContext(0, 0, 0, torch.device("cpu"))
@@ -192,7 +191,7 @@ def test_cache_refuses_augmentation_and_feature_methods(teacher_dir, splits):
     cfg = make_cfg(teacher_dir, "kd", cache_teacher_logits=True)
     cfg.data.augment = True
     with pytest.raises(ValueError, match="augmentation.*data.augment=false"):
-        prepare_distill(cfg, splits, "cpu", verbose=False)
+        prepare_distill(cfg, splits, "cpu")
     with pytest.raises(ConfigError, match="fitnet.*features"):
         prepare_distill(make_cfg(teacher_dir, "fitnet", cache_teacher_logits=True), splits, "cpu")
 
@@ -204,10 +203,12 @@ def test_each_method_distills_end_to_end(teacher_dir, splits, tmp_path, method):
     cfg = make_cfg(teacher_dir, method)
     result = run_distill(cfg, tmp_path / "run", splits=splits, verbose=False)
     run = tmp_path / "run"
-    for name in ("config.yaml", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
+    for name in ("config.yaml", "run.json", "model.json", "metrics.csv", "metrics.jsonl", "last.ckpt",
                  "model.safetensors", "result.json"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "result.json").read_text())
+    assert saved == result  # fresh and reused runs return the same mapping
+    assert run_distill(cfg, run, splits=splits, verbose=False) == result
     assert saved["method"] == method and saved["epochs"] == 1
     assert saved["test_acc"] == pytest.approx(result["test_acc"])
     assert 0 <= saved["best_acc"] <= 100 and saved["teacher_test_acc"] > 10
@@ -233,25 +234,32 @@ def test_student_by_zoo_name(teacher_dir, splits, tmp_path):
     load_model_record(tmp_path / "run")  # loads strictly into a fresh resnet8
 
 
-def test_student_by_arch_json_file_and_string(teacher_dir, splits, tmp_path):
-    arch_file = tmp_path / "arch.json"   # what a search run writes
-    arch_file.write_text(json.dumps({"space": "digits_small", "num_classes": 10,
-                                     "input_size": [1, 8, 8], "arch": ARCH, "arch_id": "x"}))
+def test_student_by_arch_json_file_record_and_string(teacher_dir, splits, tmp_path):
+    arch_file = tmp_path / "arch.json"   # an architecture that names its space
+    arch_file.write_text(json.dumps({"space": "digits_small", "arch": ARCH}))
     cfg = make_cfg(teacher_dir, "kd", student=ModelConfig(arch=str(arch_file)))  # space from file
     run_distill(cfg, tmp_path / "a", splits=splits, verbose=False)
     record = json.loads((tmp_path / "a" / "model.json").read_text())
-    assert record["kind"] == "space" and record["space"] == "digits_small" and record["arch"] == ARCH
+    assert record["kind"] == "space" and record["space"]["name"] == "digits_small" and record["arch"] == ARCH
     saved_cfg = load_config(DistillConfig, str(tmp_path / "a" / "config.yaml"))
-    assert saved_cfg.student.space == "digits_small"
+    assert saved_cfg.student.space == "digits_small" and saved_cfg.student.arch == ARCH
+    # a run directory (any model.json) names a student completely: no space needed
+    task = prepare_distill(make_cfg(teacher_dir, "kd", student=ModelConfig(arch=str(tmp_path / "a"))),
+                           splits, "cpu")
+    assert task.record["arch"] == ARCH and task.record["space"]["name"] == "digits_small"
     cfg = make_cfg(teacher_dir, "kd", student=ModelConfig(space="digits_small", arch=json.dumps(ARCH)))
-    setup = prepare_distill(cfg, splits, "cpu", verbose=False)
-    assert setup.student_record["arch"] == ARCH
-    with pytest.raises(ValueError, match="student.space"):
+    assert prepare_distill(cfg, splits, "cpu").record["arch"] == ARCH
+    with pytest.raises(ValueError, match="student.space|model.space"):
         prepare_distill(make_cfg(teacher_dir, "kd", student=ModelConfig(arch=json.dumps(ARCH))),
                         splits, "cpu")
-    with pytest.raises(ValueError, match="names space 'digits_small'"):
-        prepare_distill(make_cfg(teacher_dir, "kd", student=ModelConfig(space="gtn_cifar",
-                                                                        arch=str(arch_file))),
+    # an explicit space wins over the one the file names (the arch must fit it)
+    task = prepare_distill(make_cfg(teacher_dir, "kd", student=ModelConfig(space="gtn_cifar",
+                                                                           arch=str(arch_file))),
+                           splits, "cpu")
+    assert task.record["space"]["name"] == "gtn_cifar" and task.record["space"]["layers"][0]["out_channels"] == 64
+    with pytest.raises(ValueError, match="layer9"):
+        prepare_distill(make_cfg(teacher_dir, "kd", student=ModelConfig(space="digits_small",
+                                                                        arch={**ARCH, "layer9": "zero"})),
                         splits, "cpu")
 
 
@@ -259,7 +267,7 @@ def test_baseline_trains_student_alone(splits, tmp_path):
     cfg = make_cfg(None, "none", teacher=None)
     result = run_distill(cfg, tmp_path / "run", splits=splits, verbose=False)
     assert result["method"] == "none" and result["teacher"] is None
-    assert "teacher_test_acc" not in result
+    assert result["teacher_test_acc"] is None
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["train_loss_ce"] == pytest.approx(row["train_loss"])
     assert not any(k.startswith("train_loss_kd") for k in row)

@@ -154,6 +154,6 @@ def test_existing_run_needs_resume_and_finished_resume_is_noop(digits, tmp_path,
         Trainer(cfg(epochs=1), CETask(linear()), train, val, run, verbose=False)
     before = (run / "model.safetensors").read_bytes()
     again = Trainer(cfg(epochs=1), CETask(linear()), train, val, run, resume=True).fit()
-    assert "nothing to do" in capsys.readouterr().out
+    assert "already finished" in capsys.readouterr().out
     assert again["best_acc"] == first["best_acc"]
     assert (run / "model.safetensors").read_bytes() == before and len(read_metrics(run)) == 1

@@ -21,8 +21,8 @@ def test_export_student_example_runs(tmp_path):
     assert "supernet modules in it: none" in text
     diffs = [float(v) for v in re.findall(r"max \|diff\| ([0-9.e+-]+)", text)]
     assert len(diffs) == 5 and max(diffs) <= 1e-4  # supernet path, safetensors, pt2, load, load_pt2
-    assert {p.name for p in out.iterdir()} == {"arch.json", "model.safetensors", "model.pt2",
+    assert {p.name for p in out.iterdir()} == {"model.json", "model.safetensors", "model.pt2",
                                               "export.json"}
-    rec = json.loads((out / "arch.json").read_text())
-    assert rec["space"] == "digits_small" and rec["arch"]["layer2"] == "identity"
+    rec = json.loads((out / "model.json").read_text())
+    assert rec["space"]["name"] == "digits_small" and rec["arch"]["layer2"] == "identity"
     assert rec["arch"]["layer4"] == "zero"

@@ -1,4 +1,4 @@
-"""Export folders: arch.json + safetensors + torch.export (+ ONNX) round trips, errors, CLI."""
+"""Export folders: model.json + safetensors + torch.export (+ ONNX) round trips, errors, CLI."""
 import json
 
 import pytest
@@ -10,7 +10,8 @@ from nasdistill.cli import main
 from nasdistill.export import (FILES, export_model, load, load_pt2, onnx_available,
                                supernet_modules)
 from nasdistill.models import create_model
-from nasdistill.space import load_space
+from nasdistill.record import ModelRecord
+from nasdistill.space import describe_space, load_space
 from nasdistill.supernet import Supernet
 
 # identity and zero layers, including an identity that subsamples and pads (layer5: 32 -> 64, /2)
@@ -56,9 +57,9 @@ def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
     assert model.training  # the caller's mode is restored
     model.eval()
     names = {p.name for p in (tmp_path / "e").iterdir()}
-    assert names == {"arch.json", "model.safetensors", "model.pt2", "export.json"}  # no temp files
-    rec = json.loads((tmp_path / "e" / "arch.json").read_text())
-    assert rec["space"] == "digits_small" and rec["kind"] == "space" and rec["arch"] == ARCH
+    assert names == {"model.json", "model.safetensors", "model.pt2", "export.json"}  # no temp files
+    rec = json.loads((tmp_path / "e" / "model.json").read_text())
+    assert rec["space"] == describe_space(space) and rec["kind"] == "space" and rec["arch"] == ARCH
     assert rec["num_classes"] == 10 and rec["input_size"] == [1, 8, 8]
     assert rec["arch_id"] == space.arch_id(ARCH)
     assert {"macs": rec["macs"], "params": rec["params"]} == space.cost(ARCH)
@@ -84,14 +85,13 @@ def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
 def test_zoo_model_round_trips(tmp_path):
     model = randomize(create_model("resnet8", num_classes=10, in_channels=1)).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = export_model(model, tmp_path / "z", record={"model": "resnet8", "num_classes": 10,
-                                                          "input_size": [1, 8, 8]}, onnx=False)
+    result = export_model(model, tmp_path / "z", record=ModelRecord.zoo("resnet8", 10, (1, 8, 8)), onnx=False)
     # measuring and exporting run in eval mode: BatchNorm statistics are untouched
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     model.eval()
-    rec = json.loads((tmp_path / "z" / "arch.json").read_text())
-    assert rec["kind"] == "zoo" and rec["model"] == "resnet8" and rec["in_channels"] == 1
-    assert "arch" not in rec and rec["params"] == sum(p.numel() for p in model.parameters())
+    rec = json.loads((tmp_path / "z" / "model.json").read_text())
+    assert rec["kind"] == "zoo" and rec["name"] == "resnet8" and rec["input_size"] == [1, 8, 8]
+    assert "arch" not in rec and result["params"] == sum(p.numel() for p in model.parameters())
     assert result["max_abs_diff"]["pt2"] <= 1e-5
     x = torch.randn(3, 1, 8, 8)
     loaded = load(tmp_path / "z")
@@ -125,7 +125,7 @@ def test_missing_or_corrupt_folders_give_clear_errors(space, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="arch.json does not exist"):
+    with pytest.raises(FileNotFoundError, match="model.json does not exist"):
         load(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="model.pt2 does not exist"):
         load_pt2(tmp_path / "empty")
@@ -134,13 +134,13 @@ def test_missing_or_corrupt_folders_give_clear_errors(space, tmp_path):
     export_model(randomize(space.build(ARCH)), good, space=space, arch=ARCH, onnx=False, verbose=False)
     folder = tmp_path / "bad"
     folder.mkdir()
-    (folder / "arch.json").write_text("{not json")
-    with pytest.raises(ValueError, match="arch.json is not valid JSON"):
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="model.json is not valid JSON"):
         load(folder)
-    (folder / "arch.json").write_text(json.dumps({"space": "digits_small", "arch": ARCH}))
+    (folder / "model.json").write_text(json.dumps({"kind": "space", "space": "digits_small", "arch": ARCH}))
     with pytest.raises(ValueError, match=r"misses \['num_classes', 'input_size'\]"):
         load(folder)
-    (folder / "arch.json").write_text((good / "arch.json").read_text())
+    (folder / "model.json").write_text((good / "model.json").read_text())
     with pytest.raises(FileNotFoundError, match="model.safetensors does not exist"):
         load(folder)
     (folder / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:500])
@@ -173,7 +173,7 @@ def test_failed_format_leaves_no_half_file(space, tmp_path, monkeypatch):
     result = export_model(space.build(ARCH), out, space=space, arch=ARCH, onnx=False, verbose=False)
     assert result["max_abs_diff"]["pt2"] is None and "disk full" in result["errors"]["pt2"]
     # neither the half file nor the stale pt2 of the earlier export remains
-    assert {p.name for p in out.iterdir()} == {"arch.json", "model.safetensors", "export.json"}
+    assert {p.name for p in out.iterdir()} == {"model.json", "model.safetensors", "export.json"}
 
 
 def test_onnx_auto_without_the_extra_says_why(space, tmp_path, monkeypatch, capsys):
@@ -206,13 +206,11 @@ def test_onnx_export_matches(space, tmp_path):
 
 
 def _fake_search_run(space, folder):
-    """What `nasdistill search` leaves: arch.json (search's keys) + the extracted student."""
+    """What `nasdistill search` leaves: model.json (the space as data) + the extracted student."""
     folder.mkdir()
     student = Supernet(space, seed=0).extract(ARCH)
     randomize(student, seed=3)
-    (folder / "arch.json").write_text(json.dumps({
-        "space": space.name, "num_classes": 10, "input_size": [1, 8, 8], "arch": ARCH,
-        "arch_id": space.arch_id(ARCH)}))
+    ModelRecord.of_space(space, ARCH).write(folder)
     save_file(student.state_dict(), str(folder / "model.safetensors"))
     return student.eval()
 
@@ -227,10 +225,10 @@ def test_cli_exports_a_search_run(space, tmp_path, capsys):
     assert max_diff(load(tmp_path / "out"), student, x) <= 1e-5
     assert max_diff(load_pt2(tmp_path / "out"), student, x) <= 1e-5
     # the default folder is SOURCE/export; the search run directory itself is left alone
-    before = (tmp_path / "search" / "arch.json").read_text()
+    before = (tmp_path / "search" / "model.json").read_text()
     assert main(["export", str(tmp_path / "search"), "--no-onnx"]) == 0
     assert (tmp_path / "search" / "export" / "model.pt2").is_file()
-    assert (tmp_path / "search" / "arch.json").read_text() == before
+    assert (tmp_path / "search" / "model.json").read_text() == before
 
 
 def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
@@ -246,8 +244,8 @@ def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(json.dumps(ARCH))
     assert main(["export", str(arch_file), "--space", "digits_small", "--no-onnx"]) == 0
-    rec = json.loads((tmp_path / "arch-export" / "arch.json").read_text())
-    assert rec["arch"] == ARCH and rec["space"] == "digits_small"
+    rec = json.loads((tmp_path / "arch-export" / "model.json").read_text())
+    assert rec["arch"] == ARCH and rec["space"]["name"] == "digits_small"
     capsys.readouterr()
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -255,19 +253,23 @@ def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
     assert "pass --space" in capsys.readouterr().err
 
 
-def test_cli_search_run_over_a_space_file_records_its_path(tmp_path, monkeypatch):
-    """A search over a space given as a .py file: the export records the file, not the bare name."""
-    import search_spaces.digits_small as digits_module
+def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path):
+    """A zoo model's builder options travel with the record; ``weights`` (a pretrained download)
+    is dropped when the record is rebuilt to load trained weights."""
+    from nasdistill.models import MODELS, register_model
 
-    source = open(digits_module.__file__).read().replace('name="digits_small"', 'name="my_space"')
-    space_file = tmp_path / "my_space.py"
-    space_file.write_text(source)
-    space = load_space(str(space_file))
-    run = tmp_path / "search"
-    student = _fake_search_run(space, run)
-    (run / "config.yaml").write_text(f"search:\n  space: {space_file}\n")
-    monkeypatch.chdir(tmp_path)
-    assert main(["export", str(run), "--no-onnx"]) == 0
-    rec = json.loads((run / "export" / "arch.json").read_text())
-    assert rec["space"] == str(space_file.resolve())
-    assert max_diff(load(run / "export"), student, torch.randn(3, 1, 8, 8)) <= 1e-5
+    def build(num_classes=10, in_channels=1, width=4, weights=None):
+        if weights is not None:
+            raise RuntimeError("would download pretrained weights")
+        torch.manual_seed(0)
+        return create_model("resnet8", num_classes=num_classes, in_channels=in_channels) if width == 4 \
+            else create_model("resnet8x4", num_classes=num_classes, in_channels=in_channels)
+
+    if "toy_opts" not in MODELS:
+        register_model("toy_opts")(build)
+    model = randomize(build(width=8)).eval()
+    record = ModelRecord.zoo("toy_opts", 10, (1, 8, 8), {"width": 8, "weights": "DEFAULT"})
+    export_model(model, tmp_path / "z", record=record, onnx=False, verbose=False)
+    saved = json.loads((tmp_path / "z" / "model.json").read_text())
+    assert saved["options"] == {"width": 8, "weights": "DEFAULT"}
+    assert max_diff(load(tmp_path / "z"), model, torch.randn(2, 1, 8, 8)) <= 1e-5

@@ -7,7 +7,6 @@ import torch
 
 import nasdistill
 from nasdistill.engine.config import ConfigError, load_config
-from nasdistill.engine.modelspec import load_model_record
 from nasdistill.pipeline import PipelineConfig, run_pipeline
 
 TINY = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.search.warmup_epochs=1",
@@ -28,12 +27,15 @@ def test_every_stage_writes_its_runs(run):
     students = summary["students"]
     assert 2 <= len(students) <= 3  # 1-2 searched (duplicates kept once) + 1 sampled
     assert {s["kind"] for s in students} == {"searched", "sampled"}
-    assert (out / "teachers" / "ce" / "model.safetensors").exists()
-    assert (out / "teachers" / "gtn" / "phi.json").exists()
+    for seed in (0, 1):  # one teacher per distillation seed
+        assert (out / "teachers" / f"ce_s{seed}" / "model.safetensors").exists()
+        assert (out / "teachers" / f"gtn_s{seed}" / "phi.json").exists()
     rows = list(csv.DictReader(open(out / "results.csv")))
     # per student: (ce, gtn) x kd + baseline, for 2 seeds
     assert len(rows) == len(students) * 3 * 2
     assert {(r["teacher"], r["method"]) for r in rows} == {("ce", "kd"), ("gtn", "kd"), ("none", "none")}
+    # the distillation of seed s used the teacher of seed s
+    assert all(r["teacher_seed"] == r["seed"] for r in rows if r["teacher"] != "none")
 
 
 def test_report_has_gtn_rows_and_confidence_intervals(run):
@@ -54,7 +56,7 @@ def test_exported_students_reload_without_supernet(run):
         model = nasdistill.load(folder)
         assert not any("supernet" in type(m).__module__ for m in model.modules())
         info = json.loads((folder / "export.json").read_text())
-        source = load_model_record(out / info["source"]).eval()
+        source = nasdistill.load(out / info["source"])
         x = torch.randn(3, 1, 8, 8)
         assert torch.allclose(model(x), source(x), atol=1e-5)
         assert (folder / "model.pt2").exists()

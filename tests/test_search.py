@@ -28,12 +28,15 @@ def test_run_directory_and_result(first):
     for key in ("arch", "macs", "params", "target_macs", "arch_id", "cost_over_target"):
         assert key in result
     space = load_space("digits_small")
-    arch = json.loads((out / "arch.json").read_text())["arch"]
+    record = json.loads((out / "model.json").read_text())
+    arch = record["arch"]
     assert arch == result["arch"] and space.validate(arch) == arch
+    assert record["space"]["layers"][0]["candidates"] == space.choices("layer1")  # the space as data
     assert result["macs"] == space.cost(arch)["macs"] and result["target_macs"] == 800000
     # model.safetensors is the extracted student: it loads strictly into space.build(arch)
     model = space.build(arch)
     model.load_state_dict(load_file(str(out / "model.safetensors")))
+    assert result["weights_sha256"] and result["student_test_acc_before_training"] > 0
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "expected_cost" in rows[-1] and "phi_entropy/layer1" in rows[-1]
     assert rows[-1]["train_arch_ce"] > 0  # phi steps ran after the warm-up epoch

@@ -159,7 +159,7 @@ def test_state_dict_round_trip_and_shape_check():
 def test_method_trains_digits_teacher_and_saves_plain_model(method, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from nasdistill.engine.modelspec import load_model_record
+    from nasdistill import load as load_model_record
 
     monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
     run = tmp_path / method
@@ -194,7 +194,8 @@ def test_soteacher_resume_is_exact(tmp_path, monkeypatch):
               "train.device=cpu", "train.schedule=constant", "soteacher.ramp_epochs=2"]
     assert main(["teacher", *common, "train.epochs=2", "--out-dir", str(tmp_path / "straight")]) == 0
     assert main(["teacher", *common, "train.epochs=1", "--out-dir", str(tmp_path / "split")]) == 0
-    assert main(["teacher", "train.epochs=2", "--out-dir", str(tmp_path / "split"), "--resume"]) == 0
+    # more epochs is another configuration: --amend continues the run and records the change
+    assert main(["teacher", "train.epochs=2", "--out-dir", str(tmp_path / "split"), "--resume", "--amend"]) == 0
     a = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.ckpt", weights_only=True)
     assert torch.equal(a["task"]["targets"], b["task"]["targets"])

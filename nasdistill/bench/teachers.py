@@ -38,15 +38,15 @@ def add_arguments(parser) -> None:
 
 def build_tasks(args, splits, device):
     from ..engine.config import ModelConfig
-    from ..engine.modelspec import build_model
     from ..models import create_model
-    from ..search.runner import space_for
+    from ..record import ModelRecord
+    from ..space import load_space
     from ..teachers.ce import CETask
     from ..teachers.gtn import GTNConfig, GTNTask, build_gtn
     from ..teachers.sftn import SFTNConfig, SFTNTask, graft_student
 
     name = args.space or ("gtn_cifar" if splits.input_size[1] >= 32 else "digits_small")
-    space = space_for(name, splits)
+    space = load_space(name, splits.num_classes, splits.input_size)
 
     def teacher():
         torch.manual_seed(0)
@@ -54,14 +54,15 @@ def build_tasks(args, splits, device):
 
     ce = CETask(teacher())
     if args.sftn_student:
-        student = build_model(ModelConfig(name=args.sftn_student), splits.num_classes, splits.input_size)
+        student = ModelRecord.from_config(ModelConfig(name=args.sftn_student), splits.num_classes,
+                                          splits.input_size).build()
     else:
         student = space.build(space.sample(seed=0))
     sftn_cfg = SFTNConfig()
-    sftn = SFTNTask(graft_student(teacher(), student, splits.input_size, sftn_cfg.blocks), splits, sftn_cfg)
+    sftn = SFTNTask(graft_student(teacher(), student, splits.input_size, sftn_cfg.blocks), sftn_cfg)
     gtn_cfg = GTNConfig(mode=args.gtn_mode, branches_per_step=args.gtn_branches_per_step)
     branched, gates = build_gtn(teacher(), space, splits.input_size, gtn_cfg)
-    gtn = GTNTask(branched, gates, splits, gtn_cfg)
+    gtn = GTNTask(branched, gates, gtn_cfg)
     tasks = {"ce": ce, "sftn": sftn, "gtn": gtn}
     optimizers = {}
     for k, task in tasks.items():

@@ -1,18 +1,18 @@
 """Distill a student from a trained teacher.
 
-    nasdistill distill CONFIG [key=value ...] [--out-dir DIR] [--resume]
+    nasdistill distill CONFIG [key=value ...] [--out-dir DIR] [--resume [--amend] | --restart]
 
 ``teacher=RUN_DIR`` is a run directory written by `nasdistill teacher`; ``method=`` is kd, dkd,
 fitnet, at, sp, rkd, pkt, crd, or none (the student alone with cross-entropy, the baseline). Each
 method has its own section (``kd.temperature=2``, ``dkd.beta=6``, ``crd.feat_dim=64``, ...). The
 student is a zoo model (``student.name=resnet8``) or an architecture of a search space
-(``student.space=digits_small student.arch='{"layer1": "k3_d2", ...}'``, or
-``student.arch=runs/search/arch.json``). ``cache_teacher_logits=true`` reuses the teacher's logits
-computed once (kd/dkd, no augmentation).
+(``student.space=digits_small student.arch='{"layer1": "k3_d2", ...}'``), or a network another run
+recorded (``student.arch=runs/search``: a search run directory, or any model.json).
+``cache_teacher_logits=true`` reuses the teacher's logits computed once (kd/dkd, no augmentation).
 
-The run directory receives config.yaml, model.json of the student (rebuildable with
-``nasdistill.engine.load_model_record``), metrics.csv/.jsonl, last.ckpt, model.safetensors (the
-student) and result.json (best/last/test accuracy, method, teacher and its test accuracy).
+The run directory receives config.yaml, run.json, metrics.csv/.jsonl, last.ckpt, model.safetensors
+and model.json of the student (``nasdistill.load(RUN_DIR)`` rebuilds it) and result.json
+(best/last/test accuracy, method, teacher and its test accuracy).
 
 Example:
     nasdistill teacher examples/digits_teacher.yaml --out-dir runs/digits_teacher
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 
-from ..engine.config import add_config_arguments, config_from_args
+from ..engine.config import add_config_arguments, config_from_args, run_mode
 from ..engine.distributed import init_distributed, shutdown_distributed
 
 HELP = "distill a student from a trained teacher (kd, dkd, fitnet, at, sp, rkd, pkt, crd, none)"
@@ -34,14 +34,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..distill.config import DistillConfig
+    from ..distill import distill_config_class
     from ..distill.runner import run_distill
 
-    cfg = config_from_args(DistillConfig, args)
+    cfg = config_from_args(distill_config_class(), args)
     cfg.check()
+    mode = run_mode(args)
     world, device = init_distributed(cfg.train.device)
     try:
-        result = run_distill(cfg, cfg.out_dir, resume=args.resume, device=device, world=world)
+        result = run_distill(cfg, cfg.out_dir, mode=mode, device=device, world=world)
         if world.is_main:
             keys = ("method", "best_acc", "best_epoch", "last_acc", "test_acc", "teacher_test_acc",
                     "epochs", "wall_time_s")

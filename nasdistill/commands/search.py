@@ -1,24 +1,28 @@
 """Discover a student with a cost-aware, path-binarized (ProxylessNAS) search.
 
-    nasdistill search CONFIG [key=value ...] [--out-dir DIR] [--resume]
+    nasdistill search CONFIG [key=value ...] [--out-dir DIR] [--resume | --restart]
 
 Weight steps of one sampled path alternate with phi steps (Adam, lr 1e-3, betas (0, 0.999)) on the
 held-out split every `search.arch_every` steps after `search.warmup_epochs`. The loss is
-`search.penalty` (mul#log or add#linear) of CE and the expected cost against `search.target`.
-The run directory gets arch.json (the argmax architecture), result.json (arch, macs, params,
-target_macs, ...), model.safetensors (the extracted student, BN recalibrated), metrics with the
-expected cost and the phi entropy per label, and last.ckpt for --resume.
+`search.penalty` of CE and the expected cost E against `search.target` T:
+  mul#log     CE * alpha * (log E / log T)^beta     (ProxylessNAS; made for latencies in ms)
+  add#linear  CE + lam * (E - T) / T                (ProxylessNAS)
+  add#abs     CE + lam * |E - T| / T                (aims at the target from both sides)
+The run directory gets the extracted student (model.safetensors + model.json, BatchNorm
+recalibrated), result.json (arch, arch_id, macs, params, target_macs, cost_over_target, phi, ...),
+metrics with the expected cost and the phi entropy per label, and last.ckpt for --resume.
+Distill the student with `nasdistill distill ... student.arch=DIR`.
 
 Example:
     nasdistill search examples/digits_search.yaml --out-dir runs/search1
+    nasdistill search examples/digits_search.yaml search.target=8e5 search.penalty=add#abs --out-dir runs/s2
 """
 from __future__ import annotations
 
 import json
 
-from ..engine.config import add_config_arguments, config_from_args
+from ..engine.config import add_config_arguments, config_from_args, run_mode
 from ..engine.distributed import init_distributed, shutdown_distributed
-from ..engine.rundir import prepare_run_dir
 
 HELP = "discover a student architecture with a ProxylessNAS search"
 
@@ -31,15 +35,15 @@ def run(args) -> int:
     from ..search import SearchConfig, run_search
 
     cfg = config_from_args(SearchConfig, args)
+    mode = run_mode(args)
     world, device = init_distributed(cfg.train.device)
     try:
-        run_dir = prepare_run_dir(cfg.out_dir, resume=args.resume, is_main=world.is_main)
-        result = run_search(cfg, run_dir, resume=args.resume, device=device, world=world)
+        result = run_search(cfg, cfg.out_dir, mode=mode, device=device, world=world)
         if world.is_main:
             keys = ("arch", "arch_id", "macs", "params", "target_macs", "cost_over_target", "best_acc",
                     "student_test_acc_before_training")
             print(json.dumps({k: result.get(k) for k in keys}))
-            print(f"search written to {run_dir}")
+            print(f"search written to {cfg.out_dir}")
     finally:
         shutdown_distributed()
     return 0

@@ -14,7 +14,6 @@ examples:
 from __future__ import annotations
 
 import json
-import os
 
 HELP = "show a search space, sample architectures, cost an architecture"
 
@@ -44,21 +43,15 @@ def add_arguments(parser) -> None:
 
 
 def read_arch(text: str, space) -> dict:
-    """An architecture from a JSON string or a JSON file; also accepts ``{"arch": {...}, ...}``."""
-    source = "argument"
-    if os.path.isfile(text):
-        source = f"file {text!r}"
-        with open(text, encoding="utf-8") as f:
-            text = f.read()
-    elif not text.lstrip().startswith("{"):
-        raise FileNotFoundError(f"architecture {text!r} is neither a JSON object nor an existing file")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"architecture {source} is not valid JSON: {err}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("arch"), dict) and "arch" not in space.labels:
-        obj = obj["arch"]
-    return space.validate(obj)
+    """An architecture of ``space`` from a JSON string, a JSON file (a bare mapping, ``{"arch": ...}``
+    or a model record) or a folder holding ``model.json``."""
+    from ..record import ModelRecord, read_model_source
+
+    found = read_model_source(text, "architecture")
+    arch = found.arch if isinstance(found, ModelRecord) else found[0]
+    if arch is None:
+        raise ValueError(f"architecture {text!r} describes a zoo model, not an architecture of {space.name}")
+    return space.validate(arch)
 
 
 def _report(space, arch: dict, as_json: bool, describe: bool, extra: dict) -> None:

@@ -5,7 +5,7 @@
 ``DeviceLoader``/``loaders_for`` iterate ``(x, y, idx)`` batches with batched crop+flip on the device.
 """
 from nasdistill.data.device_loader import DeviceLoader, loaders_for
-from nasdistill.data.registry import DATASETS, load_dataset
+from nasdistill.data.registry import DATASETS, check_dataset_options, load_dataset
 from nasdistill.data.splits import DatasetSplits, Split
 
-__all__ = ["load_dataset", "DatasetSplits", "Split", "DeviceLoader", "loaders_for", "DATASETS"]
+__all__ = ["load_dataset", "check_dataset_options", "DatasetSplits", "Split", "DeviceLoader", "loaders_for", "DATASETS"]

@@ -115,7 +115,7 @@ def find_cifar_folder(name: str, root: str | os.PathLike | None) -> Path:
     raise FileNotFoundError(
         f"{name}: file {probe!r} not found (looked for {looked}). Download {layout['archive']} "
         f"from {URL} and extract it into {base} (giving {base / layout['folder']}), or pass "
-        f"--root/root= pointing at the folder that holds it"
+        f"set data.root=DIR (in the config or on the command line) to the folder that holds it"
     )
 
 

@@ -59,7 +59,7 @@ def load_imagefolder_splits(root: str | os.PathLike | None, seed: int = 0,
     """``root/{train,val[,test]}/<class>/*`` as uint8 `DatasetSplits` (augment=True)."""
     import_torchvision()
     if root is None:
-        raise ValueError("dataset 'imagefolder' needs root=/--root pointing at a folder with "
+        raise ValueError("dataset 'imagefolder' needs data.root=DIR (config or command line): a folder with "
                          "train/<class>/* and val/<class>/* sub-folders")
     base = Path(root).expanduser()
     for part in ("train", "val"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 from .losses import at_loss
 from .pairing import pair_stages
 
@@ -20,9 +21,10 @@ class ATConfig(FeatureKDConfig):
     p: float = 2.0
 
 
+@register_distiller
 class ATDistiller(FeatureDistiller):
     config_class = ATConfig
-    method = "at"
+    name = "at"
 
     def __init__(self, student, teacher, cfg=None):
         super().__init__(student, teacher, cfg)

@@ -3,8 +3,8 @@
 A distiller owns a student (trained), a teacher (frozen: eval mode, ``requires_grad=False``, run
 under ``torch.no_grad()``) and the extra modules a method needs (FitNets regressor, CRD heads).
 ``forward_train`` returns the student logits and a dict of *already weighted* loss terms; the
-trainer sums the dict values and back-propagates. Adding a method = one module + one registry entry
-in :mod:`nasdistill.distill`.
+trainer sums the dict values and back-propagates. Adding a method = one module of this package
+with a registered subclass (:mod:`.registry`).
 """
 from __future__ import annotations
 
@@ -21,36 +21,56 @@ from .losses import kd_loss
 
 
 class Distiller(nn.Module):
-    """Base class. Subclasses set ``config_class`` and implement :meth:`forward_train`."""
+    """Base class. Subclasses set ``name``, ``config_class`` (and ``reads_features``,
+    ``needs_teacher``, ``graph_safe`` when they differ) and implement :meth:`forward_train`."""
 
+    name: str = ""
     config_class: type = None
-    method: str = ""
+    #: reads teacher features (stages, embeddings), not only its logits
+    reads_features: bool = True
+    #: False for the baseline: the student alone
+    needs_teacher: bool = True
+    #: one step is a fixed kernel sequence without host syncs (CUDA-graph capture allowed)
+    graph_safe: bool = False
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg=None):
+    @property
+    def method(self) -> str:
+        return self.name
+
+    @classmethod
+    def build(cls, student, teacher, cfg=None, context=None) -> "Distiller":
+        """The distiller for ``student`` and ``teacher``; ``context`` is a
+        :class:`~.registry.BuildContext` (training set size, input size) for methods that need it."""
+        return cls(student, teacher, cfg)
+
+    def __init__(self, student: nn.Module, teacher: Optional[nn.Module], cfg=None):
         super().__init__()
-        for role, model in (("student", student), ("teacher", teacher)):
+        roles = (("student", student), ("teacher", teacher)) if self.needs_teacher else (("student", student),)
+        for role, model in roles:
             if not isinstance(model, StagedModel):
                 raise TypeError(f"{type(self).__name__}: the {role} is a {type(model).__name__}, "
                                 "not a nasdistill StagedModel; build it with nasdistill.models."
                                 "create_model or SearchSpace.build so it exposes forward_features")
         if cfg is None:
-            cfg = self.config_class()
+            cfg = self.config_class() if self.config_class is not None else None
         elif self.config_class is not None and not isinstance(cfg, self.config_class):
             raise TypeError(f"{type(self).__name__}: cfg must be a {self.config_class.__name__}, "
                             f"got {type(cfg).__name__}")
         self.cfg = cfg
         self.student = student
         self.teacher = teacher
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher.eval()
+        if teacher is not None:
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+            self.teacher.eval()
 
     def train(self, mode: bool = True) -> "Distiller":
         """Set train/eval mode on the student and extra modules; the teacher always stays in eval."""
         if not isinstance(mode, bool):
             raise ValueError(f"train(mode) expects a bool, got {mode!r}")
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +100,7 @@ class Distiller(nn.Module):
         return [p for m in self.trainable_modules() for p in m.parameters()]
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, cfg={self.cfg}"
+        return f"method={self.name!r}, cfg={self.cfg}"
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Configuration of `nasdistill distill` (and of the pipeline's distillation step).
+"""Configuration of `nasdistill distill` (and of the main job's distillation step).
 
-One section per distillation method (``kd``, ``dkd``, ``fitnet``, ``at``, ``sp``, ``rkd``, ``pkt``,
-``crd``), each the method's own hyper-parameter dataclass from :data:`~nasdistill.distill.
-METHOD_CONFIGS`, so ``kd.temperature=2`` or ``dkd.beta=6`` are type-checked and an unknown key is
-refused by name like every other key. Only the section of ``method`` is used.
+:func:`distill_config_class` returns :class:`DistillConfigBase` with one section per registered
+distillation method that has hyper-parameters (``kd``, ``dkd``, ``fitnet``, ``at``, ``sp``,
+``rkd``, ``pkt``, ``crd``, and any method added later), each the method's own dataclass, so
+``kd.temperature=2`` or ``dkd.beta=6`` are type-checked and an unknown key is refused by name like
+every other key. Only the section of ``method`` is used. ``DistillConfig`` is that class for the
+methods registered at import.
 
 Training defaults are the student KD recipe of GTN's evaluation (REFERENCE.md section 3): SGD
 momentum 0.9, lr 0.05, weight decay 5e-4, cosine annealing over all epochs, T = 4 (the methods'
@@ -11,23 +13,15 @@ own default), batch 64, 240 epochs.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from .at import ATConfig
-from .crd import CRDConfig
-from .dkd import DKDConfig
-from .fitnet import FitNetConfig
-from .kd import KDConfig
-from .pkt import PKTConfig
-from .rkd import RKDConfig
-from .sp import SPConfig
+from ..registry import config_sections
+from .registry import DISTILLERS, get_distiller, logits_only
 
-__all__ = ["DistillConfig", "LOGIT_METHODS", "distill_train_defaults"]
-
-#: Methods that read only the teacher's logits, so cached teacher logits can replace its forward.
-LOGIT_METHODS = ("kd", "dkd")
+__all__ = ["DistillConfigBase", "distill_config_class", "distill_train_defaults"]
 
 
 def distill_train_defaults() -> TrainConfig:
@@ -37,56 +31,78 @@ def distill_train_defaults() -> TrainConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfigBase:
     """`nasdistill distill CONFIG`: train ``student`` from the teacher of run directory ``teacher``.
 
     ``method="none"`` trains the student alone with cross-entropy (the baseline) and needs no
     teacher. ``student`` is a zoo model (``student.name``) or an architecture of a space
-    (``student.space`` + ``student.arch``: a mapping, a JSON string, or a JSON file such as a search
-    run's ``arch.json``; when that file names its space, ``student.space`` may be left out).
-    ``cache_teacher_logits``: compute the teacher's logits once for the whole train split and reuse
-    them every epoch (kd/dkd only, and only without random augmentation).
+    (``student.space`` + ``student.arch``: a mapping or JSON string), or a network recorded by
+    another run (``student.arch`` = a search run directory or any ``model.json``: no
+    ``student.space`` needed). ``cache_teacher_logits``: compute the teacher's logits once for the
+    whole train split and reuse them every epoch (methods that read only logits, and only without
+    random augmentation).
     """
 
     seed: int = 0
     out_dir: str = "runs/distill"
     teacher: Optional[str] = None
-    method: Literal["kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd", "none"] = "kd"
+    method: str = "kd"
     student: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=distill_train_defaults)
     cache_teacher_logits: bool = False
-    kd: KDConfig = field(default_factory=KDConfig)
-    dkd: DKDConfig = field(default_factory=DKDConfig)
-    fitnet: FitNetConfig = field(default_factory=FitNetConfig)
-    at: ATConfig = field(default_factory=ATConfig)
-    sp: SPConfig = field(default_factory=SPConfig)
-    rkd: RKDConfig = field(default_factory=RKDConfig)
-    pkt: PKTConfig = field(default_factory=PKTConfig)
-    crd: CRDConfig = field(default_factory=CRDConfig)
+
+    def __post_init__(self):
+        if self.method not in DISTILLERS:
+            raise ConfigError.for_key("method", f"names no distillation method: "
+                                                f"{DISTILLERS.unknown_message(self.method)}")
 
     def method_config(self):
-        """The hyper-parameter section of ``method`` (None for ``method="none"``)."""
-        return None if self.method == "none" else getattr(self, self.method)
+        """The hyper-parameter section of ``method`` (None for a method without one)."""
+        cls = get_distiller(self.method)
+        return getattr(self, self.method) if cls.config_class is not None else None
 
     def check(self) -> None:
-        """Refuse combinations no single key can reject (called by :func:`run_distill`).
+        """Refuse combinations no single key can reject (called before a run).
 
         Not done in ``__post_init__``: a config is often built with defaults and then filled in
         (``cfg.teacher = ...``), and ``--resume`` reads ``out_dir`` from a partial config.
         """
-        if self.method == "none":
+        cls = get_distiller(self.method)
+        if not cls.needs_teacher:
             if self.cache_teacher_logits:
-                raise ConfigError("cache_teacher_logits=true with method=none: the baseline has no "
-                                  "teacher; drop the flag")
+                raise ConfigError(f"cache_teacher_logits=true with method={self.method}: this method has "
+                                  "no teacher; drop the flag")
             return
         if not self.teacher:
             raise ConfigError(f"method={self.method} needs a teacher: set teacher=RUN_DIR, a run "
                               "directory written by `nasdistill teacher CONFIG --out-dir RUN_DIR` "
                               "(or method=none to train the student alone)")
-        if self.cache_teacher_logits and self.method not in LOGIT_METHODS:
+        if self.cache_teacher_logits and not logits_only(self.method):
+            cached = [n for n in DISTILLERS if logits_only(n)]
             raise ConfigError(
                 f"cache_teacher_logits=true with method={self.method}: {self.method} compares "
                 f"teacher features, which need the teacher's forward on every batch; the cache only "
-                f"serves logit methods ({', '.join(LOGIT_METHODS)}). Set cache_teacher_logits=false")
+                f"serves logit methods ({', '.join(cached)}). Set cache_teacher_logits=false")
 
+
+_CLASSES: dict[tuple, type] = {}
+
+
+def distill_config_class() -> type:
+    """:class:`DistillConfigBase` plus one section per registered method with a config class."""
+    sections = tuple(config_sections(DISTILLERS))
+    if sections not in _CLASSES:
+        fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
+        _CLASSES[sections] = dataclasses.make_dataclass(
+            "DistillConfig", fields, bases=(DistillConfigBase,),
+            namespace={"__doc__": DistillConfigBase.__doc__, "__module__": __name__})
+    return _CLASSES[sections]
+
+
+def __getattr__(name):  # `from nasdistill.distill.config import DistillConfig`
+    if name == "DistillConfig":
+        from . import DistillConfig  # the package registers every method first
+
+        return DistillConfig
+    raise AttributeError(name)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 
 __all__ = ["CRDConfig", "CRDDistiller", "CRDLoss", "ContrastMemory", "EmbedHead", "nce_contrast_loss"]
 
@@ -160,11 +161,16 @@ class CRDConfig(FeatureKDConfig):
     momentum: float = 0.5
 
 
+@register_distiller
 class CRDDistiller(FeatureDistiller):
     """CE + ``feat_weight`` * CRD on embeddings; the memory bank has ``num_data`` rows (needs ``idx``)."""
 
     config_class = CRDConfig
-    method = "crd"
+    name = "crd"
+
+    @classmethod
+    def build(cls, student, teacher, cfg=None, context=None):
+        return cls(student, teacher, cfg, num_data=getattr(context, "num_data", None))
 
     def __init__(self, student, teacher, cfg: Optional[CRDConfig] = None, num_data: Optional[int] = None):
         super().__init__(student, teacher, cfg)

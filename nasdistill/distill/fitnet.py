@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 from .losses import fitnet_loss
 from .pairing import pair_stages
 
@@ -62,9 +63,14 @@ class HintRegressor(nn.Module):
         return F.relu(self.bn(x))
 
 
+@register_distiller
 class FitNetDistiller(FeatureDistiller):
     config_class = FitNetConfig
-    method = "fitnet"
+    name = "fitnet"
+
+    @classmethod
+    def build(cls, student, teacher, cfg=None, context=None):
+        return cls(student, teacher, cfg, input_size=getattr(context, "input_size", None))
 
     def __init__(self, student, teacher, cfg: Optional[FitNetConfig] = None,
                  input_size: Optional[tuple] = None):

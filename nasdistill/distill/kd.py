@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from .base import Distiller
+from .registry import register_distiller
 from .losses import kd_loss
 
 __all__ = ["KDConfig", "KDDistiller"]
@@ -22,11 +23,14 @@ class KDConfig:
     kd_weight: float = 0.9
 
 
+@register_distiller
 class KDDistiller(Distiller):
     """Keys: ``loss_ce``, ``loss_kd`` (both weighted)."""
 
     config_class = KDConfig
-    method = "kd"
+    name = "kd"
+    reads_features = False
+    graph_safe = True
 
     def forward_train(self, x, y, idx=None, epoch=0):
         logits = self.student(x)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 from .losses import pkt_loss
 
 __all__ = ["PKTConfig", "PKTDistiller"]
@@ -19,9 +20,10 @@ class PKTConfig(FeatureKDConfig):
     eps: float = 1e-7
 
 
+@register_distiller
 class PKTDistiller(FeatureDistiller):
     config_class = PKTConfig
-    method = "pkt"
+    name = "pkt"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return pkt_loss(feats_s.embedding, feats_t.embedding, self.cfg.eps)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 from .losses import rkd_loss
 
 __all__ = ["RKDConfig", "RKDDistiller"]
@@ -20,9 +21,10 @@ class RKDConfig(FeatureKDConfig):
     angle_weight: float = 50.0
 
 
+@register_distiller
 class RKDDistiller(FeatureDistiller):
     config_class = RKDConfig
-    method = "rkd"
+    name = "rkd"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return rkd_loss(feats_s.embedding, feats_t.embedding,

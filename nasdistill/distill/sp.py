@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
+from .registry import register_distiller
 from .losses import sp_loss
 
 __all__ = ["SPConfig", "SPDistiller"]
@@ -17,9 +18,10 @@ class SPConfig(FeatureKDConfig):
     feat_weight: float = 3000.0
 
 
+@register_distiller
 class SPDistiller(FeatureDistiller):
     config_class = SPConfig
-    method = "sp"
+    name = "sp"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return sp_loss(feats_s.stages[-1], feats_t.stages[-1])

@@ -25,7 +25,7 @@ __all__ = ["DistillTask"]
 
 
 class DistillTask(TrainTask):
-    """Train ``student`` with ``distiller`` (None: cross-entropy alone, the baseline).
+    """Train ``student`` with ``distiller`` (None: the baseline, :class:`VanillaDistiller`).
 
     Each step returns the sum of the distiller's weighted losses; every named loss is logged
     (``train_loss_ce``, ``train_loss_kd``, ...). ``teacher_cache`` (optional) serves the teacher's
@@ -34,34 +34,36 @@ class DistillTask(TrainTask):
 
     def __init__(self, student: nn.Module, distiller: Optional[Distiller] = None,
                  teacher_cache: Optional[TeacherLogitCache] = None):
-        if distiller is not None and distiller.student is not student:
+        from .vanilla import VanillaDistiller
+
+        distiller = distiller if distiller is not None else VanillaDistiller(student)
+        if distiller.student is not student:
             raise ValueError("DistillTask: the distiller was built for another student module")
         if teacher_cache is not None:
-            if distiller is None:
-                raise ValueError("DistillTask: a teacher logit cache needs a distiller (method != none)")
-            if distiller.method not in ("kd", "dkd"):
-                raise ValueError(f"DistillTask: cached teacher logits serve kd/dkd only; "
-                                 f"{distiller.method} needs the teacher's features on every batch")
-        modules = distiller.trainable_modules() if distiller is not None else [student]
-        super().__init__(nn.ModuleList(modules))
+            if not distiller.needs_teacher:
+                raise ValueError(f"DistillTask: a teacher logit cache needs a teacher (method "
+                                 f"{distiller.name} has none)")
+            if distiller.reads_features:
+                raise ValueError(f"DistillTask: cached teacher logits serve logit methods only; "
+                                 f"{distiller.name} needs the teacher's features on every batch")
+        super().__init__(nn.ModuleList(distiller.trainable_modules()))
         self.student = student
         self.distiller = distiller
         self.teacher_cache = teacher_cache
+        self.graph_safe = distiller.graph_safe
+        self.ddp_safe = True  # the student and the method's modules all get gradients every step
+        self.teacher_test_acc = None
 
     @property
     def method(self) -> str:
-        return self.distiller.method if self.distiller is not None else "none"
+        return self.distiller.name
 
     @property
     def teacher(self) -> Optional[nn.Module]:
-        return self.distiller.teacher if self.distiller is not None else None
+        return self.distiller.teacher
 
     def training_step(self, batch, ctx: StepContext) -> StepOutput:
         x, y, idx = batch
-        if self.distiller is None:
-            logits = self.student(x)
-            loss = F.cross_entropy(logits, y)
-            return StepOutput(loss, logits, {"loss_ce": loss.detach()})
         if self.teacher_cache is not None:
             with self.teacher_cache.serve(self.distiller, idx):
                 logits, losses = self.distiller.forward_train(x, y, idx, epoch=ctx.epoch + 1)
@@ -76,11 +78,23 @@ class DistillTask(TrainTask):
     def final_weights(self) -> dict[str, torch.Tensor]:
         return self.student.state_dict()
 
+    def on_fit_end(self, loaders) -> None:
+        """The teacher's test accuracy on the same split, for the report."""
+        if self.teacher is not None and loaders.test is not None:
+            from ..engine.trainer import evaluate
+
+            device = next(self.student.parameters()).device
+            self.teacher_test_acc = evaluate(self.teacher, loaders.test, device)["top1"]
+
+    def result_extras(self) -> dict:
+        return {"student_params": sum(p.numel() for p in self.student.parameters()),
+                "teacher_test_acc": self.teacher_test_acc}
+
     def to(self, device: torch.device) -> "DistillTask":
         self.model.to(device)
-        if self.distiller is not None:
-            self.distiller.to(device)  # the teacher too (not part of ``model``)
-            self.distiller.teacher.eval()
+        self.distiller.to(device)  # the teacher too (not part of ``model``)
+        if self.teacher is not None:
+            self.teacher.eval()
         if self.teacher_cache is not None:
             self.teacher_cache.to(device)
         return self

@@ -79,7 +79,9 @@ class TeacherLogitCache:
         if idx is None:
             raise ValueError("cached teacher logits need the dataset indices of the batch (idx)")
         idx = idx.reshape(-1).long()
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+        # the range check reads the indices on the host: free on the CPU, a sync on a GPU, where the
+        # cache is checked once against the train split instead (DistillTask's builder)
+        if idx.device.type == "cpu" and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise ValueError(f"cached teacher logits: index out of range [0, {len(self)}); the cache "
                              "was built for another train split")
         return self.logits[idx]

@@ -1,28 +1,34 @@
-"""The training engine: configuration, one training loop, run directories, checkpoints, ranks.
+"""The training engine: configuration, one run lifecycle, one training loop, run directories.
 
 - :mod:`.config`: dataclass configs from YAML + ``key.sub=value`` overrides.
-- :mod:`.task`: :class:`TrainTask` (what is trained), :class:`StepOutput`, :class:`StepContext`.
-- :mod:`.trainer`: :class:`Trainer` (the loop) and :func:`evaluate`.
+- :mod:`.run`: :func:`run_training`, the lifecycle every run goes through (lock, configuration
+  identity, reuse/resume/restart, data, seed, build, fit, finish, result).
+- :mod:`.task`: :class:`TrainTask` (what is trained), :class:`StepOutput`, :class:`StepContext`,
+  :class:`Loaders`.
+- :mod:`.trainer`: :class:`Trainer` (the loop) and :func:`evaluate`; :mod:`.meter` (on-device
+  epoch sums, the non-finite guard); :mod:`.cuda_graphs` (whole-step capture); :mod:`.precision`.
 - :mod:`.optim`: SGD/Adam and the lr schedules.
-- :mod:`.checkpoint`, :mod:`.rundir`: atomic checkpoints, metrics, result files.
-- :mod:`.distributed`: torchrun support with manual gradient all-reduce.
-- :mod:`.modelspec`: build a model from config, rebuild a run's model.
+- :mod:`.checkpoint`, :mod:`.rundir`: atomic checkpoints, metrics, the run directory and its lock.
+- :mod:`.distributed`: torchrun support (DDP for fixed models, one flat all-reduce for supernets).
+
+The engine knows nothing of search spaces or model families: a method builds its task.
 """
 from .checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from .config import (ConfigError, DataConfig, ModelConfig, TrainConfig, add_config_arguments,
                      config_from_args, load_config, save_yaml, to_dict)
 from .distributed import World, init_distributed, resolve_device, sync_gradients, world
-from .modelspec import build_model, load_model_record, model_record, save_model_record
 from .optim import build_optimizer, lr_at
-from .rundir import prepare_run_dir, read_metrics, read_result
-from .task import StepContext, StepOutput, TrainTask
-from .trainer import Trainer, evaluate
+from .precision import autocast_for
+from .run import ConfigMismatch, RunMethod, run_training
+from .rundir import RunDirectory, RunLocked, read_metrics, read_result
+from .task import Loaders, StepContext, StepOutput, TrainTask
+from .trainer import Trainer, apply_step, evaluate
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "StepContext", "StepOutput", "TrainConfig",
-    "TrainTask", "Trainer", "World", "add_config_arguments", "build_model", "build_optimizer",
-    "config_from_args", "evaluate", "init_distributed", "load_checkpoint", "load_config",
-    "load_model_record", "lr_at", "model_record", "prepare_run_dir", "read_metrics", "read_result",
-    "resolve_device", "save_checkpoint", "save_model_record", "save_yaml", "seed_everything",
+    "ConfigError", "ConfigMismatch", "DataConfig", "Loaders", "ModelConfig", "RunDirectory", "RunLocked",
+    "RunMethod", "StepContext", "StepOutput", "TrainConfig", "TrainTask", "Trainer", "World",
+    "add_config_arguments", "apply_step", "autocast_for", "build_optimizer", "config_from_args",
+    "evaluate", "init_distributed", "load_checkpoint", "load_config", "lr_at", "read_metrics",
+    "read_result", "resolve_device", "run_training", "save_checkpoint", "save_yaml", "seed_everything",
     "sync_gradients", "to_dict", "world",
 ]

@@ -9,40 +9,38 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_open
+
 
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Loaded on the CPU by default: ``load_state_dict`` moves tensors to the model's device, and the
+    RNG states must be CPU tensors. A damaged file raises ``ValueError`` saying what to do.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, unpickling refused, ...
+        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'damaged file'}): it was cut short "
+                         "or overwritten. Start the run over with --restart (or delete the file)") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise ValueError(f"checkpoint {path} is not a nasdistill checkpoint (no epoch); start the run "
+                         "over with --restart")
+    return state
 
 
 def capture_rng() -> dict:
@@ -64,10 +62,12 @@ def restore_rng(state: dict) -> None:
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = [s.cpu() for s in state["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def seed_everything(seed: int) -> None:

@@ -4,18 +4,27 @@ Every training command declares its config as a dataclass built from the reusabl
 (:class:`DataConfig`, :class:`TrainConfig`, :class:`ModelConfig`). :func:`load_config` fills it,
 checking every key and every value type:
 
-- an unknown key raises :class:`ConfigError` naming the full dotted key and the closest valid one;
+- an unknown key raises :class:`ConfigError` naming the full dotted key and the closest valid one
+  (``trian.epochs`` -> ``train.epochs``);
 - a value of the wrong type raises :class:`ConfigError` naming the key and the expected type
-  (``int`` is accepted where ``float`` is expected).
+  (``int`` is accepted where ``float`` is expected; numbers in any usual spelling -- ``1e-3``,
+  ``1e6``, ``5E-4``, ``1.0e+6`` -- are accepted where a number is expected, which YAML 1.1 alone
+  would read as strings);
+- ``off``/``on``/``yes``/``no`` (which YAML reads as booleans) are accepted for a string choice
+  that spells them (``train.amp=off``);
+- a value out of range (``train.epochs=0``, ``train.device=banana``) raises :class:`ConfigError`
+  naming the key, when the section is built.
 
-Override values are parsed with ``yaml.safe_load`` (``train.lr=0.1`` is a float,
-``train.milestones=[10,20]`` a list, ``model.space=null`` is ``None``).
+Errors name the YAML file or the command-line override the value came from. Override values are
+parsed with ``yaml.safe_load`` (``train.lr=0.1`` is a float, ``train.milestones=[10,20]`` a list,
+``model.space=null`` is ``None``).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,7 +34,40 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message says which and what to do."""
+    """A configuration key or value is invalid; the message says which and what to do.
+
+    ``key`` (optional) is the dotted key at fault, relative to the section that raised it; callers
+    that know the section's place prefix it (:func:`from_dict`).
+    """
+
+    def __init__(self, message: str, key: Optional[str] = None, detail: Optional[str] = None):
+        super().__init__(message)
+        self.key, self.detail = key, detail
+
+    @classmethod
+    def for_key(cls, key: str, detail: str) -> "ConfigError":
+        return cls(f"config key {key!r} {detail}", key=key, detail=detail)
+
+    def prefixed(self, prefix: str) -> "ConfigError":
+        if self.key is None or not prefix:
+            return self
+        return ConfigError.for_key(prefix + self.key, self.detail)
+
+
+def _check(ok: bool, key: str, detail: str) -> None:
+    if not ok:
+        raise ConfigError.for_key(key, detail)
+
+
+def _check_device(name: str, key: str = "device") -> None:
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError.for_key(key, f"is {name!r}, not a device name; use auto, cpu, cuda or cuda:N") from None
 
 
 # ---------------------------------------------------------------------------- reusable sections
@@ -38,6 +80,25 @@ class DataConfig:
     split_seed: int = 0
     val_size: Optional[Union[int, float]] = None
     augment: Optional[bool] = None          # None: the dataset's default
+    options: dict = field(default_factory=dict)   # dataset-specific, e.g. synthetic {size: 16, n_train: 1000}
+
+    def __post_init__(self):
+        from ..data.registry import DATASETS, unknown_option
+
+        if self.name not in DATASETS:
+            raise ConfigError.for_key("name", f"names no dataset: {DATASETS.unknown_message(self.name)}")
+        _check(isinstance(self.options, dict), "options", f"must be a mapping, got {self.options!r}")
+        problem = unknown_option(self.name, self.options)
+        _check(problem is None, "options", problem)
+        _check(self.val_size is None or self.val_size >= 0, "val_size",
+               f"must be a fraction in [0, 1) or a count >= 0, got {self.val_size}")
+
+    def load(self):
+        """The dataset this section describes (a :class:`~nasdistill.data.DatasetSplits`)."""
+        from ..data import load_dataset
+
+        return load_dataset(self.name, root=self.root, seed=self.split_seed, val_size=self.val_size,
+                            **self.options)
 
 
 @dataclass
@@ -54,12 +115,28 @@ class TrainConfig:
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
-    amp: Literal["auto", "bf16", "off"] = "auto"          # auto: bf16 on CUDA, fp32 on CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"          # auto: bf16 on CUDA, fp32 on CPU; bf16: everywhere
     channels_last: Union[bool, Literal["auto"]] = "auto"  # auto: on CUDA only
     compile: bool = False                                 # torch.compile (fixed models only)
+    cuda_graphs: Union[bool, Literal["auto"]] = "auto"    # whole-step CUDA graphs (fixed models, CUDA)
     device: str = "auto"                                  # auto, cpu, cuda, cuda:1, ...
     eval_every: int = 1
+    check_every: int = 50                    # steps between checks of the on-device non-finite flag
+    sync_bn: bool = False                    # SyncBatchNorm under torchrun (fixed models)
     threads: Optional[int] = None            # CPU intra-op threads (torch.set_num_threads); None: torch default
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        _check(all(m >= 0 for m in self.milestones), "milestones", f"must be epochs >= 0, got {self.milestones}")
+        _check(self.eval_every >= 1, "eval_every", f"must be >= 1 (evaluate every N epochs), got {self.eval_every}")
+        _check(self.check_every >= 1, "check_every", f"must be >= 1, got {self.check_every}")
+        _check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
+        _check_device(self.device)
 
 
 @dataclass
@@ -78,23 +155,54 @@ class ModelConfig:
 
 # ---------------------------------------------------------------------------- loading
 def load_config(cls, path: Optional[str] = None, overrides: Optional[list[str]] = None):
-    """Return ``cls`` filled from the YAML file ``path`` (optional) and ``key=value`` overrides."""
+    """Return ``cls`` filled from the YAML file ``path`` (optional) and ``key=value`` overrides.
+
+    Every error names where the bad value came from: the file, or the override.
+    """
     data: dict = {}
     if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file {path!r} does not exist")
-        with open(path) as f:
-            loaded = yaml.safe_load(f)
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file holds a mapping of keys, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = read_yaml_mapping(path)
+    given: dict[str, str] = {}
     for item in overrides or []:
-        apply_override(data, item)
-    return from_dict(cls, data)
+        key = apply_override(data, item)
+        given[key] = item
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        key = err.key or ""
+        source = next((item for k, item in given.items() if key == k or key.startswith(k + ".")
+                       or k.startswith(key + ".")), None)
+        if source is not None:
+            raise ConfigError(f"command-line override {source!r}: {err}", err.key, err.detail) from None
+        if path is not None:
+            raise ConfigError(f"{path}: {err}", err.key, err.detail) from None
+        raise
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Set ``data[k1][k2]... = yaml.safe_load(value)`` for the override ``k1.k2...=value``."""
+def read_yaml_mapping(path) -> dict:
+    """The mapping of the YAML file ``path``; errors name the file (and line) and what to do."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}; fix the file (a mapping of "
+                          "`key: value` lines)") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def apply_override(data: dict, item: str) -> str:
+    """Set ``data[k1][k2]... = yaml.safe_load(value)`` for the override ``k1.k2...=value``; return
+    the dotted key."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
@@ -112,20 +220,23 @@ def apply_override(data: dict, item: str) -> None:
             raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
         node = nxt
     node[parts[-1]] = value
+    return ".".join(parts)
 
 
 def from_dict(cls, data: Any, prefix: str = ""):
-    """Build the dataclass ``cls`` from a nested mapping, checking keys and value types."""
+    """Build the dataclass ``cls`` from a nested mapping, checking keys, value types and ranges."""
     where = prefix.rstrip(".") or "the config"
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of keys, got {data!r}")
+        raise ConfigError(f"{where} must be a mapping of keys, got {data!r}", prefix.rstrip(".") or None,
+                          f"must be a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     for key in data:
         if key not in names:
-            raise ConfigError(_unknown_key_message(cls, prefix, str(key)))
+            raise ConfigError(_unknown_key_message(cls, prefix, str(key), data[key]), prefix + str(key),
+                              "is unknown")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
@@ -135,7 +246,10 @@ def from_dict(cls, data: Any, prefix: str = ""):
             if dataclasses.is_dataclass(default) and not isinstance(default, type):
                 v = _deep_merge(to_dict(default), v)
         kwargs[k] = check_value(v, hints[k], prefix + k)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise err.prefixed(prefix) from None
 
 
 def _field_default(f: dataclasses.Field):
@@ -151,12 +265,32 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _unknown_key_message(cls, prefix: str, key: str) -> str:
+def _unknown_key_message(cls, prefix: str, key: str, value: Any = None) -> str:
+    """Name the unknown key and the closest valid one, comparing whole dotted keys: the override
+    ``trian.epochs=3`` suggests ``train.epochs``, not ``train.lr``."""
     full = prefix + key
     valid = [prefix + k for k in dotted_keys(cls)]
-    near = difflib.get_close_matches(full, valid, n=1, cutoff=0.4)
-    hint = f"did you mean {near[0]!r}?" if near else f"valid keys here: {', '.join(valid)}"
-    return f"unknown config key {full!r}: {hint}"
+    given = [full + "." + k for k in _flat_keys(value)] if isinstance(value, dict) and value else [full]
+    best, score = None, 0.0
+    for g in given:
+        for v in valid:
+            r = difflib.SequenceMatcher(None, g, v).ratio()
+            if r > score:
+                best, score = (g, v), r
+    if best is not None and score >= 0.6:
+        return f"unknown config key {best[0]!r}: did you mean {best[1]!r}?"
+    tops = sorted({v.split(".")[len(prefix.split(".")) - 1] for v in valid})
+    return f"unknown config key {full!r}: valid keys here: {', '.join(prefix + t for t in tops)}"
+
+
+def _flat_keys(d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += [f"{k}.{s}" for s in _flat_keys(v)]
+        else:
+            out.append(str(k))
+    return out
 
 
 def dotted_keys(cls) -> list[str]:
@@ -194,18 +328,29 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise _type_error(key, tp, value)
     if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            spelled = _BOOL_WORDS[value] & set(a for a in args if isinstance(a, str))
+            if len(spelled) == 1:  # YAML read `off` / `on` / `yes` / `no` as a boolean
+                return spelled.pop()
+        elif value in args:
             return value
-        raise ConfigError(f"config key {key!r}: {value!r} is not one of {list(args)}")
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of {list(args)}", key,
+                          f"is {value!r}, not one of {list(args)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        number = _number(value)
+        if number is not None and float(number).is_integer() and abs(number) < 2 ** 63:
+            return int(number)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        number = _number(value)
+        if number is not None:
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -222,9 +367,23 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
     raise _type_error(key, tp, value)
 
 
+_BOOL_WORDS = {False: {"off", "no", "false"}, True: {"on", "yes", "true"}}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value: Any) -> Optional[float]:
+    """A number written as text in a usual spelling (``1e-3``, ``1e6``, ``5E-4``), else None."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _NUMBER.match(value.strip().replace("_", "")):
+        return float(value.strip().replace("_", ""))
+    return None
+
+
 def _type_error(key: str, tp: Any, value: Any) -> ConfigError:
     return ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r} "
-                       f"({type(value).__name__})")
+                       f"({type(value).__name__})", key,
+                       f"expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _type_name(tp: Any) -> str:
@@ -254,34 +413,61 @@ def to_dict(cfg) -> dict:
 
 
 def save_yaml(cfg, path) -> None:
-    """Write the resolved config to ``path`` as YAML (loadable again with :func:`load_config`)."""
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    """Write the resolved config to ``path`` as YAML, atomically (loadable with :func:`load_config`)."""
+    from ..atomic import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------- CLI glue
 def add_config_arguments(parser) -> None:
-    """Add ``CONFIG``, ``key=value`` overrides, ``--out-dir`` and ``--resume`` to ``parser``."""
+    """Add ``CONFIG``, ``key=value`` overrides, ``--out-dir`` and the reuse flags to ``parser``."""
     parser.add_argument("config", nargs="?", default=None, metavar="CONFIG",
                         help="YAML config file (optional: defaults and overrides alone also work)")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                        help="override a config key, e.g. train.lr=0.1 model.name=resnet20")
+                        help="override a config key, e.g. train.lr=0.1 train.epochs=30")
     parser.add_argument("--out-dir", default=None, help="run directory (overrides out_dir)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in out_dir from its last.ckpt")
+    add_mode_arguments(parser)
+
+
+def add_mode_arguments(parser) -> None:
+    """``--resume``, ``--amend`` and ``--restart`` (see :mod:`nasdistill.engine.run`)."""
+    group = parser.add_argument_group("an existing run in the output folder")
+    group.add_argument("--resume", action="store_true",
+                       help="reuse it when finished, continue it from its last checkpoint when interrupted "
+                            "(refused if the configuration differs)")
+    group.add_argument("--amend", action="store_true",
+                       help="with --resume: continue it with changed keys (e.g. a lower train.lr); "
+                            "config.yaml and run.json record the change")
+    group.add_argument("--restart", action="store_true",
+                       help="delete what the run wrote and start it over")
+
+
+def run_mode(args, default: str = "new") -> str:
+    """The run mode the flags ask for: ``new``, ``resume``, ``amend`` or ``restart``."""
+    if getattr(args, "restart", False):
+        if getattr(args, "resume", False) or getattr(args, "amend", False):
+            raise ConfigError("--restart starts the run over: it cannot be combined with --resume/--amend")
+        return "restart"
+    if getattr(args, "amend", False):
+        return "amend"
+    if getattr(args, "resume", False):
+        return "resume"
+    return default
 
 
 def config_from_args(cls, args):
     """Build ``cls`` from parsed CLI ``args`` (see :func:`add_config_arguments`).
 
-    With ``--resume`` and no CONFIG, the run directory's own ``config.yaml`` is the base.
+    When continuing a run (``--resume``/``--amend``) with no CONFIG, the run directory's own
+    ``config.yaml`` is the base.
     """
     path = args.config
     overrides = list(args.overrides or [])
     if path is not None and "=" in path and not os.path.exists(path):
         overrides.insert(0, path)  # argparse took the first override for CONFIG
         path = None
-    if path is None and getattr(args, "resume", False):
+    if path is None and (getattr(args, "resume", False) or getattr(args, "amend", False)):
         out_dir = args.out_dir or load_config(cls, None, overrides).out_dir
         saved = os.path.join(out_dir, "config.yaml")
         if os.path.isfile(saved):

@@ -1,11 +1,18 @@
-"""Multi-process training under ``torchrun`` without DDP.
+"""Multi-process training under ``torchrun``.
 
-Each rank draws its shard of every global batch (the loader's ``rank``/``world_size``); after
-``backward`` the trainer calls :func:`sync_gradients`, which averages the gradients of the
-parameters of the optimizer being stepped in ONE flat all-reduce. A parameter with no gradient on a
-rank (a supernet path that rank did not sample) counts as zeros there; a parameter with no gradient
-on every rank keeps ``grad=None`` so the optimizer skips it exactly as a single process would. All
-ranks therefore apply identical updates and stay bit-identical, with no ``find_unused_parameters``.
+Each rank draws its shard of every global batch (the loader's ``rank``/``world_size``). Gradients
+are averaged over the ranks in one of two ways:
+
+- **DDP** (:func:`wrap_ddp`) for tasks whose every trainable parameter gets a gradient at every
+  step (``TrainTask.ddp_safe``: fixed teachers, distillation students): the whole training step
+  runs through ``torch.nn.parallel.DistributedDataParallel``, whose bucketed all-reduce overlaps
+  with backward. ``train.sync_bn=true`` converts BatchNorm to ``SyncBatchNorm`` first.
+- **One flat all-reduce** (:func:`sync_gradients`) for supernet phases (search, GTN), where a
+  parameter may have no gradient on a rank (a path that rank did not sample): after ``backward``
+  the gradients of the optimizer being stepped are averaged in ONE flat all-reduce, a missing
+  gradient counting as zeros there; a parameter with no gradient on every rank keeps ``grad=None``
+  so the optimizer skips it exactly as a single process would. All ranks apply identical updates,
+  with no ``find_unused_parameters``.
 
 BatchNorm statistics are computed per shard, so a BN network trained on 2 ranks is legitimately
 not equal to a 1-process run with the same global batch (the test uses a network without BN).
@@ -132,6 +139,50 @@ def sync_buffers(module: torch.nn.Module) -> None:
         offset += b.numel()
 
 
+class StepModule(torch.nn.Module):
+    """A task's training step as a module, so DDP sees one forward per step.
+
+    Its only submodule is the task's ``model`` (what the main optimizer trains; a distillation
+    teacher is not part of it), so DDP synchronizes exactly those parameters.
+    """
+
+    def __init__(self, task):
+        super().__init__()
+        self.model = task.model
+        self.__dict__["task"] = task  # not a submodule
+
+    def forward(self, batch, ctx):
+        out = self.task.training_step(batch, ctx)
+        return out.loss, out.logits, out.logs, out.optimizer
+
+    def step_output(self, result):
+        from .task import StepOutput
+
+        loss, logits, logs, optimizer = result
+        return StepOutput(loss, logits, logs, optimizer)
+
+
+class DDPStep:
+    """Calls a task's training step through DistributedDataParallel; returns a StepOutput."""
+
+    def __init__(self, task):
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.module = StepModule(task)
+        device = next(task.model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None
+        # buffers (BatchNorm statistics) stay per rank and are averaged every epoch: sync_buffers
+        self.ddp = DistributedDataParallel(self.module, device_ids=ids, broadcast_buffers=False)
+
+    def __call__(self, batch, ctx):
+        return self.module.step_output(self.ddp(batch, ctx))
+
+
+def wrap_ddp(task) -> DDPStep:
+    """Run ``task``'s steps through DDP (see the module docstring)."""
+    return DDPStep(task)
+
+
 def all_reduce_sum(values: list[float], device) -> list[float]:
     """Sum a short list of numbers over all ranks (identity for one process)."""
     if not world().distributed:
@@ -139,6 +190,15 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (identity for one process)."""
+    if not world().distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -1,65 +1,210 @@
-"""The run directory: what every training command leaves on disk.
+"""The run directory: what every training command leaves on disk, and who may write it.
 
 ::
 
-    config.yaml        resolved config                         (written by the command)
-    model.json         how to rebuild the model (modelspec)    (written by the command)
+    .lock              held (fcntl.flock) by the one process writing the run; released when it dies
+    run.json           the run's manifest: kind, config fingerprint, the keys it covers, amendments
+    config.yaml        the configuration the run actually used
     metrics.csv        one row per epoch
     metrics.jsonl      the same rows, one JSON object a line
     last.ckpt          atomic checkpoint after every epoch (resume point)
     model.safetensors  final weights
-    result.json        best / last accuracy, epochs, wall time
+    model.json         how to rebuild the network (nasdistill.record.ModelRecord)
+    result.json        best / last / test accuracy, epochs, wall time, the weights' SHA-256 -- last
     tb/                TensorBoard scalars (when tensorboard imports)
+
+A run is *finished* only when ``result.json`` exists, ``model.safetensors`` has the digest the
+result records, and ``last.ckpt`` (when present) ends at the result's epoch
+(:meth:`RunDirectory.finished_result`); anything less is resumed or finished again.
 """
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
+import io
 import json
 import math
 import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Optional
 
-RUN_FILES = ("last.ckpt", "metrics.jsonl", "result.json", "model.safetensors")
+from ..atomic import atomic_open, atomic_path, write_json
+
+#: Files whose presence means "a run is here" (one list for the trainer, the lifecycle and export).
+RUN_FILES = ("run.json", "config.yaml", "last.ckpt", "metrics.jsonl", "result.json")
+#: Everything a run writes (removed by a restart); never anything else in the folder.
+RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "branches.safetensors",
+                           "phi.json", "tb", "code")
+LOCK = ".lock"
 
 
-def holds_run(path) -> bool:
-    """True when ``path`` already contains the files of a training run."""
-    return any((Path(path) / name).exists() for name in RUN_FILES + ("config.yaml",))
+class RunLocked(RuntimeError):
+    """Another live process holds the run directory."""
 
 
-def prepare_run_dir(path, resume: bool = False, is_main: bool = True) -> Path:
-    """Create the run directory; refuse to overwrite an existing run unless ``resume``."""
-    path = Path(path)
-    if not resume and holds_run(path):
-        raise FileExistsError(
-            f"{path} already holds a run; pass --resume to continue it, or choose another "
-            f"directory with --out-dir (or out_dir=...), or delete it")
-    if is_main:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+def write_weights(path, weights: dict) -> str:
+    """Write ``weights`` (CPU tensors) to ``path`` as safetensors atomically; return its SHA-256."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp))
+        digest = sha256_file(tmp)
+    return digest
 
 
-def _clean(value):
-    """JSON-safe number: NaN/inf become None."""
+class RunDirectory:
+    """One run directory: its lock, manifest, result and finished state."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._lock_fd: Optional[int] = None
+
+    # ------------------------------------------------------------------ what is there
+    def present(self) -> list[str]:
+        return [n for n in RUN_FILES if (self.path / n).exists()]
+
+    def holds_run(self) -> bool:
+        return bool(self.present())
+
+    def checkpoint_epoch(self) -> Optional[int]:
+        """The epoch ``last.ckpt`` ends at (None without a readable checkpoint)."""
+        path = self.path / "last.ckpt"
+        if not path.is_file():
+            return None
+        import torch
+
+        try:
+            return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        except Exception:  # a damaged checkpoint: resuming says what is wrong with it
+            return None
+
+    def read_result(self) -> Optional[dict]:
+        path = self.path / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def finished_result(self) -> Optional[dict]:
+        """The result of a finished run (see the module docstring), or None."""
+        result = self.read_result()
+        weights = self.path / "model.safetensors"
+        if result is None or not weights.is_file():
+            return None
+        if result.get("weights_sha256") != sha256_file(weights):
+            return None
+        epoch = self.checkpoint_epoch()
+        if epoch is not None and epoch != result.get("epochs"):
+            return None
+        return result
+
+    # ------------------------------------------------------------------ writing
+    def write_result(self, result: dict) -> None:
+        write_json(self.path / "result.json", _json_safe(result))
+
+    def clear_result(self) -> None:
+        """Remove the result and weights of an earlier finish (the run is being trained again)."""
+        for name in ("result.json", "model.safetensors"):
+            (self.path / name).unlink(missing_ok=True)
+
+    def wipe(self) -> None:
+        """Remove everything a run wrote here (``--restart``); other files are left alone."""
+        for name in RUN_OUTPUTS:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    # ------------------------------------------------------------------ manifest
+    def read_manifest(self) -> Optional[dict]:
+        path = self.path / "run.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is damaged (not valid JSON); start the run over with --restart "
+                             "or use another --out-dir") from None
+        return data if isinstance(data, dict) else None
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.path / "run.json", manifest)
+
+    # ------------------------------------------------------------------ lock
+    def lock(self) -> "RunDirectory":
+        """Take the directory's lock for this process; :class:`RunLocked` names the holder's PID."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                who = f"process {holder}" if holder else "another process"
+                raise RunLocked(f"{self.path} is in use by {who} (another nasdistill run writing the same "
+                                f"folder); wait for it to end or stop it{f' (kill {holder})' if holder else ''}, "
+                                "or choose another --out-dir") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> "RunDirectory":
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+
+def _read_pid(fd: int) -> Optional[int]:
+    try:
+        os.lseek(fd, 0, 0)
+        text = os.read(fd, 32).decode().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return value
 
 
+# ---------------------------------------------------------------------------- metrics
 class MetricsLog:
-    """Per-epoch rows to ``metrics.jsonl`` (appended), ``metrics.csv`` (rewritten) and TensorBoard."""
+    """Per-epoch rows to ``metrics.jsonl`` (appended), ``metrics.csv`` (rewritten) and TensorBoard.
+
+    Resuming after epoch ``e`` keeps the rows of epochs ``<= e`` (later rows belong to the killed
+    run) and drops a torn last line (a kill in the middle of a write).
+    """
 
     def __init__(self, run_dir, resume_epoch: int = 0, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
@@ -67,11 +212,10 @@ class MetricsLog:
         self.csv = self.run_dir / "metrics.csv"
         self.rows: list[dict] = []
         if resume_epoch > 0 and self.jsonl.exists():
-            # keep only epochs covered by the checkpoint; later rows belong to the killed run
-            with open(self.jsonl) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            self.rows = [r for r in rows if r.get("epoch", 0) <= resume_epoch]
-        self._rewrite_jsonl()
+            self.rows = [r for r in _read_rows(self.jsonl) if r.get("epoch", 0) <= resume_epoch]
+        with atomic_open(self.jsonl, "w") as f:
+            for r in self.rows:
+                f.write(json.dumps(r) + "\n")
         self._rewrite_csv()
         self.tb = self._open_tensorboard() if tensorboard else None
 
@@ -86,10 +230,14 @@ class MetricsLog:
 
     def log(self, row: dict) -> None:
         """Record one epoch's ``row`` (must contain ``epoch``)."""
-        row = {k: _clean(v) for k, v in row.items()}
+        row = _json_safe(row)
         self.rows.append(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot append to {self.jsonl} ({err.strerror}); free space or fix "
+                                     "the folder's permissions, then resume with --resume") from None
         self._rewrite_csv()
         if self.tb is not None:
             for key, value in row.items():
@@ -97,22 +245,17 @@ class MetricsLog:
                     self.tb.add_scalar(key, value, row["epoch"])
             self.tb.flush()
 
-    def _rewrite_jsonl(self) -> None:
-        with open(self.jsonl, "w") as f:
-            for r in self.rows:
-                f.write(json.dumps(r) + "\n")
-
     def _rewrite_csv(self) -> None:
         columns: list[str] = []
         for r in self.rows:
             columns += [k for k in r if k not in columns]
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=self.run_dir)
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            for r in self.rows:
-                writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-        os.replace(tmp, self.csv)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        with atomic_open(self.csv, "w", newline="") as f:
+            f.write(buf.getvalue())
 
     def close(self) -> None:
         if self.tb is not None:
@@ -120,17 +263,30 @@ class MetricsLog:
             self.tb = None
 
 
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``; a torn (unparseable) last line is dropped."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # cut short by a kill: the checkpoint decides what was done
+            raise ValueError(f"{path}, line {i + 1}, is damaged (not JSON); the run directory was "
+                             "edited: start the run over with --restart") from None
+    return rows
+
+
 def read_metrics(run_dir) -> list[dict]:
     """The rows of ``metrics.jsonl`` of ``run_dir``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return _read_rows(Path(run_dir) / "metrics.jsonl")
 
 
 def read_result(run_dir) -> Optional[dict]:
     """``result.json`` of ``run_dir``, or None when the run has not finished."""
-    path = Path(run_dir) / "result.json"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return RunDirectory(run_dir).read_result()
+
+
+__all__ = ["LOCK", "MetricsLog", "RUN_FILES", "RUN_OUTPUTS", "RunDirectory", "RunLocked",
+           "read_metrics", "read_result", "sha256_file", "write_weights"]

@@ -13,12 +13,17 @@ override :meth:`TrainTask.training_step`; the other hooks have sensible defaults
 
 A step may name another optimizer (``StepOutput.optimizer="arch"``) returned by
 :meth:`TrainTask.extra_optimizers`; only the main optimizer follows the lr schedule.
+
+Hooks that need data receive the run's :class:`Loaders` (train, val, test): a task never builds
+loaders of its own. The order at the end of a run is fixed and explicit: :meth:`on_fit_end`
+(e.g. extract the searched student and recalibrate its BatchNorm), then :meth:`final_weights`,
+:meth:`model_record`, :meth:`result_extras` and :meth:`save_artifacts`, which only read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -39,6 +44,15 @@ class StepOutput:
     optimizer: str = "main"
 
 
+class Loaders(NamedTuple):
+    """The loaders of a run: ``train`` (shuffled, augmented, sharded over ranks), ``val`` and
+    ``test`` (in order, not augmented, every rank sees all). ``val``/``test`` may be None."""
+
+    train: Any
+    val: Any = None
+    test: Any = None
+
+
 @dataclass
 class StepContext:
     """Where a step sits in the run: epoch (0-based), global step, step within the epoch."""
@@ -56,9 +70,20 @@ class TrainTask:
 
     #: False for models whose graph changes from step to step (supernets): never torch.compile them.
     compilable: bool = True
+    #: True when one step is a fixed sequence of kernels with no host synchronisation and no Python
+    #: value that changes within an epoch (a fixed model, tensor-only logs): the engine may then
+    #: capture the whole step in a CUDA graph (``train.cuda_graphs``), re-captured every epoch.
+    graph_safe: bool = False
+    #: True when every trainable parameter gets a gradient at every step (no sampled paths, no
+    #: frozen phases): under torchrun the engine then trains through DistributedDataParallel.
+    ddp_safe: bool = False
 
     def __init__(self, model: nn.Module):
         self.model = model
+        #: the ``model.json`` mapping of the final network (set by whoever builds the task)
+        self.record: Optional[dict] = None
+        #: entries for ``result.json`` known when the task is built (e.g. the method's name)
+        self.info: dict = {}
 
     def main_parameters(self):
         """Parameters stepped by the main optimizer (default: trainable params of ``model``)."""
@@ -80,15 +105,24 @@ class TrainTask:
     def after_optimizer_step(self, name: str, ctx: StepContext) -> None:
         """Called after optimizer ``name`` stepped (e.g. ProxylessNAS ``two``-mode logit rescale)."""
 
+    def on_fit_end(self, loaders: Loaders) -> None:
+        """Called once after the last epoch (also when a finished checkpoint is finished later),
+        before the final weights are taken: e.g. extract a student and recalibrate its BatchNorm."""
+
     def result_extras(self) -> dict:
-        """Entries added to ``result.json`` (called after :meth:`final_weights`)."""
+        """Entries added to ``result.json`` (called after :meth:`on_fit_end`)."""
         return {}
+
+    def model_record(self) -> Optional[dict]:
+        """The ``model.json`` mapping of the network :meth:`final_weights` holds (default:
+        :attr:`record`; None writes no ``model.json``)."""
+        return self.record
 
     def eval_model(self) -> nn.Module:
         """The network evaluated for accuracy (default ``model``)."""
         return self.model
 
-    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+    def epoch_metrics(self, epoch: int, loaders: Loaders) -> dict[str, Any]:
         """Extra numbers logged after ``epoch`` (0-based), e.g. gate entropy."""
         return {}
 
@@ -104,7 +138,8 @@ class TrainTask:
         return self.eval_model().state_dict()
 
     def save_artifacts(self, run_dir: Path) -> None:
-        """Write method-specific files (``arch.json``, branch weights, ...) at the end."""
+        """Write method-specific files (branch weights, gates, ...) at the end, each with
+        :mod:`nasdistill.atomic`."""
 
     def to(self, device: torch.device) -> "TrainTask":
         """Move every module to ``device`` (default: ``model``)."""

@@ -1,10 +1,14 @@
 """The one training loop shared by teachers, search and distillation.
 
-Per step: ``out = task.training_step(batch, ctx)``; a non-finite loss stops the run with
-``FloatingPointError`` (the last good checkpoint is left untouched); then zero_grad, backward,
-gradient sync across ranks, step of the optimizer the step names. Per epoch: lr from the schedule
-(main optimizer only), evaluation (top-1/top-5 of ``task.eval_model()``), one metrics row, an
-atomic ``last.ckpt``. At the end: ``model.safetensors``, the task's artifacts, ``result.json``.
+Per step (:meth:`Trainer._step`): ``out = task.training_step(batch, ctx)`` under the run's
+autocast; the loss and logs go into the on-device :class:`~.meter.EpochMeter`, a non-finite loss
+into the :class:`~.meter.NonFiniteGuard` (read every ``train.check_every`` steps: no per-step host
+sync); then zero_grad, backward, gradient averaging across ranks (DDP for ``ddp_safe`` tasks, one
+flat all-reduce otherwise), the step of the optimizer the output names, and the task's extra steps
+the same way. Per epoch: lr from the schedule (main optimizer only), evaluation (top-1/top-5 of
+``task.eval_model()``), one metrics row, an atomic ``last.ckpt``. At the end (:meth:`finish`):
+test accuracy, ``task.on_fit_end(loaders)``, ``model.safetensors``, ``model.json``, the task's
+artifacts and ``result.json`` last, so a run is finished exactly when its result exists.
 
 From Python, with no files at all::
 
@@ -12,7 +16,6 @@ From Python, with no files at all::
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -22,25 +25,18 @@ import torch
 
 from . import distributed
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from .cuda_graphs import GraphedStep, is_capturing
+from .meter import EpochMeter, NonFiniteGuard
 from .optim import build_optimizer, lr_at, set_lr
-from .rundir import MetricsLog, read_result, write_json
-from .task import StepContext, TrainTask
+from .precision import autocast_for, to_channels_last, use_channels_last
+from .rundir import MetricsLog, RunDirectory, write_weights
+from .task import Loaders, StepContext, TrainTask
+from .threads import use_threads
 
 
 def progress_enabled() -> bool:
     """Progress bars are on unless ``NASDISTILL_PROGRESS=0``."""
     return os.environ.get("NASDISTILL_PROGRESS", "1") != "0"
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA for ``amp`` = auto/bf16; fp32 otherwise."""
-    if device.type == "cuda" and amp in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 @torch.no_grad()
@@ -71,8 +67,8 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "a
             total += y.shape[0]
     finally:
         model.train(was_training)
-    c1, c5, ls, n = distributed.all_reduce_sum(
-        [correct1.item(), correct5.item(), loss_sum.item(), float(total)], device)
+    c1, c5, ls = torch.stack([correct1, correct5, loss_sum]).tolist()
+    c1, c5, ls, n = distributed.all_reduce_sum([c1, c5, ls, float(total)], device)
     if n == 0:
         raise ValueError("evaluation loader is empty")
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n}
@@ -81,7 +77,8 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "a
 def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: bool = False) -> None:
     """Back-propagate ``out.loss`` and step the optimizer ``out`` names (the engine's step).
 
-    ``sync`` averages that optimizer's gradients over the ranks before the step.
+    ``sync`` averages that optimizer's gradients over the ranks (one flat all-reduce) before the
+    step; parameters trained through DDP are averaged by DDP during backward instead.
     """
     opt = optimizers.get(out.optimizer)
     if opt is None:
@@ -99,8 +96,10 @@ class Trainer:
     """Train ``task`` with ``train_cfg`` (a :class:`~nasdistill.engine.config.TrainConfig`).
 
     ``run_dir=None`` trains without writing anything (no checkpoints, no logs). With a run dir,
-    ``resume=True`` continues from ``run_dir/last.ckpt`` (or starts fresh when there is none).
-    ``test_loader`` (optional) is evaluated once at the end and reported as ``test_acc``.
+    ``resume=True`` continues from ``run_dir/last.ckpt`` (or starts fresh when there is none); a
+    checkpoint that already holds every epoch is finished (evaluation, weights, result) unless the
+    run directory already holds a result that agrees with it. ``test_loader`` (optional) is
+    evaluated once at the end and reported as ``test_acc``.
     """
 
     def __init__(self, train_cfg, task: TrainTask, train_loader, eval_loader=None,
@@ -108,30 +107,26 @@ class Trainer:
                  device: Optional[torch.device] = None, verbose: bool = True):
         self.cfg = train_cfg
         self.task = task
-        self.train_loader = train_loader
-        self.eval_loader = eval_loader
-        self.test_loader = test_loader
+        self.loaders = Loaders(train_loader, eval_loader, test_loader)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         self.resume = resume
         self.world = distributed.world()
-        self.device = device or distributed.resolve_device(train_cfg.device, self.world.local_rank)
+        self.device = (torch.device(device) if device is not None
+                       else distributed.resolve_device(train_cfg.device, self.world.local_rank))
         self.verbose = verbose and self.world.is_main
         self.writes = self.run_dir is not None and self.world.is_main
-        self.channels_last = (train_cfg.channels_last is True
-                              or (train_cfg.channels_last == "auto" and self.device.type == "cuda"))
-        if self.run_dir is not None and not resume:
-            existing = [n for n in ("last.ckpt", "metrics.jsonl", "result.json") if (self.run_dir / n).exists()]
-            if existing:
-                raise FileExistsError(f"{self.run_dir} already holds a run ({', '.join(existing)}); "
-                                      "resume it (--resume / resume=True) or use another directory")
+        self.channels_last = use_channels_last(train_cfg.channels_last, self.device)
+        self.rundir = RunDirectory(self.run_dir) if self.run_dir is not None else None
+        if self.rundir is not None and not resume and self.rundir.holds_run():
+            raise FileExistsError(f"{self.run_dir} already holds a run ({', '.join(self.rundir.present())}); "
+                                  "resume it (--resume / resume=True) or use another directory")
         if self.writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        if train_cfg.threads is not None:
-            if train_cfg.threads < 1:
-                raise ValueError(f"train.threads must be >= 1 or null, got {train_cfg.threads}")
-            torch.set_num_threads(train_cfg.threads)  # process-wide, as the config asks
+        use_threads(train_cfg.threads)
         task.to(self.device)
+        if train_cfg.sync_bn and self.world.distributed and task.ddp_safe:
+            task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
         if self.channels_last:
             task.model.to(memory_format=torch.channels_last)
         self.optimizers = {"main": build_optimizer(train_cfg, task.main_parameters())}
@@ -142,13 +137,73 @@ class Trainer:
         if train_cfg.compile:
             if task.compilable:
                 task.model.compile()
-            elif self.verbose:
-                print(f"train.compile ignored: {type(task).__name__} trains a model whose graph "
-                      "changes per step (compile only fixed models)")
+            else:
+                self._say(f"train.compile ignored: {type(task).__name__} trains a model whose graph "
+                          "changes per step (compile only fixed models)")
+        self.ddp = distributed.wrap_ddp(task) if self.world.distributed and task.ddp_safe else None
+        self.meter = EpochMeter(self.device)
+        self.guard = NonFiniteGuard(self.device)
+        self.graphed = self._graphed_step()
         self.best_acc = float("-inf")
         self.best_epoch = 0
         self.last_acc = None
         self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ step execution
+    def _graphed_step(self) -> Optional[GraphedStep]:
+        """A :class:`GraphedStep` when ``train.cuda_graphs`` allows it here, else None."""
+        setting = self.cfg.cuda_graphs
+        if setting is False:
+            return None
+        why = None
+        if self.device.type != "cuda":
+            why = f"the device is {self.device} (CUDA graphs need a GPU)"
+        elif not self.task.graph_safe:
+            why = f"{type(self.task).__name__} is not a fixed-shape, sync-free step"
+        elif self.world.distributed:
+            why = "training runs on several processes"
+        elif self.cfg.optimizer != "sgd" or list(self.optimizers) != ["main"]:
+            why = "only a single SGD optimizer is captured"
+        elif self.cfg.compile:
+            why = "train.compile is on"
+        if why is not None:
+            if setting is True:
+                self._say(f"train.cuda_graphs=true ignored: {why}; running the step eagerly")
+            return None
+
+        def fallback(reason: str) -> None:
+            self._say(f"CUDA graph capture failed ({reason}); running the step eagerly")
+
+        return GraphedStep(self._step_tensors, on_fallback=fallback)
+
+    def _forward(self, batch, ctx: StepContext):
+        if self.ddp is not None:
+            return self.ddp(batch, ctx)
+        return self.task.training_step(batch, ctx)
+
+    def _step_tensors(self, batch) -> None:
+        """Everything one batch does on the device (the part a CUDA graph captures)."""
+        ctx = self._ctx
+        x, y, idx = batch
+        with autocast_for(self.device, self.cfg.amp, cache_enabled=not is_capturing()):
+            out = self._forward((x, y, idx), ctx)
+        self.guard.observe(out)
+        self.meter.add_step(out, y)
+        self._scored = out.logits is not None
+        self._apply(out, ctx)
+        for extra in self._extra_steps(ctx):
+            self.guard.observe(extra)
+            self.meter.add_logs(extra.logs, y.shape[0])
+            self._apply(extra, ctx)
+        self.guard.tick()
+
+    def _extra_steps(self, ctx: StepContext):
+        with autocast_for(self.device, self.cfg.amp, cache_enabled=not is_capturing()):
+            return list(self.task.extra_steps(ctx))
+
+    def _apply(self, out, ctx: StepContext) -> None:
+        sync = self.world.distributed and not (self.ddp is not None and out.optimizer == "main")
+        apply_step(self.task, self.optimizers, out, ctx, sync=sync)
 
     # ------------------------------------------------------------------ checkpoint
     @property
@@ -169,13 +224,25 @@ class Trainer:
             "task": self.task.state_dict(),
         }
 
-    def _load(self) -> int:
-        state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        self.task.model.load_state_dict(state["model"])
+    def restore(self) -> int:
+        """Load ``last.ckpt`` (when resuming and present); return the epoch it ends, else 0."""
+        if not (self.resume and self.ckpt_path is not None and self.ckpt_path.exists()):
+            seed_everything(self.seed)
+            return 0
+        state = load_checkpoint(self.ckpt_path)  # on the CPU: load_state_dict moves it
+        where = f"checkpoint {self.ckpt_path}"
+        try:
+            self.task.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            from ..artifact import key_diff
+
+            raise ValueError(f"{where} was written for another model ({key_diff(self.task.model, state['model'])}"
+                             f"): the run's model or method changed since. Start it over with "
+                             "--restart, or use another --out-dir") from None
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:
-                raise ValueError(f"{self.ckpt_path}: no state for optimizer {name!r}; "
-                                 "was it written by another method?")
+                raise ValueError(f"{where}: no state for optimizer {name!r}; it was written by another "
+                                 "method: start over with --restart or use another --out-dir")
             opt.load_state_dict(state["optimizers"][name])
         restore_rng(state["rng"])
         self.task.load_state_dict(state["task"])
@@ -187,84 +254,73 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
-        """Train to ``train_cfg.epochs``; return best/last accuracy, epochs and wall time."""
+        """Train to ``train_cfg.epochs``, then :meth:`finish`; return the result dictionary."""
         epochs = self.cfg.epochs
-        start = 0
-        if self.resume and self.ckpt_path is not None and self.ckpt_path.exists():
-            start = self._load()
-            if start >= epochs:
-                result = read_result(self.run_dir) or self._result(epochs)
-                self._say(f"{self.run_dir} already finished {start} epochs (train.epochs={epochs}); "
-                          "nothing to do")
-                return result
+        if self.resume and self.rundir is not None:
+            done = self.rundir.finished_result()
+            if done is not None:
+                self._say(f"{self.run_dir} already finished ({done.get('epochs')} epochs): reusing its result")
+                return done
+        start = self.restore()
+        if start > epochs:
+            raise ValueError(f"{self.ckpt_path} already holds {start} epochs but train.epochs={epochs}; "
+                             "raise train.epochs, or start over with --restart")
+        if start and start < epochs:
             self._say(f"resuming {self.run_dir} after epoch {start}/{epochs}")
-        else:
-            seed_everything(self.seed)
-        log = MetricsLog(self.run_dir, start) if self.writes else None
+        elif start == epochs:
+            self._say(f"{self.run_dir}: training finished ({start} epochs), finishing the run")
+        if self.writes and start < epochs and self.rundir is not None:
+            self.rundir.clear_result()  # a result of an earlier run must not pass for this one
+        log = MetricsLog(self.run_dir, start) if self.writes and start < epochs else None
         try:
             for epoch in range(start, epochs):
                 self._epoch(epoch, log)
         finally:
             if log is not None:
                 log.close()
-        return self._finish(epochs)
+        return self.finish(epochs)
 
     def _epoch(self, epoch: int, log: Optional[MetricsLog]) -> None:
         t0 = time.perf_counter()
         lr = lr_at(self.cfg, epoch)
         set_lr(self.optimizers["main"], lr)
-        if hasattr(self.train_loader, "set_epoch"):
-            self.train_loader.set_epoch(epoch)
+        train = self.loaders.train
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
         self.task.model.train()
-        steps = len(self.train_loader)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.float64)
-        seen = 0
-        counted = 0
-        log_sums: dict[str, torch.Tensor] = {}
+        steps = len(train)
+        self.meter.reset()
+        self.guard.reset(epoch * steps)
+        if self.graphed is not None:
+            self.graphed.invalidate()  # the lr (and other per-epoch numbers) changed
         bar = self._bar(epoch, steps)
+        every = self.cfg.check_every
         try:
-            for i, (x, y, idx) in enumerate(self.train_loader):
+            for i, (x, y, idx) in enumerate(train):
                 if self.channels_last:
                     x = to_channels_last(x)
-                ctx = StepContext(epoch, epoch * steps + i, i, self.device,
-                                  self.world.world_size, self.world.rank)
-                with autocast_for(self.device, self.cfg.amp):
-                    out = self.task.training_step((x, y, idx), ctx)
-                self._apply(out, ctx)
-                n = y.shape[0]
-                for extra in self.task.extra_steps(ctx):
-                    self._apply(extra, ctx)
-                    for k, v in extra.logs.items():
-                        v = torch.as_tensor(v, device=self.device).detach().double()
-                        log_sums[k] = log_sums.get(k, 0) + v * n
-                loss_sum += out.loss.detach().double() * n
-                seen += n
-                if out.logits is not None:
-                    correct += (out.logits.detach().argmax(1) == y).sum()
-                    counted += n
-                for k, v in out.logs.items():
-                    v = torch.as_tensor(v, device=self.device).detach().double()
-                    log_sums[k] = log_sums.get(k, 0) + v * n
+                self._ctx = StepContext(epoch, epoch * steps + i, i, self.device,
+                                        self.world.world_size, self.world.rank)
+                if self.graphed is not None:
+                    self.graphed((x, y, idx))
+                else:
+                    self._step_tensors((x, y, idx))
+                self.meter.count(y.shape[0], scored=self._scored)
+                if (i + 1) % every == 0:
+                    self._check_finite(epoch, steps)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{self.meter.running_loss():.3f}", refresh=False)
                 if bar is not None:
                     bar.update(1)
-                    if i % 20 == 0 or i == steps - 1:
-                        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
+            self._check_finite(epoch, steps)
         finally:
             if bar is not None:
                 bar.close()
         if self.world.distributed:
             distributed.sync_buffers(self.task.model)  # one model on every rank for eval and checkpoints
-        keys = sorted(log_sums)
-        totals = distributed.all_reduce_sum(
-            [loss_sum.item(), correct.item(), float(seen), float(counted)]
-            + [log_sums[k].item() for k in keys], self.device)
-        row = {"epoch": epoch + 1, "lr": lr,
-               "train_loss": totals[0] / max(totals[2], 1),
-               "train_acc": 100.0 * totals[1] / totals[3] if totals[3] else None}
-        row.update({f"train_{k}": totals[4 + j] / max(totals[2], 1) for j, k in enumerate(keys)})
-        if self.eval_loader is not None and ((epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs):
-            ev = evaluate(self.task.eval_model(), self.eval_loader, self.device, self.cfg.amp,
+        row = {"epoch": epoch + 1, "lr": lr, **self.meter.reduce()}
+        if self.loaders.val is not None and ((epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs):
+            ev = evaluate(self.task.eval_model(), self.loaders.val, self.device, self.cfg.amp,
                           self.channels_last)
             self.last_acc = ev["top1"]
             if ev["top1"] > self.best_acc:
@@ -273,7 +329,7 @@ class Trainer:
         else:
             row.update(val_acc=None, val_top5=None, val_loss=None)
         row["best_acc"] = self.best_acc if self.best_epoch else None
-        row.update(self.task.epoch_metrics(epoch))
+        row.update(self.task.epoch_metrics(epoch, self.loaders))
         epoch_time = time.perf_counter() - t0
         self.elapsed += epoch_time
         row["epoch_time_s"] = epoch_time
@@ -282,34 +338,40 @@ class Trainer:
             log.log(row)
         self._say(self._line(row))
 
-    def _apply(self, out, ctx: StepContext) -> None:
-        """Check, back-propagate and step one :class:`StepOutput` with the optimizer it names."""
-        if not torch.isfinite(out.loss.detach()).item():
-            self._non_finite(out, ctx)
-        apply_step(self.task, self.optimizers, out, ctx, sync=self.world.distributed)
-
-    def _non_finite(self, out, ctx: StepContext):
-        logs = {k: (float(v) if torch.is_tensor(v) and v.numel() == 1 else v) for k, v in out.logs.items()}
-        kept = (f"the last good checkpoint {self.ckpt_path} is kept" if self.ckpt_path is not None
-                and self.ckpt_path.exists() else "no checkpoint was written yet")
+    def _check_finite(self, epoch: int, steps: int) -> None:
+        bad = self.guard.first_bad()
+        if bad is None:
+            return
+        step = bad["step"]
+        kept = (f"the last good checkpoint {self.ckpt_path} (epoch {epoch}) is kept"
+                if self.ckpt_path is not None and self.ckpt_path.exists() else "no checkpoint was written yet")
         raise FloatingPointError(
-            f"non-finite loss {out.loss.item()} at epoch {ctx.epoch + 1} (step {ctx.step_in_epoch} of "
-            f"the epoch, global step {ctx.step}); logs: {logs}. {kept}. Lower train.lr, check the data, "
-            "or resume from the checkpoint with --resume")
+            f"non-finite loss {bad['loss']} at epoch {step // steps + 1} (step {step % steps} of the epoch, "
+            f"global step {step}); logs: {bad['logs']}. Training stopped and {kept}. Lower train.lr or "
+            "check the data, then continue from the checkpoint with --resume --amend (which records "
+            "the changed keys) or start over with --restart")
 
-    def _finish(self, epochs: int) -> dict:
+    def finish(self, epochs: Optional[int] = None) -> dict:
+        """Test accuracy, ``on_fit_end``, weights, record, artifacts and ``result.json`` (last)."""
+        epochs = self.cfg.epochs if epochs is None else epochs
         result = self._result(epochs)
-        if self.test_loader is not None:
-            ev = evaluate(self.task.eval_model(), self.test_loader, self.device, self.cfg.amp,
-                          self.channels_last)
+        task = self.task
+        if self.loaders.test is not None:
+            ev = evaluate(task.eval_model(), self.loaders.test, self.device, self.cfg.amp, self.channels_last)
             result.update(test_acc=ev["top1"], test_top5=ev["top5"])
-        weights = {k: v.detach().cpu().contiguous() for k, v in self.task.final_weights().items()}
-        result.update(self.task.result_extras())
+        task.on_fit_end(self.loaders)
+        weights = {k: v.detach().cpu().contiguous() for k, v in task.final_weights().items()}
+        result.update(task.info)
+        result.update(task.result_extras())
         if self.writes:
-            from safetensors.torch import save_file
-            save_file(weights, str(self.run_dir / "model.safetensors"))
-            self.task.save_artifacts(self.run_dir)
-            write_json(self.run_dir / "result.json", result)
+            result["weights_sha256"] = write_weights(self.run_dir / "model.safetensors", weights)
+            record = task.model_record()
+            if record is not None:
+                from ..atomic import write_json
+
+                write_json(self.run_dir / "model.json", record)
+            task.save_artifacts(self.run_dir)
+            self.rundir.write_result(result)
         distributed.barrier()
         return result
 

@@ -7,7 +7,7 @@ the input size; torchvision adapters are registered too and need ``nasdistill[vi
 >>> from nasdistill.models import create_model
 >>> model = create_model("resnet8x4", num_classes=100)
 """
-from nasdistill.models.registry import create_model, list_models, register_model
+from nasdistill.models.registry import MODELS, create_model, list_models, register_model
 from nasdistill.models.staged import Features, StagedModel
 
 # Importing the family modules registers their models.
@@ -22,4 +22,4 @@ from nasdistill.models import (  # noqa: F401  (imported for registration)
     wrn,
 )
 
-__all__ = ["create_model", "register_model", "list_models", "StagedModel", "Features"]
+__all__ = ["MODELS", "create_model", "register_model", "list_models", "StagedModel", "Features"]

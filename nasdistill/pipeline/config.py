@@ -1,28 +1,26 @@
 """Configuration of the main job, `nasdistill run`.
 
 The defaults are the embedded default: scikit-learn digits, the ``digits_small`` space, students
-searched at three MACs targets plus three sampled ones, a CE and a GTN teacher (resnet8), KD of
-every student from each teacher and the students alone, over three seeds -- a few minutes on
-2 CPU cores. ``examples/cifar100_gtn.yaml`` and ``examples/imagenet200_gtn.yaml`` hold the paper's
-settings.
+searched at three MACs targets plus three sampled ones, a CE and a GTN teacher (resnet8) trained
+once per seed, KD of every student from each teacher and the students alone, over three seeds --
+a few minutes on 2 CPU cores. ``examples/cifar100_gtn.yaml``, ``examples/imagenet200_gtn.yaml`` and
+``examples/synthetic_gtn.yaml`` hold other settings.
+
+The teacher and distillation sections come from the method registries: every registered teacher
+method has its section under ``teachers.`` (``teachers.gtn.alpha``) and every distillation method
+under ``distill.`` (``distill.dkd.beta``), so a method added to nasdistill is usable here at once.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from ..distill.dkd import DKDConfig
-from ..distill.kd import KDConfig
+from ..distill import DISTILLERS
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..registry import config_sections
 from ..search.config import SearchSection
-from ..teachers.ce import CEConfig
-from ..teachers.gtn import GTNConfig
-from ..teachers.mse import MSEConfig
-from ..teachers.sftn import SFTNConfig
-from ..teachers.soteacher import SoTeacherConfig
-
-TEACHER_METHODS = ("ce", "gtn", "sftn", "mse", "soteacher")
-DISTILL_METHODS = ("kd", "dkd")
+from ..teachers import TEACHERS
 
 
 def _search_train() -> TrainConfig:
@@ -40,7 +38,7 @@ def _search_section() -> SearchSection:
 
 @dataclass
 class PipelineSearch:
-    """Students discovered by ProxylessNAS, one search per MACs target."""
+    """Students discovered by ProxylessNAS, one search per MACs target (an empty list: none)."""
 
     targets: list[float] = field(default_factory=lambda: [600_000.0, 1_500_000.0, 3_000_000.0])
     train: TrainConfig = field(default_factory=_search_train)
@@ -60,21 +58,25 @@ def _teacher_train() -> TrainConfig:
                        milestones=[])
 
 
+#: Section defaults of the embedded main job that differ from the methods' own (paper) defaults.
+#: 30 short epochs give ~300 phi steps: Adam lr 1e-3 (the paper's 240-epoch setting) would leave
+#: the gates uniform, so the embedded default uses a larger step (as the search does).
+TEACHER_SECTION_DEFAULTS = {"gtn": {"phi_lr": 0.02}}
+
+
 @dataclass
-class PipelineTeachers:
-    """Teachers trained once each; ``methods`` picks them (ce and gtn by default)."""
+class PipelineTeachersBase:
+    """Teachers trained once per seed; ``methods`` picks them (ce and gtn by default).
+
+    ``seeds``: the teacher seeds (null: the distillation seeds). The distillation of seed s uses
+    the teacher of seed s, or the single teacher seed when there is one.
+    """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet8"))
     methods: list[str] = field(default_factory=lambda: ["ce", "gtn"])
+    seeds: Optional[list[int]] = None
     train: TrainConfig = field(default_factory=_teacher_train)
-    ce: CEConfig = field(default_factory=CEConfig)
-    # 30 short epochs give ~300 phi steps: Adam lr 1e-3 (the paper's 240-epoch setting) would leave
-    # the gates uniform, so the embedded default uses a larger step (as the search does).
-    gtn: GTNConfig = field(default_factory=lambda: GTNConfig(phi_lr=0.02))
-    sftn: SFTNConfig = field(default_factory=SFTNConfig)
-    sftn_student_from_search: bool = True   # SFTN grafts the smallest searched student
-    mse: MSEConfig = field(default_factory=MSEConfig)
-    soteacher: SoTeacherConfig = field(default_factory=SoTeacherConfig)
+    sftn_student_from_search: bool = True   # SFTN grafts the first (smallest target) student
 
 
 def _distill_train() -> TrainConfig:
@@ -83,15 +85,13 @@ def _distill_train() -> TrainConfig:
 
 
 @dataclass
-class PipelineDistill:
+class PipelineDistillBase:
     """Every student distilled from every teacher with every method, over ``seeds``."""
 
     methods: list[str] = field(default_factory=lambda: ["kd"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     baseline: bool = True                   # each student trained alone (CE) as the reference
     train: TrainConfig = field(default_factory=_distill_train)
-    kd: KDConfig = field(default_factory=KDConfig)
-    dkd: DKDConfig = field(default_factory=DKDConfig)
     cache_teacher_logits: bool = False
 
 
@@ -101,31 +101,41 @@ class PipelineExport:
     onnx: Union[bool, Literal["auto"]] = "auto"
 
 
+def _with_sections(name: str, base: type, registry, defaults: dict, skip=()) -> type:
+    fields = []
+    for section, cls in config_sections(registry):
+        if section in skip:
+            continue
+        extra = defaults.get(section, {})
+        fields.append((section, cls, field(default_factory=lambda cls=cls, extra=extra: cls(**extra))))
+    return dataclasses.make_dataclass(name, fields, bases=(base,),
+                                      namespace={"__doc__": base.__doc__, "__module__": __name__})
+
+
 @dataclass
-class PipelineConfig:
+class PipelineConfigBase:
     """`nasdistill run [CONFIG]`: search -> teachers -> distill -> report -> export."""
 
     seed: int = 0
     out_dir: str = "runs/nasdistill"
     space: str = "digits_small"
     data: DataConfig = field(default_factory=DataConfig)
-    threads: Optional[int] = 1              # torch CPU threads (tiny models: 1 is fastest)
-    workers: int = 2                        # distillation runs in parallel (processes)
+    threads: Optional[int] = 1              # torch CPU threads per process (tiny models: 1 is fastest)
+    workers: int = 2                        # training runs in parallel (processes)
     search: PipelineSearch = field(default_factory=PipelineSearch)
     students: PipelineStudents = field(default_factory=PipelineStudents)
-    teachers: PipelineTeachers = field(default_factory=PipelineTeachers)
-    distill: PipelineDistill = field(default_factory=PipelineDistill)
     export: PipelineExport = field(default_factory=PipelineExport)
 
     def check(self) -> None:
         for m in self.teachers.methods:
-            if m not in TEACHER_METHODS:
-                raise ConfigError(f"config key 'teachers.methods': unknown teacher {m!r}; "
-                                  f"choose from {list(TEACHER_METHODS)}")
+            if m not in TEACHERS:
+                raise ConfigError.for_key("teachers.methods", f"names an unknown teacher {m!r}; "
+                                          f"choose from {TEACHERS.names()}")
         for m in self.distill.methods:
-            if m not in DISTILL_METHODS:
-                raise ConfigError(f"config key 'distill.methods': unknown method {m!r}; "
-                                  f"choose from {list(DISTILL_METHODS)}")
+            if m not in DISTILLERS or m == "none":
+                raise ConfigError.for_key("distill.methods", f"names an unknown method {m!r}; choose "
+                                          f"from {[n for n in DISTILLERS if n != 'none']} (the baseline is "
+                                          "distill.baseline)")
         if self.search.search.target is not None:
             raise ConfigError("config key 'search.search.target': set the targets with "
                               "'search.targets' (a list), one search per target")
@@ -134,8 +144,51 @@ class PipelineConfig:
                               f"differs from 'space' ({self.space!r}); set only 'space'")
         if not self.distill.seeds:
             raise ConfigError("config key 'distill.seeds' is empty: give at least one seed")
+        seeds = self.teacher_seeds()
+        if not seeds:
+            raise ConfigError("config key 'teachers.seeds' is empty: give at least one seed (or null)")
+        if len(seeds) > 1:
+            missing = [s for s in self.distill.seeds if s not in seeds]
+            if missing:
+                raise ConfigError(f"config key 'teachers.seeds' ({seeds}) lacks the distillation seeds "
+                                  f"{missing}: the distillation of seed s uses the teacher of seed s; "
+                                  "add them, or give one teacher seed for all")
         if self.workers < 1:
             raise ConfigError(f"config key 'workers' must be >= 1, got {self.workers}")
-        if self.teachers.gtn.space not in (None, self.space):
-            raise ConfigError(f"config key 'teachers.gtn.space' ({self.teachers.gtn.space!r}) differs "
+        gtn = getattr(self.teachers, "gtn", None)
+        if gtn is not None and gtn.space not in (None, self.space):
+            raise ConfigError(f"config key 'teachers.gtn.space' ({gtn.space!r}) differs "
                               f"from 'space' ({self.space!r}): GTN uses the pipeline's space")
+        if self.students.sampled < 0:
+            raise ConfigError(f"config key 'students.sampled' must be >= 0, got {self.students.sampled}")
+        if not self.search.targets and self.students.sampled == 0:
+            raise ConfigError("no students: search.targets is empty and students.sampled is 0")
+
+    def teacher_seeds(self) -> list[int]:
+        return list(self.teachers.seeds) if self.teachers.seeds is not None else list(self.distill.seeds)
+
+    def teacher_seed_for(self, seed: int) -> int:
+        """The seed of the teacher a distillation of ``seed`` uses."""
+        seeds = self.teacher_seeds()
+        return seeds[0] if len(seeds) == 1 else seed
+
+
+_CLASSES: dict = {}
+
+
+def pipeline_config_class() -> type:
+    """The main job's config class for the methods registered now (see the module docstring)."""
+    key = (tuple(config_sections(TEACHERS)), tuple(config_sections(DISTILLERS)))
+    if key not in _CLASSES:
+        teachers = _with_sections("PipelineTeachers", PipelineTeachersBase, TEACHERS, TEACHER_SECTION_DEFAULTS)
+        distill = _with_sections("PipelineDistill", PipelineDistillBase, DISTILLERS, {})
+        _CLASSES[key] = dataclasses.make_dataclass(
+            "PipelineConfig",
+            [("teachers", teachers, field(default_factory=teachers)),
+             ("distill", distill, field(default_factory=distill))],
+            bases=(PipelineConfigBase,),
+            namespace={"__doc__": PipelineConfigBase.__doc__, "__module__": __name__})
+    return _CLASSES[key]
+
+
+PipelineConfig = pipeline_config_class()

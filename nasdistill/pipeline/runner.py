@@ -1,22 +1,34 @@
 """The main job: search -> teachers -> distill -> report -> export.
 
 Every stage writes its own run directory under ``out_dir`` (``search/target_<T>``,
-``teachers/<method>``, ``distill/<student>/<teacher>_<method>_s<seed>``); a stage whose directory
-already holds a finished run is reused, an interrupted one is resumed from its last checkpoint.
+``teachers/<method>_s<seed>``, ``distill/<student>/<teacher>_<method>_s<seed>``) through the one run
+lifecycle (:func:`~nasdistill.engine.run.run_training`): a stage whose directory holds a finished
+run of the same configuration is reused, an interrupted one resumes from its last checkpoint, and
+one of another configuration is refused -- or, with ``--restart``, recomputed. The main folder's
+own ``run.json`` records the whole job's configuration: rerunning with other values is refused
+(naming the keys) unless ``--restart`` asks to recompute the stages they change. The folder is
+locked while the job runs, and worker processes end with it (:mod:`.workers`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from ..engine.config import ModelConfig, from_dict, save_yaml, to_dict
-from ..engine.rundir import read_metrics, read_result, write_json
-from .config import TEACHER_METHODS, PipelineConfig
+from ..atomic import write_json
+from ..engine import distributed
+from ..engine.config import ModelConfig, save_yaml, to_dict
+from ..engine.run import ConfigMismatch, config_identity, describe_diff, fingerprint, identity_diff
+from ..engine.rundir import RunDirectory, read_metrics
+from ..record import ModelRecord
+from .workers import run_jobs
+
+#: Keys of the main job's configuration that never change a result.
+NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root")
+_RUN_KEYS = ("device", "threads", "compile", "cuda_graphs", "check_every")
 
 
 class Progress:
@@ -37,62 +49,123 @@ class Progress:
         return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=True)
 
 
-def _finished(run_dir: Path):
-    return read_result(run_dir) if (run_dir / "result.json").exists() else None
+def job_identity(cfg) -> dict:
+    """The keys of the main job's configuration that decide its results."""
+    flat = config_identity(cfg, ignore=NOT_IDENTITY)
+    return {k: v for k, v in flat.items() if not (".train." in f".{k}" and k.rsplit(".", 1)[-1] in _RUN_KEYS)}
 
 
-def _world():
-    from ..engine import distributed
+class Stage:
+    """Runs one stage's jobs and turns a run's failure into a sentence that names the stage."""
 
-    return distributed.world()
+    def __init__(self, cfg, mode: str, log: Progress):
+        self.cfg, self.mode, self.log = cfg, mode, log
+        self.ran = 0   # runs executed (not reused) so far
+
+    def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
+        return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
+                "threads": self.cfg.threads}
+
+    def run(self, name: str, payloads: list[dict], section: str) -> list[dict]:
+        todo = [p for p in payloads if not _is_reusable(p)]
+        self.ran += len(todo)
+        world = distributed.world()
+        parallel = self.cfg.workers > 1 and not world.distributed
+        if payloads:
+            how = (f"{min(self.cfg.workers, len(todo))} worker processes" if parallel and len(todo) > 1
+                   else f"on {world.world_size} ranks" if world.distributed else "one at a time")
+            self.log.say(f"{name}: {len(payloads)} runs, {len(payloads) - len(todo)} reused"
+                         + (f", {len(todo)} to run ({how})" if todo else ""))
+        bar = self.log.bar(len(todo), name) if todo else None
+        try:
+            run_jobs(todo, self.cfg.workers, on_done=lambda i, r: bar.update(1) if bar else None,
+                     parallel=parallel)
+        except FloatingPointError as err:
+            raise _stage_error(err, name, section) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        return [RunDirectory(p["run_dir"]).finished_result() for p in payloads]
 
 
-def _barrier() -> None:
-    from ..engine import distributed
+def _is_reusable(payload: dict) -> bool:
+    """A finished run whose configuration is this one (checked again, under its lock, by the run)."""
+    rd = RunDirectory(payload["run_dir"])
+    if rd.finished_result() is None:
+        return False
+    manifest = rd.read_manifest() or {}
+    return bool(manifest) and manifest.get("kind") == payload["kind"] and \
+        _payload_fingerprint(payload) == manifest.get("fingerprint")
 
-    distributed.barrier()
+
+def _payload_fingerprint(payload: dict) -> str:
+    from ..engine.config import from_dict
+
+    kind = payload["kind"]
+    if kind == "search":
+        from ..search import SearchConfig
+        from ..search.runner import SEARCH_RUN as method
+        cls = SearchConfig
+    elif kind == "teacher":
+        from ..teachers import teacher_config_class
+        from ..teachers.runner import TEACHER_RUN as method
+        cls = teacher_config_class()
+    else:
+        from ..distill import distill_config_class
+        from ..distill.runner import DISTILL_RUN as method
+        cls = distill_config_class()
+    cfg = from_dict(cls, payload["config"])
+    identity = method.identity(cfg) if method.identity is not None else config_identity(cfg)
+    return fingerprint(identity)
+
+
+def _stage_error(err: FloatingPointError, stage: str, section: str) -> FloatingPointError:
+    detail = getattr(err, "detail", None) or str(err)
+    where = getattr(err, "run_dir", None)
+    out = FloatingPointError(
+        f"{stage} stopped{f' in {where}' if where else ''}: {detail} Lower {section}.train.lr (or check the "
+        f"data) and rerun `nasdistill run` with the new value and --restart: the stages whose "
+        "configuration changed are recomputed, the others reused.")
+    out.detail, out.run_dir = detail, where
+    return out
 
 
 # ---------------------------------------------------------------------------- stages
-def search_students(cfg: PipelineConfig, out: Path, splits, space, log: Progress) -> list[dict]:
-    from ..search import SearchConfig, run_search
+def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
+    from ..search import SearchConfig
 
-    students = []
+    payloads = []
     for target in cfg.search.targets:
-        run_dir = out / "search" / f"target_{int(target)}"
-        result = _finished(run_dir)
-        if result is None:
-            log.say(f"search: MACs target {int(target):,} -> {run_dir}")
-            section = dataclasses.replace(cfg.search.search, space=cfg.space, target=float(target),
-                                          cost_metric="macs")
-            scfg = SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data,
-                                train=cfg.search.train, search=section)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            result = run_search(scfg, run_dir, resume=True, splits=splits, verbose=False, world=_world())
-            _barrier()
-        else:
-            log.say(f"search: reusing {run_dir}")
+        section = dataclasses.replace(cfg.search.search, space=cfg.space, target=float(target),
+                                      cost_metric="macs")
+        scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / f"target_{int(target)}"),
+                            data=cfg.data, train=cfg.search.train, search=section)
+        payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
+    results = stage.run("search", payloads, "search")
+    students = []
+    for target, result in zip(cfg.search.targets, results):
         arch = result["arch"]
-        cost = space.cost(arch)
-        log.say(f"  found {space.arch_id(arch)}: {cost['macs']:,} MACs "
-                f"({cost['macs'] / target:.2f}x target), {cost['params']:,} params")
         arch_id = space.arch_id(arch)
+        cost = space.cost(arch)
+        stage.log.say(f"  target {int(target):,} MACs -> {arch_id}: {cost['macs']:,} MACs "
+                      f"({cost['macs'] / target:.2f}x target), {cost['params']:,} params")
         if any(s["student"] == arch_id for s in students):
-            log.say("  (same network as an earlier target's: kept once)")
+            stage.log.say("  (same network as an earlier target's: kept once)")
             continue
-        students.append({"student": arch_id, "kind": "searched", "arch": arch,
-                         "macs": cost["macs"], "params": cost["params"], "target_macs": float(target)})
+        students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
+                         "params": cost["params"], "target_macs": float(target)})
     return students
 
 
-def sample_students(cfg: PipelineConfig, space, taken: set) -> list[dict]:
+def sample_students(cfg, space, taken: set) -> list[dict]:
     out, seed = [], cfg.students.sample_seed
     attempts = 0
     while len(out) < cfg.students.sampled:
         arch = space.sample(seed=seed + attempts)
         attempts += 1
         if attempts > 1000 * max(cfg.students.sampled, 1):
-            raise ValueError(f"could not sample {cfg.students.sampled} distinct students from {space.name}")
+            raise ValueError(f"could not sample {cfg.students.sampled} distinct students from {space.name} "
+                             f"({space.size():,} networks); lower students.sampled")
         arch_id = space.arch_id(arch)
         if arch_id in taken:
             continue
@@ -103,142 +176,135 @@ def sample_students(cfg: PipelineConfig, space, taken: set) -> list[dict]:
     return out
 
 
-def train_teachers(cfg: PipelineConfig, out: Path, splits, students, log: Progress) -> dict:
-    from ..teachers import teacher_config_class
-    from ..teachers.runner import run_teacher
+def teacher_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "teachers" / f"{method}_s{seed}"
 
-    teachers = {}
+
+def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
+    """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``."""
+    from ..teachers import TEACHERS, teacher_config_class
+
     cls = teacher_config_class()
+    names = {f.name for f in dataclasses.fields(cls)}
+    sections = {name: getattr(cfg.teachers, name) for name in TEACHERS if name in names}
+    if "gtn" in sections:
+        sections["gtn"] = dataclasses.replace(sections["gtn"], space=cfg.space)
+    if "sftn" in sections and cfg.teachers.sftn_student_from_search and students:
+        sections["sftn"] = dataclasses.replace(
+            sections["sftn"], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
+    keys, payloads = [], []
     for method in cfg.teachers.methods:
-        run_dir = out / "teachers" / method
-        result = _finished(run_dir)
-        if result is None:
-            log.say(f"teacher: {method} ({cfg.teachers.model.name}) -> {run_dir}")
-            fields = {f.name for f in dataclasses.fields(cls)}
-            sections = {name: getattr(cfg.teachers, name) for name in TEACHER_METHODS if name in fields}
-            if method == "gtn":
-                sections["gtn"] = dataclasses.replace(cfg.teachers.gtn, space=cfg.space)
-            if method == "sftn" and cfg.teachers.sftn_student_from_search:
-                first = students[0]
-                sections["sftn"] = dataclasses.replace(
-                    cfg.teachers.sftn, student=ModelConfig(space=cfg.space, arch=first["arch"]))
-            tcfg = cls(seed=cfg.seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
+        for seed in cfg.teacher_seeds():
+            run_dir = teacher_dir(out, method, seed)
+            tcfg = cls(seed=seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
                        data=cfg.data, train=cfg.teachers.train, **sections)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            result = run_teacher(tcfg, run_dir, resume=True, splits=splits, verbose=False, world=_world())
-            _barrier()
-        else:
-            log.say(f"teacher: reusing {run_dir}")
-        log.say(f"  {method}: test {result.get('test_acc', float('nan')):.2f}%, "
-                f"{result.get('wall_time_s', 0):.1f}s")
-        teachers[method] = {"dir": run_dir, "result": result}
+            keys.append((method, seed))
+            payloads.append(stage.payload("teacher", tcfg, run_dir))
+    results = stage.run("teachers", payloads, "teachers")
+    teachers = {}
+    for (method, seed), p, result in zip(keys, payloads, results):
+        teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
+        stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
+                      f"{result.get('wall_time_s', 0):.1f}s")
     return teachers
 
 
-def _distill_config(cfg: PipelineConfig, student: dict, teacher_dir, method: str, seed: int, run_dir):
-    from ..distill.config import DistillConfig
-
-    return DistillConfig(seed=seed, out_dir=str(run_dir),
-                         teacher=None if teacher_dir is None else str(teacher_dir), method=method,
-                         student=ModelConfig(space=cfg.space, arch=dict(student["arch"])),
-                         data=cfg.data, train=cfg.distill.train, kd=cfg.distill.kd, dkd=cfg.distill.dkd,
-                         cache_teacher_logits=cfg.distill.cache_teacher_logits and method != "none")
+def _pct(x) -> str:
+    return f"{x:.2f}%" if isinstance(x, (int, float)) else "n/a"
 
 
-def _distill_job(payload: dict) -> dict:
-    """One distillation run (in this process or a worker process)."""
-    from ..distill.config import DistillConfig
-    from ..distill.runner import run_distill
+def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[dict]:
+    """Every student x teacher x method x seed (+ the baseline); one result row per run."""
+    from ..distill import distill_config_class
 
-    if payload.get("threads"):
-        torch.set_num_threads(payload["threads"])
-    dcfg = from_dict(DistillConfig, payload["config"])
-    run_dir = Path(payload["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_distill(dcfg, run_dir, resume=True, verbose=False, world=_world())
-
-
-def distill_students(cfg: PipelineConfig, out: Path, students, teachers, log: Progress):
-    """Run (or reuse) every distillation; return the result rows and how many runs were executed."""
-    jobs = []
+    cls = distill_config_class()
+    names = {f.name for f in dataclasses.fields(cls)}
+    sections = {name: getattr(cfg.distill, name) for name in names if hasattr(cfg.distill, name)
+                and name not in ("seed", "out_dir", "teacher", "method", "student", "data", "train",
+                                 "cache_teacher_logits")}
+    metas, payloads = [], []
+    methods = sorted({m for m, _ in teachers}, key=cfg.teachers.methods.index)
     for st in students:
         for seed in cfg.distill.seeds:
-            pairs = [(t, m) for t in teachers for m in cfg.distill.methods]
+            tseed = cfg.teacher_seed_for(seed)
+            pairs = [(t, m) for t in methods for m in cfg.distill.methods]
             if cfg.distill.baseline:
                 pairs.append(("none", "none"))
             for teacher, method in pairs:
                 name = "none" if teacher == "none" else f"{teacher}_{method}"
                 run_dir = out / "distill" / st["student"] / f"{name}_s{seed}"
-                tdir = None if teacher == "none" else teachers[teacher]["dir"]
-                dcfg = _distill_config(cfg, st, tdir, method, seed, run_dir)
-                jobs.append(({"student": st, "teacher": teacher, "method": method, "seed": seed},
-                             {"config": to_dict(dcfg), "run_dir": str(run_dir), "threads": cfg.threads}))
+                tdir = None if teacher == "none" else teachers[(teacher, tseed)]["dir"]
+                dcfg = cls(seed=seed, out_dir=str(run_dir), teacher=None if tdir is None else str(tdir),
+                           method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
+                           data=cfg.data, train=cfg.distill.train,
+                           cache_teacher_logits=cfg.distill.cache_teacher_logits and method != "none",
+                           **sections)
+                metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
+                              "teacher_seed": None if teacher == "none" else tseed})
+                payloads.append(stage.payload("distill", dcfg, run_dir))
+    results = stage.run("distill", payloads, "distill")
     rows = []
-    todo = [(meta, p) for meta, p in jobs if _finished(Path(p["run_dir"])) is None]
-    parallel = cfg.workers > 1 and len(todo) > 1 and not _world().distributed
-    how = (f"{cfg.workers} worker processes" if parallel else
-           f"one at a time on {_world().world_size} ranks" if _world().distributed else "one at a time")
-    log.say(f"distill: {len(jobs)} runs ({len(students)} students x {len(cfg.distill.seeds)} seeds x "
-            f"{len(jobs) // max(1, len(students) * len(cfg.distill.seeds))} teacher/method pairs), "
-            f"{len(jobs) - len(todo)} reused, {how}")
-    bar = log.bar(len(todo), "distill")
-    try:
-        if parallel:
-            import multiprocessing as mp
-            with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-                for _ in pool.map(_distill_job, [p for _, p in todo]):
-                    bar.update(1)
-        else:
-            for _, payload in todo:
-                _distill_job(payload)
-                _barrier()
-                bar.update(1)
-    finally:
-        bar.close()
-    for meta, payload in jobs:
-        result = read_result(Path(payload["run_dir"]))
+    for meta, result in zip(metas, results):
         st = meta["student"]
-        rows.append({"student": st["student"], "student_kind": st["kind"],
-                     "target_macs": st["target_macs"], "macs": st["macs"], "params": st["params"],
-                     "teacher": meta["teacher"], "method": meta["method"], "seed": meta["seed"],
+        rows.append({"student": st["student"], "student_kind": st["kind"], "target_macs": st["target_macs"],
+                     "macs": st["macs"], "params": st["params"], "teacher": meta["teacher"],
+                     "method": meta["method"], "seed": meta["seed"], "teacher_seed": meta["teacher_seed"],
                      "best_acc": result.get("best_acc"), "last_acc": result.get("last_acc"),
                      "test_acc": result.get("test_acc"), "wall_time_s": result.get("wall_time_s")})
-    return rows, len(todo)
-
-
-def teacher_rows(cfg: PipelineConfig, teachers: dict, splits, device) -> list[dict]:
-    from ..analysis import evaluate_teacher_quality
-    from ..engine.modelspec import load_model_record
-
-    rows = []
-    for method, info in teachers.items():
-        result = info["result"]
-        model = load_model_record(info["dir"], device=device)
-        quality = evaluate_teacher_quality(model, splits.test, device, mean=splits.mean, std=splits.std)
-        rows.append({"teacher": method, "model": cfg.teachers.model.name, "test_acc": result.get("test_acc"),
-                     "best_acc": result.get("best_acc"), "wall_time_s": result.get("wall_time_s"),
-                     "epochs": result.get("epochs"), "ece": quality.get("ece")})
     return rows
 
 
-def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict]]:
-    """Per GTN epoch: the gate entropies, and the teacher / branch accuracies."""
-    if "gtn" not in teachers:
-        return [], []
-    entropy, accuracy = [], []
-    for r in read_metrics(teachers["gtn"]["dir"]):
-        entropy.append({"epoch": r["epoch"], **{k: v for k, v in r.items() if k.startswith("phi_entropy")}})
-        accuracy.append({"epoch": r["epoch"], "teacher_acc": r.get("val_acc"),
-                         **{k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")}})
-    return entropy, accuracy
+def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
+    from ..analysis import evaluate_teacher_quality
+    from ..artifact import load
+
+    rows = []
+    for (method, seed), info in teachers.items():
+        result = info["result"]
+        model = load(info["dir"], device=device)
+        quality = evaluate_teacher_quality(model, splits.test, device, mean=splits.mean, std=splits.std)
+        row = {"teacher": method, "seed": seed, "model": cfg.teachers.model.name,
+               "test_acc": result.get("test_acc"), "best_acc": result.get("best_acc"),
+               "wall_time_s": result.get("wall_time_s"), "epochs": result.get("epochs"),
+               "ece": quality.get("ece")}
+        if "posterior_mse" in quality:
+            row["posterior_mse"] = quality["posterior_mse"]
+        rows.append(row)
+    return rows
 
 
-def export_students(cfg: PipelineConfig, out: Path, students, rows, space, splits, log: Progress) -> dict:
-    """Export, per student, the seed-0 weights of its best teacher/method (by mean test accuracy)."""
-    from ..engine.modelspec import load_model_record
+def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
+    """Per GTN epoch and teacher seed: gate statistics, teacher / branch accuracies; the gate info."""
+    entropy, accuracy, info = [], [], None
+    for (method, seed), t in sorted(teachers.items(), key=lambda kv: kv[0][1]):
+        if method != "gtn":
+            continue
+        for r in read_metrics(t["dir"]):
+            keep = ("phi_entropy", "param_free_mass", "sampled_macs", "pool_macs")
+            entropy.append({"epoch": r["epoch"], "teacher_seed": seed,
+                            **{k: v for k, v in r.items() if k.startswith(keep)}})
+            accuracy.append({"epoch": r["epoch"], "teacher_seed": seed, "teacher_acc": r.get("val_acc"),
+                             **{k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")}})
+        phi = Path(t["dir"]) / "phi.json"
+        if info is None and phi.is_file():
+            data = json.loads(phi.read_text())
+            data = data[0] if isinstance(data, list) else data
+            info = {"labels": data.get("labels_used_by_branches"),
+                    "choices": {l: len(p) for l, p in (data.get("probabilities") or {}).items()},
+                    "param_free": data.get("param_free") or {},
+                    "entropy_floor_frac": data.get("entropy_floor_frac", 0.5),
+                    "mass_cap": data.get("mass_cap", 0.6)}
+    return entropy, accuracy, info or {}
+
+
+def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> list[dict]:
+    """Export, per student, the first seed's weights of its best teacher/method (by mean test acc)."""
+    from ..artifact import load
     from ..export import export_model
+    from ..report import describe_source
 
-    exported = {}
+    exported = []
+    seed = cfg.distill.seeds[0]
     for st in students:
         mine = [r for r in rows if r["student"] == st["student"] and r["test_acc"] is not None]
         if not mine:
@@ -247,100 +313,126 @@ def export_students(cfg: PipelineConfig, out: Path, students, rows, space, split
         for r in mine:
             by_pair.setdefault((r["teacher"], r["method"]), []).append(r["test_acc"])
         teacher, method = max(by_pair, key=lambda k: sum(by_pair[k]) / len(by_pair[k]))
-        seed = cfg.distill.seeds[0]
         name = "none" if teacher == "none" else f"{teacher}_{method}"
         src = out / "distill" / st["student"] / f"{name}_s{seed}"
         target = out / "students" / st["student"]
-        if (target / "export.json").exists():
-            exported[st["student"]] = json.loads((target / "export.json").read_text())
-            continue
-        model = load_model_record(src)
-        x = splits.test.images[:8].float()
-        x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
-        mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
-        std = torch.tensor(splits.std).view(1, -1, 1, 1)
-        info = export_model(model, target, space=space, arch=st["arch"], example_input=(x - mean) / std,
-                            onnx=cfg.export.onnx, verbose=False)
-        info["source"] = str(src.relative_to(out))
-        info["teacher"], info["method"] = teacher, method
-        write_json(target / "export.json", info)
-        exported[st["student"]] = info
-        diffs = ", ".join(f"{k} {v:.2e}" for k, v in info.get("max_abs_diff", {}).items() if v is not None)
-        log.say(f"  {st['student']}: {teacher}+{method} -> {target} (max |diff| {diffs})")
+        digest = RunDirectory(src).finished_result()["weights_sha256"]
+        previous = target / "export.json"
+        info = json.loads(previous.read_text()) if previous.is_file() else {}
+        if info.get("source_weights_sha256") != digest:
+            model = load(src)
+            x = splits.test.images[:8].float()
+            x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
+            mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
+            std = torch.tensor(splits.std).view(1, -1, 1, 1)
+            info = export_model(model, target, record=ModelRecord.read(src), example_input=(x - mean) / std,
+                                onnx=cfg.export.onnx, verbose=False,
+                                source={"source": str(src.relative_to(out)), "teacher": teacher,
+                                        "method": method, "seed": seed, "source_weights_sha256": digest})
+        row = {"student": st["student"], "folder": str(target.relative_to(out)), "teacher": teacher,
+               "method": method, "seed": seed, "formats": info.get("max_abs_diff", {})}
+        exported.append(row)
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["formats"].items() if v is not None)
+        log.say(f"  {row['folder']}: {describe_source(teacher, method, seed)} (reload max |diff| {diffs})")
     return exported
 
 
 # ---------------------------------------------------------------------------- the job
-def run_pipeline(cfg: PipelineConfig, out_dir=None, verbose: bool = True) -> dict:
-    """Run every stage; return a summary (also written to ``summary.json``)."""
-    from ..data import load_dataset
-    from ..engine import distributed
-    from ..search.runner import space_for
+def check_job(cfg, out: Path, mode: str) -> tuple[dict, str]:
+    """Compare the job with the one that wrote ``out``; return (manifest, stage mode)."""
+    identity = job_identity(cfg)
+    rd = RunDirectory(out)
+    manifest = rd.read_manifest()
+    stage_mode = "update" if mode == "restart" else "resume"
+    if manifest is not None and mode != "restart":
+        diff = identity_diff(manifest.get("identity") or {}, identity)
+        if diff:
+            raise ConfigMismatch(
+                f"{out} holds a main job with another configuration: {describe_diff(diff)}. Rerun with "
+                f"those values to reuse it, choose another --out-dir, or add --restart to recompute "
+                "the stages these keys change (the others are reused)")
+    return {"kind": "pipeline", "fingerprint": fingerprint(identity), "identity": identity}, stage_mode
 
+
+def run_pipeline(cfg, out_dir=None, verbose: bool = True, mode: str = "resume") -> dict:
+    """Run every stage; return a summary (also written to ``summary.json``).
+
+    ``mode``: ``resume`` (reuse finished stages, resume interrupted ones, refuse another
+    configuration) or ``restart`` (recompute the stages whose configuration changed).
+    """
+    if mode not in ("resume", "restart"):
+        raise ValueError(f"the main job's mode is 'resume' or 'restart', got {mode!r}")
     cfg.check()
-    world = _world()
+    world = distributed.world()
     out = Path(out_dir or cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    rd = RunDirectory(out)
     if world.is_main:
+        rd.lock()
+    try:
+        return _run(cfg, out, rd, mode, world, verbose)
+    finally:
+        rd.unlock()
+
+
+def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> dict:
+    from ..engine.threads import use_threads
+    from ..report import write_report
+    from ..space import load_space
+
+    manifest, stage_mode = check_job(cfg, out, mode)
+    if world.is_main:
+        rd.write_manifest(manifest)
         save_yaml(cfg, out / "config.yaml")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     log = Progress(verbose and world.is_main)
-    device = distributed.resolve_device(cfg.teachers.train.device, 0)
+    device = distributed.resolve_device(cfg.teachers.train.device, world.local_rank)
     t_start = time.perf_counter()
-    times = {}
-    d = cfg.data
-    splits = load_dataset(d.name, root=d.root, seed=d.split_seed, val_size=d.val_size)
-    space = space_for(cfg.space, splits)
-    log.say(f"nasdistill run: data {d.name} ({len(splits.train)} train images), space {space.name} "
+    times: dict = {}
+    splits = cfg.data.load()
+    space = load_space(cfg.space, splits.num_classes, splits.input_size)
+    log.say(f"nasdistill run: data {cfg.data.name} ({len(splits.train)} train images), space {space.name} "
             f"({space.size():,} architectures) -> {out}")
+    previous_path = out / "stage_times.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    stage = Stage(cfg, stage_mode, log)
 
-    previous = json.loads((out / "stage_times.json").read_text()) if (out / "stage_times.json").exists() else {}
-
-    def record(stage: str, t0: float, reused: bool) -> None:
+    def timed(name: str, fn):
+        t0, ran = time.perf_counter(), stage.ran
+        value = fn()
         # a stage reused from an earlier invocation keeps the time it took then
-        times[stage] = previous.get(stage, 0.0) if reused and stage in previous else time.perf_counter() - t0
+        reused = stage.ran == ran and name in previous
+        times[name] = previous[name] if reused else time.perf_counter() - t0
         if world.is_main:
-            write_json(out / "stage_times.json", {**previous, **times})
+            write_json(previous_path, {**previous, **times})
+        return value
 
-    t0 = time.perf_counter()
-    reused = all(_finished(out / "search" / f"target_{int(t)}") for t in cfg.search.targets)
-    students = search_students(cfg, out, splits, space, log)
+    students = timed("search", lambda: search_students(cfg, out, space, stage))
     students += sample_students(cfg, space, {s["student"] for s in students})
-    record("search", t0, reused)
     if world.is_main:
         write_json(out / "students.json", students)
-
-    t0 = time.perf_counter()
-    reused = all(_finished(out / "teachers" / m) for m in cfg.teachers.methods)
-    teachers = train_teachers(cfg, out, splits, students, log)
-    record("teachers", t0, reused)
-
-    t0 = time.perf_counter()
-    rows, ran = distill_students(cfg, out, students, teachers, log)
-    record("distill", t0, ran == 0)
-
-    from ..report import write_report
-
+    teachers = timed("teachers", lambda: train_teachers(cfg, out, students, stage))
+    rows = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage))
     if not world.is_main:  # rank 0 evaluates, reports and exports
         return {"out_dir": str(out), "rank": world.rank}
+
+    t0 = time.perf_counter()
+    exported = []
+    if cfg.export.enabled:
+        log.say("export:")
+        exported = export_students(cfg, out, students, rows, splits, log)
+    times["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
-    entropy, branch_acc = gtn_histories(teachers)
+    entropy, branch_acc, gate_info = gtn_histories(teachers)
     report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
-                          branch_history=branch_acc)
-    record("report", t0, False)
+                          branch_history=branch_acc, gate_info=gate_info or None,
+                          exports=exported if cfg.export.enabled else None)
+    times["report"] = time.perf_counter() - t0
+    write_json(previous_path, {**previous, **times})
     log.say(f"report: {report}")
-
-    exported = {}
-    if cfg.export.enabled:
-        t0 = time.perf_counter()
-        log.say("export:")
-        exported = export_students(cfg, out, students, rows, space, splits, log)
-        record("export", t0, False)
     times["total"] = time.perf_counter() - t_start
     summary = {"out_dir": str(out), "students": students, "teachers": trows, "stage_times_s": times,
-               "report": str(report), "exported": {k: str(out / "students" / k) for k in exported}}
+               "report": str(report), "exported": {e["student"]: str(out / e["folder"]) for e in exported}}
     write_json(out / "summary.json", summary)
     log.say(f"done in {times['total']:.0f}s: {report}")
     return summary

@@ -3,160 +3,100 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .plots import plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain, plot_phi_entropy
+from ..atomic import write_text
+from .exports import exports_section
+from .fmt import (ALPHA, flatten, fmt_acc, fmt_count, fmt_mean_ci, fmt_p, fmt_range, fmt_seconds,
+                  fmt_signed, join_words, md_table, p_eq, plural, verdict)
+from .gates import gate_section, plot_gate_exploration, plot_phi_entropy
+from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
 from .stats import significant
-from .tables import (DISPLAY_NAMES, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
-                     conditions, gain_table, stage_table, students_table, teacher_table, validate_results,
-                     write_results_csv)
+from .tables import (DISPLAY_NAMES, MISSED_TARGET_TOL, MeanCI, accuracy_table, as_float, choose_metric,
+                     comparison_table, conditions, gain_table, stage_table, students_table, teacher_table,
+                     validate_results, write_results_csv)
 
-ALPHA = 0.05
 METRIC_TEXT = {"test_acc": "test top-1 accuracy (%), measured once at the end of training",
                "best_acc": "best validation top-1 accuracy (%) over training",
                "last_acc": "validation top-1 accuracy (%) after the last epoch"}
 
-
-# ------------------------------------------------------------------------------------ formatting
-def fmt_acc(x) -> str:
-    x = as_float(x)
-    return "—" if x is None else f"{x:.2f}"
+__all__ = ["gain_sentence", "write_report", "fmt_acc", "fmt_count", "fmt_mean_ci", "fmt_p", "fmt_seconds",
+           "fmt_signed"]
 
 
-def fmt_signed(x) -> str:
-    x = as_float(x)
-    return "—" if x is None else f"{x:+.2f}"
+def basis(o: dict) -> str:
+    """What a comparison rests on: ``8 students (each the mean of 3 seeds; teachers trained once
+    per seed, 3 teacher seeds)``."""
+    seeds = (plural(o["seeds_max"], "seed") if o["seeds_min"] == o["seeds_max"]
+             else f"{o['seeds_min']} to {o['seeds_max']} seeds")
+    nt = o.get("n_teacher_seeds")
+    if nt is None:
+        teachers = "teacher seeds not recorded"
+    elif nt == 1:
+        teachers = "one teacher run shared by every seed"
+    elif nt == o["n_seeds"]:
+        teachers = f"teachers trained once per seed, {nt} teacher seeds"
+    else:
+        teachers = f"{nt} teacher seeds"
+    return f"{plural(o['n_students'], 'student')} (each the mean of {seeds}; {teachers})"
 
 
-def fmt_mean_ci(m: MeanCI, signed: bool = False) -> str:
-    """``72.31 ± 0.45``; ``72.31 ± n/a`` with a single value; ``—`` with none."""
-    if not m.n or not math.isfinite(m.mean):
-        return "—"
-    mean = f"{m.mean:+.2f}" if signed else f"{m.mean:.2f}"
-    return f"{mean} ± {m.half_width:.2f}" if math.isfinite(m.half_width) else f"{mean} ± n/a"
-
-
-def fmt_p(p) -> str:
-    p = as_float(p)
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _p_eq(p) -> str:
-    """``p = 0.410`` / ``p < 0.001`` / ``p n/a``."""
-    s = fmt_p(p)
-    return "p n/a" if s == "n/a" else (f"p {s}" if s.startswith("<") else f"p = {s}")
-
-
-def fmt_count(x) -> str:
-    """MACs / parameter counts: ``12.35M``, ``850.2K``, ``1.20G``, ``512``."""
-    x = as_float(x)
-    if x is None:
-        return "—"
-    for scale, unit in ((1e9, "G"), (1e6, "M")):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f}{unit}"
-    if abs(x) >= 1e3:
-        return f"{x / 1e3:.1f}K"
-    return f"{x:,.0f}"
-
-
-def fmt_seconds(s) -> str:
-    s = as_float(s)
-    if s is None:
-        return "—"
-    if s < 59.95:
-        return f"{s:.1f} s"
-    if s < 3599.5:
-        minutes, secs = divmod(int(round(s)), 60)
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(int(round(s / 60)), 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    def cell(v):
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out += _flatten(v, key + ".")
-        else:
-            out.append((key, v))
-    return out
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _verdict(p, alpha: float = ALPHA) -> str:
-    if as_float(p) is None:
-        return "not tested"
-    return f"significant at {alpha:g}" if significant(p, alpha) else f"not significant at {alpha:g}"
-
-
-def _grid(overall: dict) -> str:
-    """``4 students x 3 seeds``."""
-    return f"{_plural(overall['n_students'], 'student')} x {_plural(overall['n_seeds'], 'seed')}"
+def _grid(o: dict) -> str:
+    """``4 students (3 seeds each)``."""
+    seeds = (plural(o["seeds_max"], "seed") if o["seeds_min"] == o["seeds_max"]
+             else f"{o['seeds_min']} to {o['seeds_max']} seeds")
+    return f"{plural(o['n_students'], 'student')} ({seeds} each)"
 
 
 # -------------------------------------------------------------------------------------- sections
 def gain_sentence(gain: Optional[dict], has_gtn: bool, alpha: float = ALPHA) -> str:
-    """The Summary's verdict on GTN+KD minus CE+KD, stated plainly (see :func:`gain_table`)."""
+    """The Summary's verdict on GTN+KD minus CE+KD, stated plainly (see :func:`gain_table`).
+
+    The student is the unit: each student's gain is the mean over its seeds, and the tests and
+    intervals are across students.
+    """
     if gain is None:
         why = ("no GTN teacher was distilled from" if not has_gtn else
                "no student has both a GTN-teacher and a CE-teacher KD run with the same seed")
         return (f"This run cannot compare the GTN teacher with the CE teacher: {why}, "
                 f"so there is no gain to report.")
     o = gain["overall"]
-    m = gain["method"].upper()
+    m = DISPLAY_NAMES.get(gain["method"], gain["method"].upper())
     text = (f"Distilling with {m} from the GTN teacher instead of the CE teacher changed the students' "
-            f"accuracy by **{fmt_signed(o['mean_diff'])} points** on average over {_plural(o['n'], 'pair')} "
-            f"(same student, same seed) from {_grid(o)}")
-    if o["n"] < 2:
-        return text + (". With a single pair there is no confidence interval and no test: this run "
-                       "cannot tell the teachers apart.")
+            f"accuracy by **{fmt_signed(o['mean_diff'])} points** on average over {basis(o)}")
+    if o["n_students"] < 2:
+        return text + (". With a single student there is no test across students and no confidence "
+                       "interval: this run cannot tell the teachers apart.")
     wp = o["wilcoxon_pvalue"]
-    wtxt = (f"Wilcoxon signed-rank {_p_eq(wp)}" if math.isfinite(wp) else
-            "Wilcoxon signed-rank test not run with fewer than 6 pairs")
-    ci = (f"95% CI {fmt_signed(o['ci_low'])} to {fmt_signed(o['ci_high'])}"
-          if math.isfinite(o["half_width"]) else "95% CI n/a")
-    text += f" ({ci}; paired t-test {_p_eq(o['t_pvalue'])}; {wtxt}). "
+    wtxt = (f"Wilcoxon signed-rank {p_eq(wp)}" if math.isfinite(wp) else
+            "Wilcoxon signed-rank test not run with fewer than 6 students")
+    text += (f": bootstrap 95% CI {fmt_range(o['boot_ci_low'], o['boot_ci_high'])}, t 95% CI "
+             f"{fmt_range(o['ci_low'], o['ci_high'])}, paired t-test across students {p_eq(o['t_pvalue'])}, "
+             f"{wtxt}. ")
     if significant(o["t_pvalue"], alpha):
         better = "better" if o["mean_diff"] > 0 else "worse"
         text += (f"The difference is statistically significant at {alpha:g} (paired t-test "
-                 f"{_p_eq(o['t_pvalue'])}): in this run the GTN teacher gave {better} students than the "
+                 f"{p_eq(o['t_pvalue'])}): in this run the GTN teacher gave {better} students than the "
                  f"CE teacher.")
         if math.isfinite(wp) and not significant(wp, alpha):
-            text += f" The Wilcoxon signed-rank test does not confirm it ({_p_eq(wp)}); treat it with care."
+            text += f" The Wilcoxon signed-rank test does not confirm it ({p_eq(wp)}); treat it with care."
     else:
-        text += (f"The difference is not statistically significant ({_p_eq(o['t_pvalue'])}); with "
+        text += (f"The difference is not statistically significant ({p_eq(o['t_pvalue'])}); with "
                  f"{_grid(o)} this run cannot tell the teachers apart.")
         if significant(wp, alpha):
-            text += f" (The Wilcoxon signed-rank test alone gives {_p_eq(wp)}.)"
+            text += f" (The Wilcoxon signed-rank test alone gives {p_eq(wp)}.)"
     return text
 
 
 def _baseline_sentence(comparisons: list[dict]) -> str:
-    parts = [f"{c['condition']} {fmt_signed(c['mean_diff'])} points ({_p_eq(c['t_pvalue'])}, "
-             f"{_verdict(c['t_pvalue'])})"
+    parts = [f"{c['condition']} {fmt_signed(c['mean_diff'])} points ({p_eq(c['t_pvalue'])}, "
+             f"{verdict(c['t_pvalue'])})"
              for c in comparisons if c["reference"] == "baseline"]
     if not parts:
         return ""
-    return " Against the students trained alone (baseline), distillation changed accuracy by: " + \
-        "; ".join(parts) + "."
+    return (" Against the students trained alone (baseline), distillation changed accuracy (mean over "
+            "students of each student's mean over seeds) by: " + "; ".join(parts) + ".")
 
 
 def _teachers_section(teachers) -> str:
@@ -164,18 +104,26 @@ def _teachers_section(teachers) -> str:
     if not rows:
         return "No teacher was trained in this run."
     extras = [k for k in ("ece", "posterior_mse") if k in rows[0]]
-    header = ["Teacher", "Model", "Epochs", "Test acc (%)", "Best val acc (%)", "Wall time", "Cost vs CE"]
+    several = any(r["n_seeds"] > 1 for r in rows)
+    header = ["Teacher", "Model"] + (["Seeds"] if several else []) + [
+        "Epochs", "Test acc (%)" + (", mean ± 95% CI" if several else ""), "Best val acc (%)", "Wall time",
+        "Cost vs CE"]
     header += [{"ece": "ECE", "posterior_mse": "Posterior MSE"}[k] for k in extras]
     body = []
     for r in rows:
         cost = f"{r['cost_vs_ce']:.2f}x" if math.isfinite(r["cost_vs_ce"]) else "—"
         name = DISPLAY_NAMES.get(r["teacher"], r["teacher"].upper())
-        line = [name, r["model"] or "—", r["epochs"] if r["epochs"] is not None else "—",
-                fmt_mean_ci(r["test_acc"]) if r["n"] > 1 else fmt_acc(r["test_acc"].mean),
-                fmt_acc(r["best_acc"]), fmt_seconds(r["wall_time_s"]), cost]
+        line = [name, r["model"] or "—"] + ([r["n_seeds"]] if several else []) + [
+            r["epochs"] if r["epochs"] is not None else "—",
+            fmt_mean_ci(r["test_acc"]) if r["n"] > 1 else fmt_acc(r["test_acc"].mean),
+            fmt_acc(r["best_acc"]), fmt_seconds(r["wall_time_s"]), cost]
         line += [f"{r[k]:.4f}" if as_float(r[k]) is not None else "—" for k in extras]
         body.append(line)
-    return _table(header, body) + "\n\nCost vs CE = the teacher's wall time divided by the CE teacher's."
+    notes = "Cost vs CE = the teacher's wall time divided by the CE teacher's."
+    if several:
+        notes = ("Teachers trained once per seed: accuracies, wall times and costs are means over the seeds "
+                 "(95% Student-t CI for test accuracy). " + notes)
+    return md_table(header, body) + "\n\n" + notes
 
 
 def _arch_text(arch_json: str) -> str:
@@ -185,23 +133,45 @@ def _arch_text(arch_json: str) -> str:
     return "`" + " ".join(str(v) for v in arch.values()) + "`" if isinstance(arch, dict) else f"`{arch_json}`"
 
 
+def _ratio_cell(r: dict) -> str:
+    """``1.02``, or ``1.35 ⚠ missed by +35%`` when the MACs miss the target by more than 10%."""
+    ratio = r["macs_over_target"]
+    if not math.isfinite(ratio):
+        return "—"
+    return f"{ratio:.2f} ⚠ missed by {100 * (ratio - 1):+.0f}%" if r["missed_target"] else f"{ratio:.2f}"
+
+
 def _students_section(students, results) -> str:
     rows = students_table(students, results)
     searched = [r for r in rows if r["kind"] == "searched"]
     others = [r for r in rows if r["kind"] != "searched"]
     out = []
     if searched:
-        out.append("Discovered by the search:\n\n" + _table(
+        text = "Discovered by the search:\n\n" + md_table(
             ["Student", "Target MACs", "MACs", "MACs / target", "Params", "Choices (in label order)"],
-            [[r["student"], fmt_count(r["target_macs"]), fmt_count(r["macs"]),
-              f"{r['macs_over_target']:.2f}" if math.isfinite(r["macs_over_target"]) else "—",
-              fmt_count(r["params"]), _arch_text(r["arch"])] for r in searched]))
+            [[r["student"], fmt_count(r["target_macs"]), fmt_count(r["macs"]), _ratio_cell(r),
+              fmt_count(r["params"]), _arch_text(r["arch"])] for r in searched])
+        missed = [r for r in searched if r["missed_target"]]
+        if missed:
+            text += (f"\n\n{plural(len(missed), 'searched student')} missed {'its' if len(missed) == 1 else 'their'} "
+                     f"MACs target by more than {100 * MISSED_TARGET_TOL:.0f}%: " + join_words(
+                         [f"{r['student']} ({fmt_count(r['macs'])} for a target of {fmt_count(r['target_macs'])}, "
+                          f"{100 * (r['macs_over_target'] - 1):+.0f}%)" for r in missed])
+                     + (". Compare it with care: it is not" if len(missed) == 1 else
+                        ". Compare them with care: they are not") + " at the cost the search was asked for.")
+        out.append(text)
     if others:
-        out.append("Sampled at random from the space:\n\n" + _table(
+        out.append("Sampled at random from the space:\n\n" + md_table(
             ["Student", "Kind", "MACs", "Params", "Choices (in label order)"],
             [[r["student"], r["kind"] or "—", fmt_count(r["macs"]), fmt_count(r["params"]),
               _arch_text(r["arch"])] for r in others]))
     return "\n\n".join(out) if out else "No students in this run."
+
+
+def _unit_sentence() -> str:
+    return ("The unit of analysis is the student: each student's difference is the mean over its seeds of "
+            "the paired differences (same student, same seed), and the tests and intervals treat the "
+            "students as the independent observations.")
 
 
 def _accuracy_section(results, students, metric) -> str:
@@ -217,41 +187,45 @@ def _accuracy_section(results, students, metric) -> str:
             + [cell(r[label]) for label in labels] for r in rows]
     text = (f"Accuracy = {METRIC_TEXT.get(metric, metric)}; mean ± half width of the 95% Student-t "
             f"interval over {usual} seed(s) per cell (\"n/a\" with one seed). Every run is in "
-            f"[results.csv](results.csv).\n\n" + _table(["Student", "Kind", "MACs"] + labels, body))
+            f"[results.csv](results.csv).\n\n" + md_table(["Student", "Kind", "MACs"] + labels, body))
     comps = comparison_table(results, metric)
     if comps:
-        text += ("\n\nPaired comparisons over all (student, seed) pairs (difference = condition minus "
-                 "reference, points):\n\n" + _table(
-                     ["Condition", "Reference", "Pairs", "Mean diff", "95% CI", "t-test p", "Wilcoxon p",
-                      f"Significant at {ALPHA:g}"],
-                     [[c["condition"], c["reference"], c["n"], fmt_signed(c["mean_diff"]),
-                       (f"{fmt_signed(c['ci_low'])} to {fmt_signed(c['ci_high'])}"
-                        if math.isfinite(c["half_width"]) else "n/a"),
+        text += ("\n\nComparisons (difference = condition minus reference, points). " + _unit_sentence()
+                 + "\n\n" + md_table(
+                     ["Condition", "Reference", "Students", "Seeds", "Mean diff", "Bootstrap 95% CI", "t 95% CI",
+                      "t-test p", "Wilcoxon p", f"Significant at {ALPHA:g}"],
+                     [[c["condition"], c["reference"], c["n_students"], c["n_seeds"], fmt_signed(c["mean_diff"]),
+                       fmt_range(c["boot_ci_low"], c["boot_ci_high"]), fmt_range(c["ci_low"], c["ci_high"]),
                        fmt_p(c["t_pvalue"]), fmt_p(c["wilcoxon_pvalue"]),
                        "yes" if significant(c["t_pvalue"]) else "no"] for c in comps]))
     return text
 
 
-def _gain_section(results, students, metric, gains: dict) -> str:
+def _gain_section(results, gains: dict) -> str:
     if not gains:
         return gain_sentence(None, any(r["teacher"] == "gtn" for r in results))
     out = []
-    for method, gain in gains.items():
+    for gain in gains.values():
         o = gain["overall"]
         body = [[r["student"], r["kind"] or "", fmt_count(r["macs"]), fmt_mean_ci(r["gain"], signed=True),
                  r["gain"].n, fmt_p(r["t_pvalue"])] for r in gain["rows"]]
-        body.append(["**overall**", "", "", fmt_mean_ci(MeanCI(o["mean_diff"], o["half_width"], o["n"]),
-                                                       signed=True), o["n"], fmt_p(o["t_pvalue"])])
-        out.append(f"### {gain['label']} minus {gain['reference_label']}\n\n" + _table(
-            ["Student", "Kind", "MACs", "Gain (points, mean ± 95% CI)", "Pairs", "t-test p"], body)
+        body.append(["**mean over students**", "", "",
+                     fmt_mean_ci(MeanCI(o["mean_diff"], o["half_width"], o["n_students"]), signed=True),
+                     plural(o["n_students"], "student"), fmt_p(o["t_pvalue"])])
+        out.append(f"### {gain['label']} minus {gain['reference_label']}\n\n" + md_table(
+            ["Student", "Kind", "MACs", "Gain (points, mean ± 95% CI)", "Seeds", "t-test p"], body)
             + "\n\n" + gain_sentence(gain, True))
-    out.append("Pairs match a student and a seed. Pairs of the same student are not independent, so "
-               "read the overall test together with the per-student rows: a real gain shows up in most "
-               "students, not in one.")
+    out.append("Per-student rows: mean over seeds, Student-t CI and paired t-test over that student's seeds. "
+               + _unit_sentence())
     return "\n\n".join(out)
 
 
-def _plots_section(run_dir: Path, results, students, phi_history, metric, branch_history=()) -> str:
+def _plot_lines(made) -> str:
+    return "\n\n".join(f"**{title}**\n\n![{title}]({p.name})" if p is not None
+                       else f"**{title}**: not drawn ({why} in this run)." for title, p, why in made)
+
+
+def _plots_section(run_dir: Path, results, students, metric, branch_history=()) -> str:
     made = [("Accuracy vs MACs", plot_accuracy_vs_macs(results, run_dir / "accuracy_vs_macs.png", metric,
                                                       students), "no student runs with MACs")]
     for method in ("kd", "dkd"):
@@ -260,31 +234,36 @@ def _plots_section(run_dir: Path, results, students, phi_history, metric, branch
         if path is not None or method == "kd":
             made.append((f"Gain GTN+{method.upper()} minus CE+{method.upper()} per student", path,
                          "no matched GTN and CE teacher runs"))
-    made.append(("Gate (phi) entropy during GTN training", plot_phi_entropy(phi_history,
-                                                                           run_dir / "phi_entropy.png"),
-                 "no GTN phi history"))
     if branch_history:
         made.append(("Teacher and branch accuracy during GTN training",
                      plot_branch_accuracy(branch_history, run_dir / "branch_accuracy.png"),
                      "no branch accuracy history"))
-    return "\n\n".join(f"**{title}**\n\n![{title}]({p.name})" if p is not None
-                       else f"**{title}**: not drawn ({why} in this run)." for title, p, why in made)
+    return (f"Accuracies are the {metric_axis(metric)}. The gate plots are in \"GTN gate exploration\".\n\n"
+            + _plot_lines(made))
+
+
+def _gates_section(run_dir: Path, phi_history, gate_info) -> tuple[str, bool]:
+    plots = [("Gate entropy during GTN training", plot_phi_entropy(phi_history, run_dir / "phi_entropy.png",
+                                                                  gate_info)),
+             ("Parameter-free mass and sampled-student MACs during GTN training",
+              plot_gate_exploration(phi_history, run_dir / "gate_exploration.png", gate_info))]
+    return gate_section(phi_history, gate_info, plots)
 
 
 def _stages_section(stage_times) -> str:
     rows = stage_table(stage_times)
     if not rows:
         return "No stage times were recorded."
-    return _table(["Stage", "Wall time", "Share"],
-                  [[f"**{r['stage']}**" if r["stage"] == "total" else r["stage"], fmt_seconds(r["seconds"]),
-                    f"{100 * r['share']:.0f}%" if math.isfinite(r["share"]) else "—"] for r in rows])
+    return md_table(["Stage", "Wall time", "Share"],
+                    [[f"**{r['stage']}**" if r["stage"] == "total" else r["stage"], fmt_seconds(r["seconds"]),
+                      f"{100 * r['share']:.0f}%" if math.isfinite(r["share"]) else "—"] for r in rows])
 
 
 def _config_section(config_summary) -> str:
-    items = _flatten(config_summary or {})
+    items = flatten(config_summary or {})
     if not items:
         return "No configuration was given."
-    return _table(["Key", "Value"], [[f"`{k}`", f"`{v}`"] for k, v in items])
+    return md_table(["Key", "Value"], [[f"`{k}`", f"`{v}`"] for k, v in items])
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -292,11 +271,14 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
                  students: Sequence[dict] = (), stage_times: Optional[dict] = None,
                  phi_history: Sequence[dict] = (), config_summary: Optional[dict] = None,
                  title: str = "nasdistill report", metric: Optional[str] = None,
-                 branch_history: Sequence[dict] = ()) -> Path:
+                 branch_history: Sequence[dict] = (), *, gate_info: Optional[dict] = None,
+                 exports: Optional[Sequence[dict]] = None) -> Path:
     """Write ``report.md``, ``results.csv`` and the PNG plots into ``run_dir``; return report.md's path.
 
     ``metric`` is the accuracy compared (default: ``test_acc`` when the runs have it, else
-    ``best_acc``). See :mod:`nasdistill.report` for the input formats.
+    ``best_acc``). ``gate_info`` describes the GTN gates (labels, choices, thresholds) for the
+    "GTN gate exploration" section; ``exports`` adds the "Exported students" section. Every file is
+    written atomically with ordinary permissions. See :mod:`nasdistill.report` for the input formats.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -312,25 +294,30 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
     for m, g in gains.items():
         if m != "kd":
             o = g["overall"]
-            summary += (f" With {m.upper()} the GTN minus CE gain is {fmt_signed(o['mean_diff'])} points "
-                        f"({_p_eq(o['t_pvalue'])}, "
-                        f"{_verdict(o['t_pvalue'])}).")
+            summary += (f" With {DISPLAY_NAMES.get(m, m.upper())} the GTN minus CE gain is "
+                        f"{fmt_signed(o['mean_diff'])} points over {plural(o['n_students'], 'student')} "
+                        f"(bootstrap 95% CI {fmt_range(o['boot_ci_low'], o['boot_ci_high'])}; "
+                        f"{p_eq(o['t_pvalue'])}, {verdict(o['t_pvalue'])}).")
     summary += _baseline_sentence(comparison_table(results, metric))
+    gates_text, collapsed = _gates_section(run_dir, phi_history, gate_info)
+    if collapsed:
+        summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
+                    "saw a narrow part of the student pool; see \"GTN gate exploration\".")
 
     sections = [
         ("Summary", summary),
         ("Teachers", _teachers_section(teachers)),
         ("Students", _students_section(students, results)),
         ("Accuracy by teacher", _accuracy_section(results, students, metric)),
-        ("Gain GTN − CE", _gain_section(results, students, metric, gains)),
-        ("Plots", _plots_section(run_dir, results, students, phi_history, metric, branch_history)),
-        ("Time per stage", _stages_section(stage_times)),
-        ("Configuration", _config_section(config_summary)),
+        ("Gain GTN − CE", _gain_section(results, gains)),
+        ("GTN gate exploration", gates_text),
+        ("Plots", _plots_section(run_dir, results, students, metric, branch_history)),
     ]
+    if exports is not None:
+        sections.append(("Exported students", exports_section(exports)))
+    sections += [("Time per stage", _stages_section(stage_times)),
+                 ("Configuration", _config_section(config_summary))]
     text = f"# {title}\n\n" + "\n\n".join(f"## {name}\n\n{body}" for name, body in sections) + "\n"
     path = run_dir / "report.md"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".md", dir=run_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
     return path

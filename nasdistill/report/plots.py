@@ -1,8 +1,9 @@
 """PNG plots for the report. Each function returns the path written, or ``None`` when its data is
 missing (no runs, no GTN/CE pairs, no phi history).
 
-Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly, imported
-lazily: no pyplot, so no global backend switch and nothing left open in a user's session.
+Every axis is labelled in words with its unit; counts (MACs) get ``1.5M``-style ticks, epochs integer
+ticks, and legends sit outside the axes. The gate plots live in :mod:`.gates`. PNGs are written
+atomically (:func:`.figure.save_png`).
 """
 from __future__ import annotations
 
@@ -10,32 +11,19 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .tables import (MeanCI, as_float, student_info, choose_metric, condition_label,
-                     conditions, gain_table, pareto_front, student_order)
+from .figure import count_axis, epoch_axis, finite_err, legend_outside, new_figure, save_png
+from .gates import plot_gate_exploration, plot_phi_entropy
+from .tables import (MeanCI, as_float, choose_metric, condition_label, conditions, gain_table, pareto_front,
+                     student_info, student_order)
 
 _MARKERS = "os^Dv<>PX*"
-_NON_LABEL_KEYS = ("epoch", "step", "phi_entropy")
+#: Axis labels of the accuracy metrics.
+METRIC_AXIS = {"test_acc": "test top-1 accuracy (%)", "best_acc": "best validation top-1 accuracy (%)",
+               "last_acc": "final validation top-1 accuracy (%)"}
 
 
-def _figure(width: float = 7.0, height: float = 4.5):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
-
-
-def _err(half: float) -> float:
-    return half if math.isfinite(half) else 0.0
+def metric_axis(metric: str) -> str:
+    return METRIC_AXIS.get(metric, f"{metric} (%)")
 
 
 def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] = None,
@@ -43,8 +31,11 @@ def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] =
     """Accuracy (mean over seeds, 95% CI bars) against MACs, one colour and marker per condition.
 
     Searched students are filled markers joined by a dashed line along their Pareto front (per
-    condition); sampled students are hollow markers.
+    condition); sampled students are hollow markers. The legend (outside the axes) lists the
+    conditions and what filled, hollow and dashed mean.
     """
+    from matplotlib.lines import Line2D
+
     metric = metric or choose_metric(results)
     info = student_info(results, students)
     runs: dict = {}
@@ -53,15 +44,15 @@ def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] =
     conds = conditions(results)
     if not conds or not any(as_float(d["macs"]) for d in info.values()):
         return None
-    fig = _figure()
+    fig = new_figure(9.0, 4.8)
     ax = fig.add_subplot(1, 1, 1)
     order = student_order(info)
-    plotted = False
+    handles, kinds_seen, any_front = [], set(), False
     for k, cond in enumerate(conds):
         colour, marker = f"C{k % 10}", _MARKERS[k % len(_MARKERS)]
         # spread the conditions a little sideways so markers at one MACs value do not hide each other
         shift = 1.0 + 0.012 * (k - (len(conds) - 1) / 2)
-        searched, label = [], condition_label(*cond)
+        searched, drawn = [], False
         for kind in ("searched", "sampled"):
             xs, ys, es = [], [], []
             for sid in order:
@@ -71,95 +62,81 @@ def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] =
                     continue
                 xs.append(macs * shift)
                 ys.append(stat.mean)
-                es.append(_err(stat.half_width))
+                es.append(finite_err(stat.half_width))
             if not xs:
                 continue
-            plotted = True
+            drawn = True
+            kinds_seen.add(kind)
             face = colour if kind == "searched" else "none"
-            ax.errorbar(xs, ys, yerr=es, fmt=marker, color=colour, mfc=face, mec=colour, ms=6,
-                        capsize=3, lw=1, label=label)
-            label = None  # one legend entry per condition
+            ax.errorbar(xs, ys, yerr=es, fmt=marker, color=colour, mfc=face, mec=colour, ms=6, capsize=3, lw=1)
             if kind == "searched":
                 searched = list(zip(xs, ys))
+        if drawn:
+            handles.append(Line2D([], [], marker=marker, color=colour, mfc=colour, ls="none",
+                                  label=condition_label(*cond)))
         front = pareto_front(searched)
         if len(front) > 1:
+            any_front = True
             ax.plot([searched[i][0] for i in front], [searched[i][1] for i in front], "--", color=colour,
                     lw=1, alpha=0.8)
-    if not plotted:
+    if not handles:
         return None
+    if "searched" in kinds_seen:
+        handles.append(Line2D([], [], marker="o", color="dimgrey", mfc="dimgrey", ls="none",
+                              label="filled: searched"))
+    if "sampled" in kinds_seen:
+        handles.append(Line2D([], [], marker="o", color="dimgrey", mfc="none", ls="none",
+                              label="hollow: sampled"))
+    if any_front:
+        handles.append(Line2D([], [], color="dimgrey", ls="--", lw=1, label="dashed: Pareto front (searched)"))
     macs_all = [as_float(d["macs"]) for d in info.values() if as_float(d["macs"])]
     if macs_all and max(macs_all) / min(macs_all) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel("MACs")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title("Student accuracy vs MACs (mean over seeds, 95% CI)\n"
-                 "filled: searched, hollow: sampled; dashed: Pareto front of the searched students",
-                 fontsize=9)
+    count_axis(ax, "x", macs_all)
+    ax.set_ylabel(metric_axis(metric))
+    ax.set_title("Student accuracy vs MACs (mean over seeds, bars: 95% CI over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    legend_outside(ax, handles)
+    return save_png(fig, path)
 
 
 def plot_gain(results: Sequence[dict], path, teacher: str = "gtn", reference: str = "ce", method: str = "kd",
               metric: Optional[str] = None, students: Optional[Sequence[dict]] = None) -> Optional[Path]:
-    """Per-student gain of ``teacher`` over ``reference`` (mean over seeds, 95% CI bars), plus the
-    overall gain over all (student, seed) pairs as the last bar; a line marks zero."""
+    """Per-student gain of ``teacher`` over ``reference`` (mean over seeds, 95% t CI over seeds), and
+    as the last bar the mean over students with its bootstrap 95% CI (students resampled). A dot
+    marks every bar's value, so a zero gain stays visible; a line marks zero."""
     gain = gain_table(results, teacher, reference, method, metric, students)
     if gain is None:
         return None
     rows = gain["rows"]
-    overall = gain["overall"]
-    names = [str(r["student"]) for r in rows] + ["overall"]
-    means = [r["gain"].mean for r in rows] + [overall["mean_diff"]]
-    errs = [_err(r["gain"].half_width) for r in rows] + [_err(overall["half_width"])]
+    o = gain["overall"]
+    names = [str(r["student"]) for r in rows] + [f"mean over\n{o['n_students']} students"]
+    means = [r["gain"].mean for r in rows] + [o["mean_diff"]]
+    lo = [finite_err(r["gain"].half_width) for r in rows]
+    hi = list(lo)
+    boot = (as_float(o["boot_ci_low"]), as_float(o["boot_ci_high"]))
+    lo.append(o["mean_diff"] - boot[0] if None not in boot else 0.0)
+    hi.append(boot[1] - o["mean_diff"] if None not in boot else 0.0)
     colours = ["C0" if r["kind"] == "searched" else "C7" for r in rows] + ["C3"]
-    fig = _figure(max(5.0, 0.5 * len(names) + 2.5), 4.5)
+    x = list(range(len(names)))
+    fig = new_figure(max(6.0, 0.5 * len(names) + 3.0), 4.8)
     ax = fig.add_subplot(1, 1, 1)
-    ax.bar(range(len(names)), means, yerr=errs, color=colours, capsize=3)
+    ax.bar(x, means, yerr=[lo, hi], color=colours, capsize=3, alpha=0.85)
+    ax.plot(x, means, "o", color="black", ms=3.5, zorder=3)
+    ax.annotate(f"{o['mean_diff']:+.2f}", (x[-1], o["mean_diff"]), textcoords="offset points", xytext=(6, 4),
+                fontsize=7)
     ax.axhline(0.0, color="black", lw=1)
-    ax.set_xticks(range(len(names)))
+    ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel(f"{gain['metric']} gain (points)")
-    p = overall["t_pvalue"]
+    what = metric_axis(gain["metric"]).replace(" (%)", "")
+    ax.set_ylabel(f"gain in {what}\n(percentage points)")
+    p = o["t_pvalue"]
     ptxt = "p n/a" if not math.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
-    ax.set_title(f"{gain['label']} minus {gain['reference_label']} per student (mean over seeds, 95% CI)\n"
-                 f"blue: searched, grey: sampled, red: all pairs (paired t-test {ptxt})", fontsize=9)
+    ax.set_title(f"{gain['label']} minus {gain['reference_label']} per student (mean over seeds, 95% t CI)\n"
+                 f"blue: searched, grey: sampled, red: mean over students with bootstrap 95% CI "
+                 f"(t-test across students {ptxt}); dots mark the values", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
-
-
-def plot_phi_entropy(phi_history: Sequence[dict], path) -> Optional[Path]:
-    """Entropy of the gate distribution over GTN epochs: a thin line per label, a thick mean line.
-
-    Per-label series are the numeric keys other than ``epoch``, ``step`` and ``phi_entropy`` (a
-    ``phi_entropy/`` or ``entropy/`` prefix is dropped from the legend); ``phi_entropy`` is the mean.
-    """
-    history = [h for h in phi_history or () if as_float(h.get("epoch")) is not None]
-    if not history:
-        return None
-    history.sort(key=lambda h: h["epoch"])
-    labels = []
-    for h in history:
-        labels += [k for k, v in h.items() if k not in _NON_LABEL_KEYS and k not in labels
-                   and as_float(v) is not None and not isinstance(v, bool)]
-    epochs = [h["epoch"] for h in history]
-    fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
-    for label in labels:
-        name = label.split("/", 1)[1] if label.startswith(("phi_entropy/", "entropy/")) else label
-        ax.plot(epochs, [as_float(h.get(label)) if as_float(h.get(label)) is not None else math.nan for h in history],
-                lw=0.8, alpha=0.6, label=name if len(labels) <= 12 else None)
-    mean = [as_float(h.get("phi_entropy")) for h in history]
-    if any(m is not None for m in mean):
-        ax.plot(epochs, [math.nan if m is None else m for m in mean], color="black", lw=2.5, label="mean")
-    elif not labels:
-        return None
-    ax.set_xlabel("GTN epoch")
-    ax.set_ylabel("gate entropy")
-    ax.set_title("Architecture gate entropy during GTN training", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
@@ -173,7 +150,7 @@ def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
     if not history or not keys:
         return None
     epochs = [h["epoch"] for h in history]
-    fig = _figure()
+    fig = new_figure(9.0, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     if any(as_float(h.get("teacher_acc")) is not None for h in history):
         ax.plot(epochs, [as_float(h.get("teacher_acc")) if as_float(h.get("teacher_acc")) is not None
@@ -181,12 +158,13 @@ def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
     for k in keys:
         ax.plot(epochs, [as_float(h.get(k)) if as_float(h.get(k)) is not None else math.nan
                          for h in history], lw=1.0, label=k.replace("_acc", "").replace("branch", "branch "))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
+    epoch_axis(ax, "teacher training epoch")
+    ax.set_ylabel("validation top-1 accuracy (%)")
     ax.set_title("Teacher and student-branch accuracy (branches on the most likely path)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    legend_outside(ax)
+    return save_png(fig, path)
 
 
-__all__ = ["plot_accuracy_vs_macs", "plot_branch_accuracy", "plot_gain", "plot_phi_entropy"]
+__all__ = ["plot_accuracy_vs_macs", "plot_branch_accuracy", "plot_gain", "plot_gate_exploration",
+           "plot_phi_entropy"]

@@ -1,5 +1,11 @@
 """Confidence intervals and paired tests for comparing students across teachers and seeds.
 
+The unit of analysis of the report's comparisons is the *student*: seeds are nested within
+students (and, in the main job, each seed has its own teacher run), so the differences of one
+student's seeds are averaged first and :func:`student_level_test` then treats the per-student means
+as the independent observations. :func:`paired_test` is the plain paired test it is built on (also
+used across one student's seeds).
+
 Everything works on plain sequences of floats. Missing values (``None``, NaN, inf) are dropped
 before computing (pairs are dropped when either side is missing), so a failed run shrinks ``n``
 instead of poisoning a mean.
@@ -8,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -92,6 +98,68 @@ def paired_test(a: Sequence, b: Sequence, confidence: float = 0.95) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "exact p not possible with ties"
                 out["wilcoxon_pvalue"] = float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    return out
+
+
+def bootstrap_ci(values: Sequence, confidence: float = 0.95, n_resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval ``(low, high)`` for the mean of ``values``.
+
+    With ``x_1..x_n`` the finite values, draw ``B = n_resamples`` resamples ``x*_b`` of size ``n``
+    with replacement (indices uniform on ``0..n-1``, from ``numpy.random.default_rng(seed)``, so
+    the same input always gives the same interval), take their means ``m_b = mean(x*_b)`` and
+    return the empirical quantiles::
+
+        low  = Q_{(1 - confidence) / 2}(m_1..m_B)
+        high = Q_{(1 + confidence) / 2}(m_1..m_B)
+
+    (:func:`numpy.quantile`, linear interpolation). Fewer than two values give ``(nan, nan)``: one
+    value says nothing about the spread.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"bootstrap_ci: confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"bootstrap_ci: n_resamples must be >= 1, got {n_resamples}")
+    x = _finite(values)
+    n = x.size
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples, dtype=np.float64)
+    chunk = max(1, 2_000_000 // n)  # bound the index matrix to ~16 MB
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        means[start:stop] = x[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def student_level_test(diffs_by_student: Mapping, confidence: float = 0.95, n_resamples: int = 10_000,
+                       seed: int = 0) -> dict:
+    """Test a mean difference with the student as the unit of analysis.
+
+    ``diffs_by_student`` maps a student to its paired differences ``a - b`` (one per seed). Each
+    student's differences are averaged (``dbar_i``, missing values dropped; a student with none is
+    left out), then the ``n`` per-student means are tested against zero: this is the one-sample
+    t-test on ``dbar_i`` (:func:`scipy.stats.ttest_1samp`; the same as the paired t-test on the
+    per-student means of ``a`` and ``b``) and, when ``n >= 6``, the Wilcoxon signed-rank test on
+    ``dbar_i``.
+
+    Returns the keys of :func:`paired_test` (``n`` = number of students, ``mean_diff`` = mean of
+    the ``dbar_i``, its Student-t interval, ``t_pvalue``, ``wilcoxon_pvalue``) plus
+    ``n_students``, ``boot_ci_low``/``boot_ci_high`` (:func:`bootstrap_ci` of the ``dbar_i``:
+    students are resampled), ``student_means`` (``{student: dbar_i}``) and ``unit = "student"``.
+    """
+    means = {}
+    for student, diffs in diffs_by_student.items():
+        d = _finite(diffs)
+        if d.size:
+            means[student] = float(d.mean())
+    dbar = list(means.values())
+    out = paired_test(dbar, [0.0] * len(dbar), confidence)
+    out["boot_ci_low"], out["boot_ci_high"] = bootstrap_ci(dbar, confidence, n_resamples, seed)
+    out.update(n_students=len(dbar), student_means=means, unit="student")
     return out
 
 

@@ -4,31 +4,37 @@ Input rows (``results``) are one per (student, teacher, method, seed) run::
 
     {"student": arch_id, "student_kind": "searched"|"sampled", "target_macs": float|None,
      "macs": int, "params": int, "teacher": "ce"|"gtn"|...|"none", "method": "kd"|"dkd"|"none",
-     "seed": int, "best_acc": float, "last_acc": float, "test_acc": float, "wall_time_s": float}
+     "seed": int, "teacher_seed": int (optional), "best_acc": float, "last_acc": float,
+     "test_acc": float, "wall_time_s": float}
 
 Baseline runs (the student trained alone) have teacher ``"none"`` and method ``"none"``.
-Accuracies are in percent, as the trainer reports them, so differences are percentage points.
-A (teacher, method) pair is called a *condition*; its label is ``baseline``, ``CE+KD``,
+``teacher_seed`` is the seed of the teacher run a distillation used (absent in older runs: then
+unknown). Accuracies are in percent, as the trainer reports them, so differences are percentage
+points. A (teacher, method) pair is called a *condition*; its label is ``baseline``, ``CE+KD``,
 ``GTN+DKD``, ...
+
+Comparisons of two conditions pair runs by (student, seed) and use the student as the unit of
+analysis (:func:`nasdistill.report.stats.student_level_test`).
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-from .stats import mean_ci, paired_test
+from ..atomic import atomic_open
+from .stats import mean_ci, paired_test, student_level_test
 
 RESULT_COLUMNS = ("student", "student_kind", "target_macs", "macs", "params", "teacher", "method", "seed",
-                  "best_acc", "last_acc", "test_acc", "wall_time_s")
+                  "teacher_seed", "best_acc", "last_acc", "test_acc", "wall_time_s")
 REQUIRED_KEYS = ("student", "teacher", "method", "seed")
 BASELINE = ("none", "none")
 TEACHER_ORDER = ("none", "ce", "gtn", "sftn", "mse", "soteacher")
 METHOD_ORDER = ("none", "kd", "dkd")
+#: A searched student whose MACs are off its target by more than this fraction is flagged.
+MISSED_TARGET_TOL = 0.10
 
 
 class MeanCI(NamedTuple):
@@ -127,9 +133,10 @@ def student_order(info: dict) -> list:
 def teacher_table(teachers: Sequence[dict]) -> list[dict]:
     """One row per teacher name (entries of the same name, e.g. one per seed, are averaged).
 
-    Columns: ``teacher, model, n, test_acc`` (:class:`MeanCI`), ``best_acc, epochs, wall_time_s``
-    (means), ``cost_vs_ce`` (wall time / the CE teacher's; NaN without a CE teacher), and ``ece``,
-    ``posterior_mse`` when any entry has them.
+    Columns: ``teacher, model, n`` (entries), ``n_seeds`` (distinct ``seed`` / ``teacher_seed``
+    values, else ``n``), ``test_acc`` (:class:`MeanCI` over the entries), ``best_acc, epochs,
+    wall_time_s`` (means), ``cost_vs_ce`` (wall time / the CE teacher's; NaN without a CE teacher),
+    and ``ece``, ``posterior_mse`` when any entry has them.
     """
     groups: dict = {}
     for t in teachers:
@@ -141,7 +148,9 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
     for name in sorted(groups, key=lambda n: _rank(n, TEACHER_ORDER)):
         ts = groups[name]
         time = MeanCI.of([as_float(t.get("wall_time_s")) for t in ts]).mean
+        seeds = {t.get("teacher_seed", t.get("seed")) for t in ts} - {None}
         row = {"teacher": name, "model": ts[0].get("model", ""), "n": len(ts),
+               "n_seeds": len(seeds) if seeds else len(ts),
                "test_acc": MeanCI.of([as_float(t.get("test_acc")) for t in ts]),
                "best_acc": MeanCI.of([as_float(t.get("best_acc")) for t in ts]).mean,
                "epochs": ts[0].get("epochs"), "wall_time_s": time,
@@ -199,22 +208,35 @@ def _paired_values(results, cond_a, cond_b, metric):
 
 def gain_table(results: Sequence[dict], teacher: str = "gtn", reference: str = "ce", method: str = "kd",
                metric: Optional[str] = None, students: Optional[Sequence[dict]] = None) -> Optional[dict]:
-    """Gain of ``teacher`` over ``reference`` (both distilling with ``method``), paired by seed.
-
-    Returns ``None`` when no (student, seed) has both runs, else::
-
-        {"teacher", "reference", "method", "metric",
-         "rows": [{"student", "kind", "macs", "gain": MeanCI over seeds, "t_pvalue"}, ...],
-         "overall": paired_test over all (student, seed) pairs + {"n_students", "n_seeds"}}
-    """
+    """Gain of ``teacher`` over ``reference`` (both distilling with ``method``); see :func:`compare`."""
     return compare(results, (teacher, method), (reference, method), metric, students)
 
 
 def compare(results: Sequence[dict], cond_a: tuple, cond_b: tuple, metric: Optional[str] = None,
             students: Optional[Sequence[dict]] = None) -> Optional[dict]:
-    """Like :func:`gain_table` for any two conditions ``(teacher, method)``: gain = a - b."""
+    """Gain ``a - b`` of condition ``cond_a`` over ``cond_b`` (``(teacher, method)`` pairs).
+
+    Runs are paired by (student, seed). Per student, the gain is the mean over its paired seeds
+    with the Student-t CI over seeds and that student's own paired t-test over seeds. The overall
+    comparison uses the student as the unit: the per-student mean gains are tested across students
+    (:func:`~nasdistill.report.stats.student_level_test`: t-test, Wilcoxon when there are at least
+    6 students, percentile-bootstrap CI resampling students). Returns ``None`` when no
+    (student, seed) has both runs, else::
+
+        {"teacher", "reference", "method", "metric", "label", "reference_label",
+         "rows": [{"student", "kind", "macs", "gain": MeanCI over seeds, "t_pvalue"}, ...],
+         "overall": {"unit": "student", "n": n_students, "n_students", "n_pairs", "n_seeds",
+                     "n_teacher_seeds", "seeds_min", "seeds_max", "mean_diff", "half_width",
+                     "ci_low", "ci_high", "t_statistic", "t_pvalue", "wilcoxon_pvalue",
+                     "boot_ci_low", "boot_ci_high", "confidence", "student_means"}}
+
+    ``n_seeds`` counts the distinct distillation seeds; ``n_teacher_seeds`` the distinct
+    ``teacher_seed`` values of the paired runs that used a teacher, or ``None`` when any of them
+    lacks the key (unknown), and ``None`` as well when neither condition uses a teacher.
+    """
     metric = metric or choose_metric(results)
-    pairs = _paired_values(results, tuple(cond_a), tuple(cond_b), metric)
+    cond_a, cond_b = tuple(cond_a), tuple(cond_b)
+    pairs = _paired_values(results, cond_a, cond_b, metric)
     if not pairs:
         return None
     info = student_info(results, students)
@@ -228,17 +250,35 @@ def compare(results: Sequence[dict], cond_a: tuple, cond_b: tuple, metric: Optio
         rows.append({"student": sid, "kind": info[sid]["kind"], "macs": info[sid]["macs"],
                      "gain": MeanCI(test["mean_diff"], test["half_width"], test["n"]),
                      "t_pvalue": test["t_pvalue"]})
-    keys = sorted(pairs, key=lambda k: (str(k[0]), k[1]))
-    overall = paired_test([pairs[k][0] for k in keys], [pairs[k][1] for k in keys])
-    overall.update(n_students=len(per_student), n_seeds=len({seed for _, seed in keys}))
+    overall = student_level_test({sid: [x - y for x, y in per_student[sid]] for sid in per_student})
+    counts = [len(v) for v in per_student.values()]
+    overall.update(n_pairs=len(pairs), n_seeds=len({seed for _, seed in pairs}), seeds_min=min(counts),
+                   seeds_max=max(counts), n_teacher_seeds=_teacher_seeds(results, (cond_a, cond_b), pairs))
     return {"teacher": cond_a[0], "reference": cond_b[0], "method": cond_a[1], "metric": metric,
             "label": condition_label(*cond_a), "reference_label": condition_label(*cond_b),
             "rows": rows, "overall": overall}
 
 
+def _teacher_seeds(results, conds, pairs) -> Optional[int]:
+    """Distinct ``teacher_seed`` values among the paired runs that used a teacher (None: unknown)."""
+    found, unknown, any_teacher = set(), False, False
+    for r in results:
+        c = (r["teacher"], r["method"])
+        if c not in conds or r["teacher"] == "none" or (r["student"], r["seed"]) not in pairs:
+            continue
+        any_teacher = True
+        ts = r.get("teacher_seed")
+        if ts is None or (isinstance(ts, float) and not math.isfinite(ts)):
+            unknown = True
+        else:
+            found.add(ts)
+    return None if unknown or not any_teacher else len(found)
+
+
 def comparison_table(results: Sequence[dict], metric: Optional[str] = None) -> list[dict]:
     """Every distillation condition against the baseline, and every non-CE teacher against the CE
-    teacher with the same method: one row per comparison with the overall paired test."""
+    teacher with the same method: one row per comparison, ``{"condition", "reference"}`` plus the
+    ``overall`` dict of :func:`compare` (student as the unit of analysis)."""
     conds = [c for c in conditions(results) if c != BASELINE]
     wanted = [(c, BASELINE) for c in conds]
     wanted += [(c, ("ce", c[1])) for c in conds if c[0] != "ce" and ("ce", c[1]) in conds]
@@ -252,7 +292,11 @@ def comparison_table(results: Sequence[dict], metric: Optional[str] = None) -> l
 
 def students_table(students: Sequence[dict], results: Sequence[dict] = ()) -> list[dict]:
     """Discovered and sampled students: ``student, kind, target_macs, macs, macs_over_target,
-    params, arch`` (the architecture as compact JSON), searched ones first."""
+    missed_target, params, arch`` (the architecture as compact JSON), searched ones first.
+
+    ``missed_target`` is True when a student has a target and ``|macs / target - 1| >``
+    :data:`MISSED_TARGET_TOL` (10%).
+    """
     info = student_info(results, students)
     archs = {s["student"]: s.get("arch") for s in students}
     rows = []
@@ -260,8 +304,10 @@ def students_table(students: Sequence[dict], results: Sequence[dict] = ()) -> li
         d = info[sid]
         macs, target = as_float(d["macs"]), as_float(d["target_macs"])
         arch = archs.get(sid)
+        ratio = macs / target if macs is not None and target else math.nan
         rows.append({"student": sid, "kind": d["kind"], "target_macs": target, "macs": d["macs"],
-                     "macs_over_target": macs / target if macs is not None and target else math.nan,
+                     "macs_over_target": ratio,
+                     "missed_target": math.isfinite(ratio) and abs(ratio - 1.0) > MISSED_TARGET_TOL,
                      "params": d["params"],
                      "arch": json.dumps(arch, separators=(",", ":"), sort_keys=True) if arch else ""})
     return rows
@@ -292,28 +338,20 @@ def pareto_front(points: Sequence[tuple]) -> list[int]:
 
 # -------------------------------------------------------------------------------------- CSV out
 def write_results_csv(rows: Sequence[dict], path) -> Path:
-    """Write one CSV line per input row, atomically (temp file + ``os.replace``).
+    """Write one CSV line per input row, atomically (:func:`nasdistill.atomic.atomic_open`).
 
     Columns: :data:`RESULT_COLUMNS` first, then any other keys in order of first appearance;
     missing values are empty cells. Returns the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(RESULT_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: ("" if v is None else _csv_value(v)) for k, v in r.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else _csv_value(v)) for k, v in r.items()})
     return path
 
 

@@ -4,19 +4,21 @@ Each training step is a weight step of one sampled path on a train batch (main o
 ``warmup_epochs``, every ``arch_every`` weight steps an architecture step follows on a batch of the
 held-out split: a path is sampled with binary gates, and phi (Adam, lr 1e-3, betas (0, 0.999))
 steps on the cost-aware loss (``mul#log`` or ``add#linear`` of :func:`~nasdistill.supernet.cost_penalty`).
-Evaluation runs the argmax path. At the end the argmax architecture is extracted with copied
-weights and its BatchNorm statistics are recalibrated on training batches.
+Evaluation runs the argmax path. At the end (:meth:`SearchTask.on_fit_end`) the argmax
+architecture is extracted with copied weights, on the supernet's device, and its BatchNorm
+statistics are recalibrated on training batches; the run's weights and ``model.json`` are that
+student's.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..engine.task import StepOutput, TrainTask
+from ..record import ModelRecord
 from ..supernet import CostModel, Supernet, cost_penalty, recalibrate_bn
 
 
@@ -35,20 +37,20 @@ class ArgmaxPath(nn.Module):
 class SearchTask(TrainTask):
     compilable = False
 
-    def __init__(self, supernet: Supernet, cfg, val_loader, train_loader, cost_model: CostModel):
+    def __init__(self, supernet: Supernet, cfg, val_loader, cost_model: CostModel):
         super().__init__(supernet)
         if cfg.target is None:
             raise ValueError("search.target is required: the cost target in search.cost_metric units "
                              "(e.g. search.target=2000000 for 2 MMACs)")
         if cfg.arch_every < 1:
             raise ValueError(f"search.arch_every must be >= 1, got {cfg.arch_every}")
-        self.cfg, self.val_loader, self.train_loader = cfg, val_loader, train_loader
+        self.cfg, self.val_loader = cfg, val_loader
         self.cost_model = cost_model
         self.arch_opt = torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr,
                                          betas=tuple(float(b) for b in cfg.arch_betas), weight_decay=cfg.arch_weight_decay)
         self.val_epoch, self.val_pos = 0, 0
         self._val_iter = None
-        self.student = None
+        self.student, self.arch, self.student_test_acc = None, None, None
 
     @property
     def supernet(self) -> Supernet:
@@ -73,10 +75,14 @@ class SearchTask(TrainTask):
             return []
         x, y, _ = self._next_val_batch()
         self.supernet.sample(arch_grad=True)
-        ce = F.cross_entropy(self.supernet(x), y)
+        ce = F.cross_entropy(self.supernet(x).float(), y)
         expected = self.cost_model.expected(self.supernet.gates)
-        loss = cost_penalty(ce, expected, self.cfg.target, self.cfg.penalty, self.cfg.alpha,
-                            self.cfg.beta, self.cfg.lam)
+        c = self.cfg
+        loss = cost_penalty(ce, expected, c.target, c.penalty, c.alpha, c.beta, c.lam)
+        e = expected.detach()
+        # the per-path loss the estimator compares where a candidate changes the layer's shape
+        self.supernet.path_loss = lambda logits: cost_penalty(
+            F.cross_entropy(logits.float(), y), e, c.target, c.penalty, c.alpha, c.beta, c.lam)
         return [StepOutput(loss, None, {"arch_ce": ce.detach(), "expected_cost": expected.detach()},
                            optimizer="arch")]
 
@@ -104,7 +110,7 @@ class SearchTask(TrainTask):
     def eval_model(self) -> nn.Module:
         return ArgmaxPath(self.supernet)
 
-    def epoch_metrics(self, epoch: int) -> dict:
+    def epoch_metrics(self, epoch: int, loaders) -> dict:
         sn = self.supernet
         arch = sn.export()
         out = {"expected_cost": float(self.cost_model.expected(sn.gates).detach()),
@@ -121,34 +127,38 @@ class SearchTask(TrainTask):
         self.val_epoch, self.val_pos = int(state["val_epoch"]), int(state["val_pos"])
         self._val_iter = None
 
-    def final_weights(self) -> dict:
-        """The extracted argmax student, BatchNorm recalibrated on training batches."""
+    def on_fit_end(self, loaders) -> None:
+        """Extract the argmax student (on the supernet's device) and recalibrate its BatchNorm."""
+        from ..engine.trainer import evaluate
+
         arch = self.supernet.export()
         self.supernet.set_arch(None)
-        student = self.supernet.extract(arch)
-        self.train_loader.set_epoch(0)
-        recalibrate_bn(student, self.train_loader, self.cfg.recalibrate_batches)
+        device = next(self.supernet.parameters()).device
+        student = self.supernet.extract(arch).to(device)
+        loaders.train.set_epoch(0)
+        recalibrate_bn(student, loaders.train, self.cfg.recalibrate_batches)
         self.student, self.arch = student, arch
-        return student.state_dict()
+        if loaders.test is not None:
+            self.student_test_acc = evaluate(student, loaders.test, device)["top1"]
+
+    def final_weights(self) -> dict:
+        """The extracted student's weights (after :meth:`on_fit_end`)."""
+        if self.student is None:
+            raise RuntimeError("SearchTask.final_weights() before on_fit_end(): no student extracted yet")
+        return self.student.state_dict()
+
+    def model_record(self) -> dict:
+        return ModelRecord.of_space(self.supernet.space, self.arch).to_json()
 
     def result_extras(self) -> dict:
-        arch = self.arch if self.student is not None else self.supernet.export()
+        arch = self.arch if self.arch is not None else self.supernet.export()
         space = self.supernet.space
         cost = space.cost(arch)
-        extras = {"arch": arch, "arch_id": space.arch_id(arch), "space": space.name,
-                  "macs": cost["macs"], "params": cost["params"],
-                  "cost_metric": self.cfg.cost_metric, "target": self.cfg.target,
-                  "target_macs": self.cfg.target if self.cfg.cost_metric == "macs" else None,
-                  "cost": self.cost_model.of_arch(arch),
-                  "cost_over_target": self.cost_model.of_arch(arch) / self.cfg.target,
-                  "phi": {l: dict(p) for l, p in self.supernet.gates.probabilities().items()}}
-        return extras
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        arch = self.arch if self.student is not None else self.supernet.export()
-        space = self.supernet.space
-        record = {"space": space.name, "num_classes": space.num_classes,
-                  "input_size": list(space.input_size), "arch": arch, "arch_id": space.arch_id(arch)}
-        tmp = Path(run_dir) / "arch.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(Path(run_dir) / "arch.json")
+        of_arch = self.cost_model.of_arch(arch)
+        return {"arch": arch, "arch_id": space.arch_id(arch), "space": space.name,
+                "macs": cost["macs"], "params": cost["params"],
+                "cost_metric": self.cfg.cost_metric, "target": self.cfg.target,
+                "target_macs": self.cfg.target if self.cfg.cost_metric == "macs" else None,
+                "cost": of_arch, "cost_over_target": of_arch / self.cfg.target,
+                "student_test_acc_before_training": self.student_test_acc,
+                "phi": {l: dict(p) for l, p in self.supernet.gates.probabilities().items()}}

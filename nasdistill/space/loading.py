@@ -1,53 +1,104 @@
-"""Find a search space by module name (in ``search_spaces``) or by path to a ``.py`` file."""
+"""The one space loader: a space by module name, ``.py`` file, description or object, adapted to
+the data it will be trained on.
+
+A space module (in ``search_spaces`` or any ``.py`` file) defines ``SPACE = SearchSpace(...)``,
+or ``make_space(num_classes, input_size)``, or both. Given the data's ``num_classes`` and
+``input_size``:
+
+- with ``make_space``, the loader calls ``make_space(num_classes=..., input_size=...)`` (the author
+  decides how the space adapts, e.g. another stem stride for 64x64 images);
+- with ``SPACE`` alone, the loader adapts it itself (:meth:`SearchSpace.adapted`: the same stem,
+  layers and head, with the data's input channels, image size and classes).
+
+Without ``num_classes`` / ``input_size`` the space is returned as the module defines it.
+"""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import sys
+from typing import Any, Mapping, Optional
 
 from .space import SearchSpace
 
 
-def load_space(spec: "str | SearchSpace", **overrides) -> SearchSpace:
-    """Return the ``SPACE`` defined by ``spec``.
+def _is_file_spec(spec: str) -> bool:
+    return spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
 
-    ``spec`` is a module name of ``search_spaces`` (``"gtn_cifar"``), a dotted module path, or a
-    path to a ``.py`` file. With ``overrides`` (e.g. ``num_classes=10``) the module's
-    ``make_space(**overrides)`` is called instead of reading ``SPACE``.
-    """
-    if isinstance(spec, SearchSpace):
-        if overrides:
-            raise ValueError("overrides need a space given by name or file, not a SearchSpace object")
-        return spec
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"a search space is named by a module of search_spaces or a .py path, got {spec!r}")
-    if spec.endswith(".py") or os.sep in spec:
+
+def import_space_module(spec: str):
+    """The module ``spec`` names: a module of ``search_spaces``, a dotted module path, or a
+    ``.py`` file (imported under a name unique to its absolute path)."""
+    if _is_file_spec(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"search space file {spec!r} does not exist")
-        mod_name = "nasdistill_user_space_" + os.path.splitext(os.path.basename(spec))[0]
-        module_spec = importlib.util.spec_from_file_location(mod_name, spec)
+        path = os.path.abspath(spec)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        mod_name = f"nasdistill_user_space_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
-        module_spec.loader.exec_module(module)
-    else:
-        name = spec if "." in spec else f"search_spaces.{spec}"
         try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name not in (name, name.split(".")[0]):
-                raise
-            raise ValueError(f"no search space named {spec!r}: give a module of search_spaces "
-                             f"({', '.join(available_spaces())}) or a path to a .py file") from None
-    if overrides:
-        make = getattr(module, "make_space", None)
-        if make is None:
-            raise ValueError(f"search space {spec!r} defines no make_space(); cannot apply {overrides}")
-        space = make(**overrides)
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(mod_name, None)
+            raise
+        return module
+    name = spec if "." in spec else f"search_spaces.{spec}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name not in (name, name.split(".")[0]):
+            raise
+        raise ValueError(f"no search space named {spec!r}: give a module of search_spaces "
+                         f"({', '.join(available_spaces())}) or a path to a .py file") from None
+
+
+def load_space(spec: "str | SearchSpace | Mapping", num_classes: Optional[int] = None,
+               input_size: Optional[tuple] = None) -> SearchSpace:
+    """The space ``spec`` names, for ``num_classes`` classes and ``input_size`` (C, H, W) inputs.
+
+    ``spec``: a module name of ``search_spaces`` (``"gtn_cifar"``), a dotted module path, a path
+    to a ``.py`` file, a :class:`SearchSpace`, or a description mapping
+    (:func:`~.description.describe_space`). See the module docstring for how the space is adapted.
+    """
+    input_size = None if input_size is None else tuple(int(v) for v in input_size)
+    num_classes = None if num_classes is None else int(num_classes)
+    if isinstance(spec, SearchSpace):
+        return spec.adapted(num_classes, input_size)
+    if isinstance(spec, Mapping):
+        from .description import space_from_description
+
+        return space_from_description(spec).adapted(num_classes, input_size)
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"a search space is named by a module of search_spaces or a .py path, got {spec!r}")
+    module = import_space_module(spec)
+    make = getattr(module, "make_space", None)
+    base = getattr(module, "SPACE", None)
+    if make is None and base is None:
+        raise ValueError(f"search space {spec!r} defines neither SPACE = SearchSpace(...) nor "
+                         "make_space(num_classes, input_size); define one of them")
+    if make is not None and (base is None or num_classes is not None or input_size is not None):
+        kwargs: dict[str, Any] = {}
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        if input_size is not None:
+            kwargs["input_size"] = input_size
+        try:
+            space = make(**kwargs)
+        except TypeError as err:
+            raise ValueError(f"search space {spec!r}: make_space({', '.join(kwargs)}) failed ({err}); "
+                             "its signature must be make_space(num_classes, input_size)") from None
+        where = f"{spec!r}: make_space(...)"
     else:
-        space = getattr(module, "SPACE", None)
+        space, where = base, f"{spec!r}: SPACE"
     if not isinstance(space, SearchSpace):
-        raise ValueError(f"{spec!r} must define SPACE = SearchSpace(...)")
+        raise ValueError(f"{where} must be a SearchSpace, got {type(space).__name__}")
+    space = space.adapted(num_classes, input_size)
+    if _is_file_spec(spec):
+        space.source_file = os.path.abspath(spec)  # in memory only: lets an export copy the code
     return space
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..registry import Registry, did_you_mean
 from .blocks import ResStack, ShapeIdentity, Skip
 
 
@@ -192,7 +193,8 @@ class CustomOp(Op):
         return self.description or f"custom op {self.name}"
 
 
-_REGISTRY: dict[str, Op] = {}
+#: Custom candidate ops by name (the built-in ``k{K}_d{D}``, ``identity`` and ``zero`` are parsed).
+OPS: Registry[Op] = Registry("candidate op")
 _RES_NAME = re.compile(r"^k(\d+)_d(\d+)$")
 
 
@@ -215,7 +217,7 @@ def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
     if not callable(builder):
         raise ValueError(f"register_op({name!r}): builder must be callable (in, out, stride) -> nn.Module")
     op = CustomOp(name=name, builder=builder, cost_fn=cost, description=description)
-    _REGISTRY[name] = op
+    OPS.register(name, op, replace=True)  # re-running a definition replaces it
     return op
 
 
@@ -232,11 +234,11 @@ def get_op(spec: "str | Op") -> Op:
     m = _RES_NAME.match(spec)
     if m:
         return ResBlocks(name=spec, kernel=int(m.group(1)), depth=int(m.group(2)))
-    if spec in _REGISTRY:
-        return _REGISTRY[spec]
-    raise ValueError(f"unknown candidate op {spec!r}: use k<kernel>_d<convs> (e.g. k3_d4), "
-                     f"'identity', 'zero', or register it with nasdistill.space.register_op; "
-                     f"registered: {sorted(_REGISTRY)}")
+    if spec in OPS:
+        return OPS.get(spec)
+    raise ValueError(f"unknown candidate op {spec!r}:{did_you_mean(spec, ['identity', 'zero', *OPS])} "
+                     f"use k<kernel>_d<convs> (e.g. k3_d4), 'identity', 'zero', or register it with "
+                     f"nasdistill.space.register_op; registered: {sorted(OPS)}")
 
 
 def resnet_choices(kernels=(3, 5), depths=(2, 4, 6)) -> list[str]:

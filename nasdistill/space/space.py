@@ -138,6 +138,24 @@ class SearchSpace:
                         f"space {self.name!r}, layer {i + 1}: 'identity' cannot map the {widest} "
                         f"channels that can arrive onto {layer.out_channels}; remove it or widen the layer")
 
+    def adapted(self, num_classes: Optional[int] = None, input_size: Optional[tuple] = None) -> "SearchSpace":
+        """This space for ``num_classes`` classes and ``input_size`` (C, H, W) inputs: the same
+        stem, layers and head (the stem reads C channels, the classifier has ``num_classes``
+        outputs). Returns ``self`` when nothing changes."""
+        changes = {}
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            changes["num_classes"] = int(num_classes)
+        if input_size is not None and tuple(int(v) for v in input_size) != tuple(self.input_size):
+            changes["input_size"] = tuple(int(v) for v in input_size)
+        if not changes:
+            return self
+        import dataclasses
+
+        out = dataclasses.replace(self, **changes)
+        if getattr(self, "source_file", None):
+            out.source_file = self.source_file
+        return out
+
     # ------------------------------------------------------------------ description
     @property
     def labels(self) -> list[str]:

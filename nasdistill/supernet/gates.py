@@ -1,31 +1,61 @@
 """Architecture gates phi and the ProxylessNAS path-binarization estimator.
 
 One logit vector ``phi[label]`` per label (tied layers share it), ``p = softmax(phi)``. Each step
-samples binary gates ``g`` (one-hot) and the forward pass runs exactly one path. The gradient
-reaching phi is ProxylessNAS' estimator:
+samples binary gates ``g`` (one-hot) and the forward pass runs exactly one path. The gate vector
+handed to the layers is ``g = onehot + p - p.detach()`` (value one-hot, Jacobian dp/dphi), and
+:class:`GateGrad` -- the identity on the active candidate's output ``y`` -- supplies ``dL/dg`` in
+backward, so that autograd forms
 
-    dL/dg_j     = < o_j , dL/dy >                      (o_j: output of candidate j on the same input)
-    dL/dphi_i   = sum_j dL/dg_j * p_j * (delta_ij - p_i)
+    dL/dphi_i = sum_j dL/dg_j * p_j * (delta_ij - p_i)
 
-Implementation: the gate vector handed to the layers is ``g = onehot + p - p.detach()`` (value
-one-hot, Jacobian dp/dphi), and :class:`GateGrad` supplies ``dL/dg`` in backward.
+Candidate outputs. ``o_j`` is candidate j's real output on the layer's arriving tensor ``x``.
+The ``zero`` candidate skips the layer: ``o_zero = x`` (channels and resolution unchanged; the next
+layer reads whatever width arrives). This is not ProxylessNAS' convention (there zero sits on a
+residual branch and outputs 0); with a skip, ``o_zero = 0`` would be a biased estimate, and identity
+and zero that build the same network would get different gradients.
+
+dL/dg_j for every candidate j evaluated at a layer (active candidate a, ``y = o_a``):
+
+    dL/dg_j = < o_j , dL/dy >                        if o_j has the shape of y (ProxylessNAS)
+    dL/dg_j = L_j - L_a + < y , dL/dy >              if the shapes differ
+
+``L_j`` is the loss when candidate j runs at this layer and every other layer keeps the sampled
+path; it is computed in backward under ``no_grad`` by running the rest of the network and the loss
+(the owning supernet's ``forward_from`` and ``path_loss``). The second rule is needed where the
+inner product is undefined: zero at a layer whose stride or width changes the shape (custom ops
+could too).
+
+Why the two rules mix consistently: ``sum_j p_j (delta_ij - p_i) = 0``, so adding one constant to
+every ``dL/dg_j`` leaves ``dL/dphi`` unchanged -- only differences ``dL/dg_j - dL/dg_k`` matter.
+The first-order rule gives ``dL/dg_j - dL/dg_a = < o_j - y, dL/dy >``, the first-order Taylor
+estimate of ``L_j - L_a``; the second rule puts the exact difference ``L_j - L_a`` in its place on
+the same offset ``< y, dL/dy >``. Identity and zero that build the same network have equal outputs,
+hence equal ``dL/dg``. ``L_a`` is computed only at a layer where some evaluated candidate changes
+the shape (each ``L_j`` costs one downstream forward pass). When the zero op is the active path the
+layer still gets its :class:`GateGrad` (``y = x``) and phi still gets a gradient.
+
+Recomputation rules (backward): candidates and downstream passes run under ``no_grad``, under the
+autocast state of the forward (device type of the input, enabled flag and dtype, re-entered with
+``cache_enabled=False``; the backward pass does not inherit it), with BatchNorm treated as in
+the forward (batch statistics in train mode) but running statistics left untouched
+(:func:`frozen_bn_stats`). Inner products are accumulated in float32. The gradient w.r.t. ``y``
+(hence ``x`` and the weights) passes through unchanged. The last ``dL/dg`` of each layer is kept in
+``layer.last_dgate`` (diagnostics).
 
 Modes:
-- ``full``: in backward, every other non-zero candidate is recomputed under ``no_grad`` on the saved
-  input (ProxylessNAS ``full_v2``; memory of one path).
+- ``full``: every other candidate (zero included) is evaluated in backward (ProxylessNAS
+  ``full_v2``; memory of one path).
 - ``two``: two candidates are sampled from p (without replacement), the active one is drawn from
-  their renormalized probabilities; only the other one is recomputed in backward, only their two
-  logits get gradients, and after the optimizer step the two logits are shifted so that their total
-  probability mass relative to the others is unchanged (:meth:`ArchGates.after_arch_step`).
-- ``all``: no sampling, ``y = sum_j p_j o_j`` over every non-zero candidate (DARTS-style weighted
-  sum; memory of all paths) -- kept as the reference for the memory benchmark.
-
-When the zero op is the sampled (active) path the layer is skipped and phi receives no gradient from
-that layer in that step. The zero candidate's branch output is ``o = 0`` in the estimator.
+  their renormalized probabilities; only the other one is evaluated in backward (same two rules),
+  only their two logits get gradients, and after the optimizer step the two logits are shifted so
+  that their total probability mass relative to the others is unchanged
+  (:meth:`ArchGates.after_arch_step`).
+- ``all``: no sampling, ``y = sum_j p_j o_j`` over every candidate except zero (DARTS-style weighted
+  sum; memory of all paths) -- kept only as the reference for the memory benchmark.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Mapping, Optional
 
 import torch
@@ -52,28 +82,72 @@ def frozen_bn_stats(module: nn.Module):
                 m.num_batches_tracked.copy_(nbt)
 
 
+def autocast_state(t: torch.Tensor) -> Optional[tuple]:
+    """``(device type, enabled, dtype)`` of the autocast state that applies to ``t`` now."""
+    device = t.device.type
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        if not torch.amp.is_autocast_available(device):
+            return None
+        return device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    if device == "cpu":
+        return device, torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    if device == "cuda":
+        return device, torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return None
+
+
+def autocast_as(state: Optional[tuple]):
+    """Re-enter a state captured by :func:`autocast_state` (enabled or explicitly disabled)."""
+    if state is None:
+        return nullcontext()
+    device, enabled, dtype = state
+    return torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() * b.float()).sum()
+
+
 class GateGrad(torch.autograd.Function):
-    """Identity on the active path's output ``y``; backward also returns ``dL/dg``."""
+    """Identity on the active path's output ``y``; backward also returns ``dL/dg`` (module doc).
+
+    ``layer`` provides ``run_candidate(j, x)``, ``downstream_loss(h, path, candidate)`` (the loss
+    with ``h`` as this layer's output and the later layers on ``path``; raises, naming
+    ``candidate``, when it cannot be computed) and ``bn_scope()`` (the module whose BatchNorm
+    running statistics the recomputation must leave alone).
+    """
 
     @staticmethod
     def forward(ctx, y, gate, x, layer, active, indices):
         ctx.save_for_backward(x, y)
-        ctx.layer, ctx.active, ctx.indices, ctx.n = layer, active, indices, gate.shape[0]
+        ctx.layer, ctx.active, ctx.indices = layer, active, tuple(indices)
+        ctx.n, ctx.gate_device = gate.shape[0], gate.device
+        ctx.autocast = autocast_state(x)
+        ctx.path = dict(layer.gates.current)  # the path this forward ran (downstream layers)
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):
         x, y = ctx.saved_tensors
+        layer, active = ctx.layer, ctx.active
         dgate = torch.zeros(ctx.n, dtype=torch.float32, device=grad.device)
-        dgate[ctx.active] = (y.float() * grad.float()).sum()
-        others = [j for j in ctx.indices if j != ctx.active]
+        offset = _dot(y, grad)
+        dgate[active] = offset
+        others = [j for j in ctx.indices if j != active]
         if others:
-            with torch.no_grad(), frozen_bn_stats(ctx.layer):
+            with torch.no_grad(), autocast_as(ctx.autocast), frozen_bn_stats(layer.bn_scope()):
+                loss_active = None  # computed once, and only if some candidate changes the shape
                 for j in others:
-                    o = ctx.layer.run_candidate(j, x)
-                    if o is not None:
-                        dgate[j] = (o.float() * grad.float()).sum()
-        return grad, dgate, None, None, None, None
+                    o = layer.run_candidate(j, x)
+                    if o.shape == y.shape:
+                        dgate[j] = _dot(o, grad)
+                        continue
+                    if loss_active is None:
+                        loss_active = layer.downstream_loss(y, ctx.path, candidate=j)
+                    loss_j = layer.downstream_loss(o, ctx.path, candidate=j)
+                    dgate[j] = offset + (loss_j - loss_active)
+        layer.last_dgate = dgate.detach()
+        return grad, dgate.to(ctx.gate_device), None, None, None, None
 
 
 class ArchGates(nn.Module):
@@ -131,12 +205,16 @@ class ArchGates(nn.Module):
         self.current = {l: self.choices[l].index(arch[l]) for l in self.labels}
         self.gate_vectors = {}
 
-    def sample(self, arch_grad: bool = False, uniform: bool = False) -> dict:
+    def sample(self, arch_grad: bool = False, uniform: bool = False, mix: float = 0.0) -> dict:
         """Draw the path of the next forward pass(es) from p (or uniformly).
 
         With ``arch_grad`` the layers get gate vectors so phi receives the estimator's gradient.
-        Returns the sampled architecture.
+        ``mix`` draws from ``(1 - mix) p + mix u`` (u uniform) instead: more exploration of the
+        pool for weight steps (an architecture step must sample from p itself, as the estimator
+        assumes). Returns the sampled architecture.
         """
+        if mix and arch_grad:
+            raise ValueError("sample(mix=...) is for weight steps: the phi estimator samples from p")
         if self.fixed is not None:
             raise RuntimeError("a fixed architecture is set (set_arch); call set_arch(None) first")
         self.gate_vectors, self._two_old = {}, {}
@@ -146,6 +224,8 @@ class ArchGates(nn.Module):
             n = logits.shape[0]
             p_cpu = (torch.full((n,), 1.0 / n) if uniform
                      else torch.softmax(logits.detach().float().cpu(), 0))
+            if mix:
+                p_cpu = (1.0 - mix) * p_cpu + mix / n
             if self.mode == "two" and arch_grad and n >= 2:
                 idx = torch.multinomial(p_cpu, 2, replacement=False, generator=self.generator).tolist()
                 p2 = torch.softmax(logits[idx].float(), 0)

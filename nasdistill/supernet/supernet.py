@@ -7,10 +7,17 @@ the plain network ``space.build(arch)`` with the path's weights copied in.
 A supernet can also start at layer ``start`` (GTN grafts supernet suffixes onto teacher blocks):
 its input then arrives with the nominal width of layer ``start - 1``, and several supernets can
 share one ``ArchGates`` so that phi is shared by label across branches.
+
+Architecture steps (see :mod:`.gates` for the estimator): at a layer where some candidate changes
+the output shape (the zero candidate at a strided or widening layer), phi's gradient needs the exact
+loss with that candidate in place, so the layer runs the rest of its supernet
+(:meth:`Supernet.forward_from`) and the supernet's :attr:`Supernet.path_loss` in backward. Set
+``supernet.path_loss`` -- logits of this supernet for the current batch -> the scalar loss whose phi
+gradient is estimated -- before the backward of an architecture step.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -31,6 +38,10 @@ class MixedLayer(nn.Module):
         layer = space.layers[index]
         self.index, self.label = index, space.layer_label(index)
         self.__dict__["gates"] = gates  # shared, not a submodule of every layer
+        # the Supernet holding this layer, set by it: a plain attribute, not a submodule (no cycle
+        # in the module tree or state_dict; deepcopy maps it to the copy)
+        self.__dict__["owner"] = None
+        self.last_dgate: Optional[torch.Tensor] = None  # dL/dg of the last backward (diagnostics)
         ops = {}
         for name, op in space.layer_ops(index).items():
             if isinstance(op, ResBlocks):
@@ -48,24 +59,46 @@ class MixedLayer(nn.Module):
         self.names = list(ops)
         self.zero_index = next((i for i, n in enumerate(self.names) if isinstance(ops[n], Skip)), None)
 
-    def run_candidate(self, j: int, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Output of candidate ``j`` on ``x``; ``None`` for the zero op (branch output 0)."""
+    def run_candidate(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        """Output of candidate ``j`` on ``x``; the zero candidate skips the layer: ``x`` itself."""
         if j == self.zero_index:
-            return None
+            return x
         return self.ops[self.names[j]](x)
+
+    def bn_scope(self) -> nn.Module:
+        """Module whose BatchNorm statistics backward recomputation must leave alone."""
+        owner = self.__dict__.get("owner")
+        return self if owner is None else owner
+
+    def downstream_loss(self, h: torch.Tensor, path: Mapping[str, int], candidate: int) -> float:
+        """The owning supernet's ``path_loss`` with ``h`` as this layer's output and the layers
+        after it on ``path`` (label -> index); ``candidate`` (an index) names the shape-changing
+        candidate that needs it in the error raised when ``path_loss`` is not set. Call under
+        ``no_grad``."""
+        owner = self.__dict__.get("owner")
+        if owner is None or owner.path_loss is None:
+            where = ("this layer belongs to no Supernet" if owner is None else
+                     "set `supernet.path_loss = lambda logits: loss(logits)` on the Supernet that "
+                     "holds this layer (the loss of its logits for the current batch) before "
+                     "backward")
+            raise RuntimeError(
+                f"phi gradient of layer {self.label!r} (index {self.index}): candidate "
+                f"{self.names[candidate]!r} changes the output shape, so the estimator needs the "
+                f"exact loss with it in place; {where}")
+        return float(owner.path_loss(owner.forward_from(self.index + 1, h, path=path)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.gates
         if gates.mode == "all" and gates.fixed is None and self.training:
+            # DARTS-style weighted sum for the memory benchmark; the zero candidate is left out
             p = torch.softmax(gates.logits(self.label).float(), 0)
-            outs = [p[j] * o for j in range(len(self.names))
-                    if (o := self.run_candidate(j, x)) is not None]
+            outs = [p[j] * self.run_candidate(j, x) for j in range(len(self.names))
+                    if j != self.zero_index]
             return torch.stack(outs).sum(0) if outs else x
         active, gate, indices = gates.active(self.label)
-        if active == self.zero_index:
-            return x
-        y = self.ops[self.names[active]](x)
+        y = self.run_candidate(active, x)
         if gate is not None and torch.is_grad_enabled():
+            # also when zero is active (y is x): phi gets a gradient and dL/dy flows on to x
             y = GateGrad.apply(y, gate, x, self, active, indices)
         return y
 
@@ -79,6 +112,13 @@ class Supernet(StagedModel):
         seed: seed of the path sampler.
         gates: share an existing :class:`ArchGates` (GTN branches) instead of creating one.
         start: first layer held (``0``: the whole network with its stem).
+
+    Attributes:
+        path_loss: ``logits -> scalar loss`` for the current batch, the loss (this supernet's share
+            of it) whose phi gradient an architecture step estimates; ``None`` until the task sets
+            it. Needed in backward wherever a candidate changes a layer's output shape. Suffix
+            supernets sharing one ``ArchGates`` each set their own (e.g. GTN: each branch's term,
+            divided by the number of branches).
     """
 
     def __init__(self, space, mode: str = "full", seed: int = 0, gates: Optional[ArchGates] = None,
@@ -106,6 +146,25 @@ class Supernet(StagedModel):
         super().__init__(stem, layers, embed, classifier)
         self.space, self.start, self.input_state = space, start, state
         self.gates = gates
+        #: logits of this supernet for the current batch -> the scalar loss whose phi gradient is
+        #: estimated (this supernet's share of it); needed in architecture steps (module doc)
+        self.path_loss: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+        for layer in self.stages:
+            layer.__dict__["owner"] = self
+
+    def forward_from(self, index: int, h: torch.Tensor,
+                     path: Optional[Mapping[str, int]] = None) -> torch.Tensor:
+        """Logits from ``h`` entering layer ``index`` (the space's numbering, ``start <= index <=
+        len(space.layers)``; the last value runs only embed and classifier).
+
+        The mixed layers run the current path, or ``path`` (label -> candidate index) when given.
+        """
+        if not self.start <= index <= len(self.space.layers):
+            raise ValueError(f"forward_from: layer {index} outside {self.start}.."
+                             f"{len(self.space.layers)} of this supernet")
+        for layer in self.stages[index - self.start:]:
+            h = layer(h) if path is None else layer.run_candidate(path[layer.label], h)
+        return self.classifier(self.embed(h))
 
     # ------------------------------------------------------------------ parameter groups
     def arch_parameters(self) -> list[nn.Parameter]:

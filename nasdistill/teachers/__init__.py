@@ -1,19 +1,16 @@
-"""Teacher-training methods (ce, and mse/soteacher/sftn/gtn where present), by name.
+"""Teacher-training methods by name (ce, mse, soteacher, sftn, gtn, and any module of this package
+that calls :func:`register_teacher`).
 
-Importing this package registers every built-in method whose module exists.
+Importing this package imports every module in it, so adding a method is one file here.
 """
 import importlib
+import pkgutil
 
-from .registry import (TeacherConfig, TeacherMethod, available_teachers, get_teacher,
+from .registry import (TEACHERS, TeacherConfig, TeacherMethod, available_teachers, get_teacher,
                        register_teacher, teacher_config_class)
 
-_BUILTIN = ("ce", "mse", "soteacher", "sftn", "gtn")
-for _name in _BUILTIN:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"{__name__}.{_name}":
-            raise
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TeacherConfig", "TeacherMethod", "available_teachers", "get_teacher",
+__all__ = ["TEACHERS", "TeacherConfig", "TeacherMethod", "available_teachers", "get_teacher",
            "register_teacher", "teacher_config_class"]

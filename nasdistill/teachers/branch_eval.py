@@ -1,33 +1,75 @@
-"""Accuracy of each grafted branch (the GTN supplement's Figure 1 curves)."""
+"""Accuracy of each grafted branch (the GTN supplement's Figure 1 curves).
+
+A GTN branch is a path of a weight-sharing supernet whose BatchNorm running statistics are a
+mixture over every path it trained: evaluated with them, a branch on its most likely path reads far
+below what that path really does. So, as for an extracted student, each branch is evaluated on a
+copy whose branch BatchNorm statistics were recalibrated on training batches
+(``recalibrate_batches``; 0 evaluates the shared statistics as they are, which is right for SFTN,
+whose branches are one fixed student). The teacher's own statistics are never touched.
+"""
 from __future__ import annotations
 
+import copy
+from typing import Callable, Optional
+
 import torch
+from torch import nn
 
 
 @torch.no_grad()
-def branch_accuracies(branched, loader, before_batch=None) -> list[float]:
-    """Top-1 accuracy (%) of every branch of ``branched`` on ``loader`` (eval mode)."""
+def _recalibrate_branches(branched, batches, num_batches: int, before_batch=None) -> None:
+    """Re-estimate the BatchNorm statistics of every branch (transform + suffix) in place; the
+    teacher runs once per batch, in eval mode, with its own statistics."""
+    bns = [m for m in branched.branches.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+        m.train()
+    try:
+        for k, (x, *_) in enumerate(batches):
+            if k >= num_batches:
+                break
+            if before_batch is not None:
+                before_batch(branched)
+            feats, _ = branched.teacher_features(x)
+            for i, branch in enumerate(branched.branches):
+                branch(feats[i])
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+            m.eval()
+
+
+@torch.no_grad()
+def branch_accuracies(branched, loader, before_batch: Optional[Callable] = None, calib_loader=None,
+                      recalibrate_batches: int = 0) -> list[float]:
+    """Top-1 accuracy (%) of every branch of ``branched`` on ``loader`` (eval mode).
+
+    ``before_batch(model)`` selects the paths to evaluate on ``model`` (called before every
+    batch, e.g. the gates' argmax). With ``calib_loader`` and ``recalibrate_batches > 0`` the
+    branches are evaluated on a copy whose branch BatchNorm statistics were recalibrated on that
+    many batches of ``calib_loader`` (see the module docstring); ``branched`` is left unchanged.
+    """
+    model = branched
+    if calib_loader is not None and recalibrate_batches > 0:
+        model = copy.deepcopy(branched)
+        model.eval()
+        if hasattr(calib_loader, "set_epoch"):
+            calib_loader.set_epoch(0)
+        _recalibrate_branches(model, calib_loader, recalibrate_batches, before_batch)
     was = branched.training
-    branched.eval()
-    correct = [0] * len(branched.branches)
+    model.eval()
+    correct = [0] * len(model.branches)
     total = 0
     try:
         for x, y, *_ in loader:
             if before_batch is not None:
-                before_batch()
-            _, zs = branched(x, teacher_grad=False)
+                before_batch(model)
+            _, zs = model(x, teacher_grad=False)
             for i, z in enumerate(zs):
                 correct[i] += int((z.argmax(1) == y).sum())
             total += y.shape[0]
     finally:
         branched.train(was)
     return [100.0 * c / max(total, 1) for c in correct]
-
-
-def eval_loader_for(splits, device, batch_size: int = 256):
-    """A plain (no shuffle, no augmentation) loader over the validation split, or test if empty."""
-    from ..data import DeviceLoader
-
-    split = splits.val if len(splits.val) else splits.test
-    return DeviceLoader(split, batch_size, shuffle=False, augment=False, mean=splits.mean,
-                        std=splits.std, device=device, seed=0)

@@ -23,6 +23,9 @@ class CEConfig:
 class CETask(TrainTask):
     """Minimize ``CE(model(x), y)`` (with optional label smoothing)."""
 
+    graph_safe = True
+    ddp_safe = True
+
     def __init__(self, model, label_smoothing: float = 0.0):
         super().__init__(model)
         if not 0.0 <= label_smoothing < 1.0:

@@ -18,14 +18,22 @@ Alternating optimization (``gtn.phi_every`` = 2):
 
   with the teacher's features computed without gradient; the negative KL weight pushes phi toward
   students the teacher does not fit yet (exploration; an interpretation of the paper, see
-  REFERENCE.md). Watch the logged phi entropy for gate collapse.
+  REFERENCE.md). Alone, that term collapses the gates onto the layer-skipping students; the
+  exploration mechanisms of :mod:`.exploration` keep it balanced (an added
+  ``lambda sum_l KL(p_l || u)``, an entropy floor and a cap on the parameter-free mass), and every
+  epoch logs the entropy and parameter-free mass per label and the MACs of the trained students
+  against the pool's, with a warning when the gates collapse anyway.
+
+Branch accuracies are measured on a copy whose branch BatchNorm statistics were recalibrated on
+training batches for the branches' most likely paths (``gtn.branch_eval_batches``).
 
 The saved ``model.safetensors`` is the plain teacher; branches + phi go to ``branches.safetensors``
-and ``phi.json``.
+and ``phi.json`` (with the gate statistics the report reads).
 """
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -33,9 +41,11 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_json
 from ..engine.task import StepOutput
 from ..supernet import ArchGates, Supernet
 from ..supernet.gates import frozen_bn_stats
+from .exploration import ExplorationMonitor, clamp_logits, kl_to_uniform, project
 from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, kl_branch_teacher,
                        sftn_loss, split_even, teacher_blocks)
 from .registry import register_teacher
@@ -68,6 +78,28 @@ class GTNConfig:
                                                # in the paper); an unbiased estimate of the branch
                                                # mean that cuts the branches' cost by k / 3
     freeze_teacher_epochs: int = 0             # EfficientNet recipe: warm branches 60 epochs first
+    # balanced exploration of the pool (nasdistill.teachers.exploration; defaults from the ablation)
+    explore_entropy_weight: float = 0.0        # lambda of lambda * sum_l KL(p_l || uniform) in L_phi
+    entropy_floor: Optional[float] = None      # keep H(p_l) >= entropy_floor * ln K (None: off)
+    param_free_cap: Optional[float] = None     # keep P(identity or zero) <= param_free_cap (None: off)
+    explore_uniform_mix: float = 0.0           # weight steps sample from (1 - eps) p + eps uniform
+    logit_bound: Optional[float] = None        # clamp phi to [-b, b] (None: off)
+    collapse_entropy: float = 0.5              # warn when H(p_l) < collapse_entropy * ln K ...
+    collapse_mass: float = 0.6                 # ... or P(param-free) > collapse_mass, at an epoch end
+    branch_eval_batches: int = 20              # BN recalibration batches for the branch accuracies
+
+    def __post_init__(self):
+        from ..engine.config import _check
+
+        _check(self.phi_every >= 2, "phi_every", f"must be >= 2 (one phi iteration every k), got {self.phi_every}")
+        _check(self.explore_entropy_weight >= 0, "explore_entropy_weight", "must be >= 0")
+        _check(self.entropy_floor is None or 0 <= self.entropy_floor < 1, "entropy_floor",
+               f"is a fraction of ln K in [0, 1), got {self.entropy_floor}")
+        _check(self.param_free_cap is None or 0 < self.param_free_cap < 1, "param_free_cap",
+               f"is a probability in (0, 1), got {self.param_free_cap}")
+        _check(0 <= self.explore_uniform_mix < 1, "explore_uniform_mix", "must be in [0, 1)")
+        _check(self.logit_bound is None or self.logit_bound > 0, "logit_bound", "must be > 0")
+        _check(self.branch_eval_batches >= 0, "branch_eval_batches", "must be >= 0")
 
 
 def layer_blocks(n_layers: int, n_blocks: int, sizes=None) -> list[list[int]]:
@@ -103,10 +135,8 @@ def build_gtn(teacher, space, input_size, cfg: GTNConfig, seed: int = 0):
 
 
 class GTNTask(BranchTeacherTask):
-    def __init__(self, branched, gates: list[ArchGates], splits, cfg: GTNConfig):
-        super().__init__(branched, splits, cfg.freeze_teacher_epochs)
-        if cfg.phi_every < 2:
-            raise ValueError(f"gtn.phi_every must be >= 2 (one phi iteration every k), got {cfg.phi_every}")
+    def __init__(self, branched, gates: list[ArchGates], cfg: GTNConfig):
+        super().__init__(branched, cfg.freeze_teacher_epochs)
         self.cfg, self.gates = cfg, gates
         first = min(b.suffix.start for b in branched.branches)
         space = gates[0].space
@@ -122,6 +152,7 @@ class GTNTask(BranchTeacherTask):
         self.branch_rng = torch.Generator().manual_seed(12345)
         self.phi_opt = torch.optim.Adam([p for g in gates for p in g.parameters()], lr=cfg.phi_lr,
                                         betas=tuple(float(b) for b in cfg.phi_betas))
+        self.monitors = [ExplorationMonitor(space, self.used_labels, seed=k) for k in range(len(gates))]
 
     def main_parameters(self):
         return self._weights
@@ -134,8 +165,11 @@ class GTNTask(BranchTeacherTask):
 
     def _sample(self, arch_grad: bool):
         """Sample the paths, and the branches this iteration runs (None: all)."""
-        for g in self.gates:
-            g.sample(arch_grad=arch_grad)
+        for g, monitor in zip(self.gates, self.monitors):
+            if arch_grad:
+                g.sample(arch_grad=True)
+            else:
+                monitor.record(g.sample(mix=self.cfg.explore_uniform_mix))
         k, n = self.cfg.branches_per_step, len(self.branched.branches)
         if k is None or k == n:
             return None
@@ -171,59 +205,98 @@ class GTNTask(BranchTeacherTask):
         finally:
             for p in self._branch_weights:
                 p.requires_grad_(True)
-        ce = torch.stack([F.cross_entropy(z, y) for z in zs]).mean()
-        kl = torch.stack([kl_branch_teacher(z, z_t, c.temperature) for z in zs]).mean()
+        ce = torch.stack([F.cross_entropy(z.float(), y) for z in zs]).mean()
+        kl = torch.stack([kl_branch_teacher(z.float(), z_t.float(), c.temperature) for z in zs]).mean()
         loss = c.phi_ce * ce - abs(c.phi_alpha) * kl
-        if not loss.requires_grad:
-            # every sampled layer was the zero op: the estimator gives phi no gradient this time
-            loss = loss + 0.0 * sum(p.sum() for p in self.phi_opt.param_groups[0]["params"])
-        return StepOutput(loss, None, {"phi_ce": ce.detach(), "phi_kl": kl.detach()}, optimizer="phi")
+        logs = {"phi_ce": ce.detach(), "phi_kl": kl.detach()}
+        if c.explore_entropy_weight:
+            spread = sum(kl_to_uniform(g, self.used_labels) for g in self.gates)
+            loss = loss + c.explore_entropy_weight * spread
+            logs["phi_kl_uniform"] = spread.detach()
+        z_ref, n = z_t.detach().float(), len(zs)
+        for i in (range(len(self.branched.branches)) if ids is None else ids):
+            # this branch's share of L_phi, for candidates that change a layer's shape (the estimator
+            # compares their exact losses)
+            self.branched.branches[i].suffix.path_loss = lambda z: (
+                c.phi_ce * F.cross_entropy(z.float(), y)
+                - abs(c.phi_alpha) * kl_branch_teacher(z.float(), z_ref, c.temperature)) / n
+        return StepOutput(loss, None, logs, optimizer="phi")
 
     def after_optimizer_step(self, name: str, ctx) -> None:
-        if name == "phi":
-            for g in self.gates:
-                g.after_arch_step()
+        if name != "phi":
+            return
+        c = self.cfg
+        for g, monitor in zip(self.gates, self.monitors):
+            g.after_arch_step()
+            if c.logit_bound is not None:
+                clamp_logits(g, self.used_labels, c.logit_bound)
+            if c.entropy_floor is not None or c.param_free_cap is not None:
+                project(g, self.used_labels, c.entropy_floor, c.param_free_cap, monitor.param_free)
 
-    def _argmax_paths(self):
-        for g in self.gates:
+    @staticmethod
+    def _argmax_paths(model):
+        """Put every gate set of ``model`` (the task's branched teacher or a copy) on its argmax."""
+        seen = {}
+        for b in model.branches:
+            seen[id(b.suffix.gates)] = b.suffix.gates
+        for g in seen.values():
             g.use_path(g.export())
 
-    def epoch_metrics(self, epoch: int) -> dict:
-        out = self.branch_metrics(before_batch=self._argmax_paths)
-        for k, g in enumerate(self.gates):
+    def _drop_step_state(self) -> None:
+        """Forget the last step's gate vectors and loss closures (graph tensors: not copyable)."""
+        for g in self.gates:
+            g.gate_vectors, g._two_old = {}, {}
+        for b in self.branched.branches:
+            b.suffix.path_loss = None
+
+    def epoch_metrics(self, epoch: int, loaders) -> dict:
+        c = self.cfg
+        self._drop_step_state()
+        out = self.branch_metrics(loaders, before_batch=self._argmax_paths,
+                                  recalibrate_batches=c.branch_eval_batches)
+        for k, (g, monitor) in enumerate(zip(self.gates, self.monitors)):
             prefix = "" if len(self.gates) == 1 else f"g{k}/"
-            ent = {l: h for l, h in g.entropy().items() if l in self.used_labels}
-            out[f"{prefix}phi_entropy"] = sum(ent.values()) / len(ent)
-            out.update({f"{prefix}phi_entropy/{l}": h for l, h in ent.items()})
+            out.update(monitor.epoch_metrics(g, prefix))
             arch = g.export()
             out[f"{prefix}argmax_arch"] = json.dumps(arch)
             out[f"{prefix}argmax_arch_id"] = g.space.arch_id(arch)
+            problems = monitor.collapsed(g, c.collapse_entropy, c.collapse_mass)
+            out[f"{prefix}gates_collapsed"] = int(bool(problems))
+            if problems:
+                print(f"warning: GTN gates collapsed after epoch {epoch + 1}: {'; '.join(problems)}",
+                      file=sys.stderr, flush=True)
         return out
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
-        record = [{"space": g.space.name, "labels_used_by_branches": self.used_labels,
-                   "argmax_arch": g.export(), "entropy": g.entropy(),
-                   "probabilities": g.probabilities()} for g in self.gates]
-        tmp = Path(run_dir) / "phi.json.tmp"
-        tmp.write_text(json.dumps(record[0] if len(record) == 1 else record, indent=2) + "\n")
-        tmp.replace(Path(run_dir) / "phi.json")
+        c = self.cfg
+        record = []
+        for g, monitor in zip(self.gates, self.monitors):
+            stats = monitor.label_stats(g)
+            record.append({"space": g.space.name, "labels_used_by_branches": self.used_labels,
+                           "argmax_arch": g.export(), "entropy": g.entropy(),
+                           "probabilities": g.probabilities(), "param_free": monitor.param_free,
+                           "param_free_mass": {l: m for l, (_, _, m) in stats.items()},
+                           "entropy_floor_frac": c.collapse_entropy, "mass_cap": c.collapse_mass,
+                           "collapsed": monitor.collapsed(g, c.collapse_entropy, c.collapse_mass)})
+        write_json(Path(run_dir) / "phi.json", record[0] if len(record) == 1 else record)
 
 
 def resolve_space(cfg, splits):
-    from ..search.runner import space_for
+    """The GTN space (``gtn.space``, or the data's default), adapted to the data."""
+    from ..space import load_space
 
     name = cfg.gtn.space or DEFAULT_SPACES.get(cfg.data.name)
     if name is None:
         raise ValueError(f"gtn.space is not set and data {cfg.data.name!r} has no default space; "
                          f"set gtn.space=gtn_cifar (or a .py file defining SPACE)")
-    return space_for(name, splits)
+    return load_space(name, splits.num_classes, splits.input_size)
 
 
 def make_gtn_task(cfg, model, splits) -> GTNTask:
     space = resolve_space(cfg, splits)
     branched, gates = build_gtn(model, space, splits.input_size, cfg.gtn, cfg.seed)
-    return GTNTask(branched, gates, splits, cfg.gtn)
+    return GTNTask(branched, gates, cfg.gtn)
 
 
 register_teacher("gtn", GTNConfig, make_gtn_task,

@@ -63,6 +63,9 @@ def brier_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "su
 class MSETask(TrainTask):
     """Minimize ``weight * brier_loss(model(x), y, reduction)``; logs ``brier`` and, for reference, ``ce``."""
 
+    graph_safe = True
+    ddp_safe = True
+
     def __init__(self, model, reduction: str = "sum_classes", weight: float = 1.0):
         super().__init__(model)
         if reduction not in _REDUCTIONS:

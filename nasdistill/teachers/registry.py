@@ -1,4 +1,4 @@
-"""Teacher-training methods by name, and the teacher config that grows with them.
+"""Teacher-training methods by name (:data:`TEACHERS`), and the teacher config that grows with them.
 
 A method registers a config section (a dataclass, or None) and a task factory::
 
@@ -15,7 +15,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..engine.config import DataConfig, ModelConfig, TrainConfig
+from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..registry import Registry, config_sections
+
+
+@dataclass(frozen=True)
+class TeacherMethod:
+    name: str
+    config_class: Optional[type]
+    task_factory: Callable
+    help: str = ""
+
+
+TEACHERS: Registry[TeacherMethod] = Registry("teacher method")
 
 
 @dataclass
@@ -30,22 +42,8 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.method not in _METHODS:
-            from ..engine.config import ConfigError
-            raise ConfigError(f"config key 'method': unknown teacher method {self.method!r}; "
-                              f"available: {', '.join(available_teachers())}")
-
-
-@dataclass(frozen=True)
-class TeacherMethod:
-    name: str
-    config_cls: Optional[type]
-    task_factory: Callable
-    help: str = ""
-
-
-_METHODS: dict[str, TeacherMethod] = {}
-_CONFIG_CLASSES: dict[tuple, type] = {}
+        if self.method not in TEACHERS:
+            raise ConfigError.for_key("method", f"names no teacher method: {TEACHERS.unknown_message(self.method)}")
 
 
 def register_teacher(name: str, config_cls: Optional[type], task_factory: Callable, help: str = "") -> None:
@@ -54,23 +52,24 @@ def register_teacher(name: str, config_cls: Optional[type], task_factory: Callab
         raise TypeError(f"register_teacher({name!r}): config_cls must be a dataclass or None")
     if name in {f.name for f in dataclasses.fields(TeacherConfig)}:
         raise ValueError(f"register_teacher: {name!r} clashes with a TeacherConfig field")
-    _METHODS[name] = TeacherMethod(name, config_cls, task_factory, help)
+    TEACHERS.register(name, TeacherMethod(name, config_cls, task_factory, help), replace=True)
 
 
 def get_teacher(name: str) -> TeacherMethod:
-    """The registered method ``name``; a ValueError lists the available ones."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown teacher method {name!r}; available: {', '.join(available_teachers())}")
-    return _METHODS[name]
+    """The registered method ``name``; a ValueError names the closest and the available ones."""
+    return TEACHERS.get(name)
 
 
 def available_teachers() -> list[str]:
-    return sorted(_METHODS)
+    return TEACHERS.names()
+
+
+_CONFIG_CLASSES: dict[tuple, type] = {}
 
 
 def teacher_config_class() -> type:
     """``TeacherConfig`` plus one section field per registered method that has a config class."""
-    sections = tuple((m.name, m.config_cls) for m in _METHODS.values() if m.config_cls is not None)
+    sections = tuple(config_sections(TEACHERS))
     if sections not in _CONFIG_CLASSES:
         fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
         _CONFIG_CLASSES[sections] = dataclasses.make_dataclass(

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 
+from ..atomic import atomic_path
 from ..engine.config import ModelConfig
 from ..engine.task import StepOutput, TrainTask
-from .branch_eval import branch_accuracies, eval_loader_for
+from .branch_eval import branch_accuracies
 from .grafting import (Branch, BranchedTeacher, StudentSuffix, Transform, blocks_from_sizes,
                        block_output_shapes, sftn_loss, split_even, teacher_blocks)
 from .registry import register_teacher
@@ -41,11 +42,9 @@ class BranchTeacherTask(TrainTask):
 
     compilable = False
 
-    def __init__(self, branched: BranchedTeacher, splits, freeze_teacher_epochs: int = 0):
+    def __init__(self, branched: BranchedTeacher, freeze_teacher_epochs: int = 0):
         super().__init__(branched)
-        self.splits = splits
         self.freeze_teacher_epochs = freeze_teacher_epochs
-        self._eval_loader = None
 
     @property
     def branched(self) -> BranchedTeacher:
@@ -60,14 +59,14 @@ class BranchTeacherTask(TrainTask):
     def teacher_frozen(self, epoch: int) -> bool:
         return epoch < self.freeze_teacher_epochs
 
-    def eval_loader(self):
-        if self._eval_loader is None:
-            device = next(self.branched.parameters()).device
-            self._eval_loader = eval_loader_for(self.splits, device)
-        return self._eval_loader
-
-    def branch_metrics(self, before_batch=None) -> dict:
-        accs = branch_accuracies(self.branched, self.eval_loader(), before_batch)
+    def branch_metrics(self, loaders, before_batch=None, recalibrate_batches: int = 0) -> dict:
+        """Accuracy of every branch on the validation split (the test split when there is none),
+        with the branches' BatchNorm recalibrated on training batches when asked
+        (:func:`~.branch_eval.branch_accuracies`)."""
+        loader = loaders.val if loaders.val is not None else loaders.test
+        if loader is None:
+            return {}
+        accs = branch_accuracies(self.branched, loader, before_batch, loaders.train, recalibrate_batches)
         return {f"branch{i + 1}_acc": a for i, a in enumerate(accs)}
 
     def save_artifacts(self, run_dir: Path) -> None:
@@ -80,14 +79,13 @@ class BranchTeacherTask(TrainTask):
                 continue
             seen.add(v.untyped_storage().data_ptr())
             state[k] = v.detach().cpu().contiguous()
-        tmp = Path(run_dir) / "branches.safetensors.tmp"
-        save_file(state, str(tmp))
-        tmp.replace(Path(run_dir) / "branches.safetensors")
+        with atomic_path(Path(run_dir) / "branches.safetensors") as tmp:
+            save_file(state, str(tmp))
 
 
 class SFTNTask(BranchTeacherTask):
-    def __init__(self, branched, splits, cfg: SFTNConfig):
-        super().__init__(branched, splits, cfg.freeze_teacher_epochs)
+    def __init__(self, branched, cfg: SFTNConfig):
+        super().__init__(branched, cfg.freeze_teacher_epochs)
         self.cfg = cfg
 
     def training_step(self, batch, ctx) -> StepOutput:
@@ -99,8 +97,8 @@ class SFTNTask(BranchTeacherTask):
         loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.lam_kl, c.lam_ce, c.temperature)
         return StepOutput(loss, z_t, logs)
 
-    def epoch_metrics(self, epoch: int) -> dict:
-        return self.branch_metrics()
+    def epoch_metrics(self, epoch: int, loaders) -> dict:
+        return self.branch_metrics(loaders)
 
 
 def graft_student(teacher, student, input_size, n_blocks, t_sizes=None, s_sizes=None) -> BranchedTeacher:
@@ -118,12 +116,12 @@ def graft_student(teacher, student, input_size, n_blocks, t_sizes=None, s_sizes=
 
 
 def make_sftn_task(cfg, model, splits) -> SFTNTask:
-    from ..engine.modelspec import build_model
+    from ..record import ModelRecord
 
     c = cfg.sftn
-    student = build_model(c.student, splits.num_classes, splits.input_size)
+    student = ModelRecord.from_config(c.student, splits.num_classes, splits.input_size).build()
     branched = graft_student(model, student, splits.input_size, c.blocks, c.teacher_blocks, c.student_blocks)
-    return SFTNTask(branched, splits, c)
+    return SFTNTask(branched, c)
 
 
 register_teacher("sftn", SFTNConfig, make_sftn_task,

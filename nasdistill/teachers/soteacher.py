@@ -72,6 +72,8 @@ class SoTeacherTask(TrainTask):
     (``w(epoch) * cons_weight``).
     """
 
+    ddp_safe = True   # every parameter gets a gradient every step (the targets are a buffer)
+
     def __init__(self, model, num_train: int, num_classes: int, *, lipschitz: bool = True,
                  lip_weight: float = 1e-5, consistency: bool = True, cons_weight: float = 1.0,
                  start_epoch: int = 1, ramp_epochs: int = 240):
@@ -128,7 +130,7 @@ class SoTeacherTask(TrainTask):
             self.update_targets(idx, probs.detach(), ctx.epoch)   # after the loss used the old targets
         return StepOutput(loss, logits, logs)
 
-    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+    def epoch_metrics(self, epoch: int, loaders) -> dict[str, float]:
         return {"soteacher_cons_w": self.consistency_weight(epoch)} if self.consistency else {}
 
     def state_dict(self) -> dict:

@@ -1,0 +1,122 @@
+"""What an epoch measures, kept on the device so a step never waits for the host.
+
+:class:`EpochMeter` sums the loss, correct predictions and every logged number of the steps in
+device tensors (``add`` is a few in-place kernels: it may be captured in a CUDA graph), then
+:meth:`EpochMeter.reduce` sums them over ranks once and returns the epoch's averages.
+
+:class:`NonFiniteGuard` replaces a per-step ``loss.item()``: each step ORs ``~isfinite(loss)`` into
+an on-device flag and records, on the device, the step and the loss and logs of the first
+non-finite one; the trainer reads the flag every ``train.check_every`` steps and at the end of the
+epoch and stops the run with the exact step in its message. Nothing is checkpointed in between, so
+the last good checkpoint stays the resume point, as with a per-step check.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import distributed
+
+
+def _as_tensor(v, device) -> torch.Tensor:
+    if torch.is_tensor(v):
+        return v.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.tensor(float(v), dtype=torch.float64, device=device)
+
+
+class EpochMeter:
+    """Sums of one epoch's steps; see the module docstring."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.logs: dict[str, torch.Tensor] = {}
+        self.seen = 0        # samples of the main steps (host counters: known without the device)
+        self.counted = 0     # samples whose logits were scored
+
+    def reset(self) -> None:
+        """Zero the sums in place (the tensors keep their addresses: a captured step stays valid)."""
+        self.loss.zero_()
+        self.correct.zero_()
+        for v in self.logs.values():
+            v.zero_()
+        self.seen = self.counted = 0
+
+    def add_step(self, out, y: torch.Tensor) -> None:
+        """Device part of a main step: loss, correct predictions and logs, weighted by the batch."""
+        n = y.shape[0]
+        self.loss.add_(out.loss.detach().double() * n)
+        if out.logits is not None:
+            self.correct.add_((out.logits.detach().argmax(1) == y).sum().double())
+        self.add_logs(out.logs, n)
+
+    def count(self, n: int, scored: bool) -> None:
+        """Host part of a main step."""
+        self.seen += n
+        self.counted += n if scored else 0
+
+    def add_logs(self, logs: dict, n: int) -> None:
+        for k, v in logs.items():
+            if k not in self.logs:
+                self.logs[k] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.logs[k].add_(_as_tensor(v, self.device) * n)
+
+    def reduce(self) -> dict:
+        """The epoch's ``train_loss``, ``train_acc`` and ``train_<log>`` averaged over all ranks."""
+        keys = sorted(self.logs)
+        sums = torch.stack([self.loss, self.correct] + [self.logs[k] for k in keys]).tolist()
+        totals = distributed.all_reduce_sum(sums + [float(self.seen), float(self.counted)], self.device)
+        seen, counted = totals[-2], totals[-1]
+        row = {"train_loss": totals[0] / max(seen, 1),
+               "train_acc": 100.0 * totals[1] / counted if counted else None}
+        row.update({f"train_{k}": totals[2 + j] / max(seen, 1) for j, k in enumerate(keys)})
+        return row
+
+    def running_loss(self) -> float:
+        """Mean loss of the epoch so far on this rank (synchronizes: call it rarely)."""
+        return float(self.loss) / max(self.seen, 1)
+
+
+class NonFiniteGuard:
+    """On-device record of the first non-finite loss; see the module docstring."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.step = torch.zeros((), dtype=torch.long, device=self.device)
+        self.first = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.logs: dict[str, torch.Tensor] = {}
+
+    def reset(self, step: int) -> None:
+        """Start counting at global step ``step`` with no record."""
+        self.step.fill_(step)
+        self.first.fill_(-1)
+
+    def observe(self, out) -> None:
+        """Record ``out`` if its loss is the first non-finite one (no host sync)."""
+        bad = ~torch.isfinite(out.loss.detach())
+        new = bad & (self.first < 0)
+        self.first.copy_(torch.where(new, self.step, self.first))
+        self.loss.copy_(torch.where(new, out.loss.detach().double(), self.loss))
+        for k, v in out.logs.items():
+            if k not in self.logs:
+                self.logs[k] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.logs[k].copy_(torch.where(new, _as_tensor(v, self.device), self.logs[k]))
+
+    def tick(self) -> None:
+        """The next batch (global step) begins."""
+        self.step.add_(1)
+
+    def first_bad(self) -> Optional[dict]:
+        """None while every loss was finite, else ``{"step", "loss", "logs"}`` of the first bad one
+        (synchronizes with the device)."""
+        step = int(self.first)
+        if step < 0:
+            return None
+        return {"step": step, "loss": float(self.loss),
+                "logs": {k: float(v) for k, v in self.logs.items()}}
+
+
+__all__ = ["EpochMeter", "NonFiniteGuard"]

@@ -1,0 +1,248 @@
+"""The one run lifecycle: search, teacher and distillation runs (and the main job's stages) all go
+through :func:`run_training`; a method supplies only how to build its task (:class:`RunMethod`).
+
+Steps: device and world -> threads -> run directory (lock, configuration identity, what is already
+there) -> data -> seed -> build -> fit -> finish -> result.
+
+**Reuse modes** (``mode``; the CLI flags in brackets):
+
+- ``new`` (no flag): the folder must not hold a run yet;
+- ``resume`` (``--resume``): a finished run is reused as it is, an interrupted one continues from
+  its last checkpoint, a checkpoint that holds every epoch is finished (evaluation, weights,
+  result); refused when the configuration differs from the run's;
+- ``amend`` (``--resume --amend``): like ``resume``, but continues with changed keys (e.g. a lower
+  ``train.lr`` after a non-finite loss); ``config.yaml`` then states the new values and
+  ``run.json`` records which keys changed at which epoch;
+- ``restart`` (``--restart``): everything the run wrote is removed and it starts over;
+- ``update`` (the main job's ``--restart``): ``resume`` when the configuration is the run's,
+  ``restart`` when it differs.
+
+**Configuration identity.** Every run directory records in ``run.json`` the keys that decide its
+result (the whole configuration but :data:`NOT_IDENTITY`: where it runs, how fast, where it writes)
+and their fingerprint; a method adds what else its result depends on (a distillation adds its
+teacher's fingerprint). Reusing or resuming with other values is refused with the keys named.
+
+**One writer.** The directory's lock is held for the run's life; a second process is refused at
+once with the holder's PID.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from . import distributed
+from .checkpoint import seed_everything
+from .config import ConfigError, save_yaml, to_dict
+from .rundir import RunDirectory
+from .task import Loaders, TrainTask
+from .threads import use_threads
+from .trainer import Trainer
+
+MODES = ("new", "resume", "amend", "restart", "update")
+#: Keys that never change a run's result: where it runs, how fast, where it writes.
+NOT_IDENTITY = ("out_dir", "train.threads", "train.device", "train.compile", "train.cuda_graphs",
+                "train.check_every", "data.root")
+
+
+class ConfigMismatch(ConfigError):
+    """The run directory was written with another configuration."""
+
+
+def flatten(d: Any, prefix: str = "") -> dict:
+    """``{"train.lr": 0.1, ...}`` from a nested mapping (lists and scalars are leaves)."""
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key + "."))
+            else:
+                out[key] = v
+    return out
+
+
+def config_identity(cfg, ignore=NOT_IDENTITY) -> dict:
+    """The keys of ``cfg`` that decide a run's result, flattened (see :data:`NOT_IDENTITY`)."""
+    flat = flatten(to_dict(cfg))
+    return {k: v for k, v in flat.items()
+            if not any(k == i or k.startswith(i + ".") for i in ignore)}
+
+
+def fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identity_diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``[(key, run's value, this value), ...]`` for every key that differs."""
+    keys = sorted(set(old) | set(new))
+    missing = object()
+    out = []
+    for k in keys:
+        a, b = old.get(k, missing), new.get(k, missing)
+        if a != b:
+            out.append((k, None if a is missing else a, None if b is missing else b))
+    return out
+
+
+def describe_diff(diff) -> str:
+    shown = [f"{k} = {json.dumps(a, default=str)} in the run, {json.dumps(b, default=str)} now"
+             for k, a, b in diff[:8]]
+    more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+    return "; ".join(shown) + more
+
+
+@dataclass
+class RunMethod:
+    """What a kind of run supplies to :func:`run_training`.
+
+    ``build(cfg, splits, loaders, device, world) -> TrainTask`` builds the task (the lifecycle has
+    seeded every generator with ``cfg.seed`` first). ``identity(cfg) -> dict`` is the run's identity
+    (default :func:`config_identity`; a method may drop keys that do not matter to it and add what
+    else its result depends on). ``saved_config(cfg)`` is the configuration
+    written to ``config.yaml`` (default ``cfg``; e.g. with a student file resolved to its
+    architecture). ``check(cfg)`` refuses combinations no single key can reject.
+    """
+
+    kind: str
+    build: Callable[..., TrainTask]
+    identity: Optional[Callable[[Any], dict]] = None
+    saved_config: Optional[Callable[[Any], Any]] = None
+    check: Optional[Callable[[Any], None]] = None
+
+
+def default_loaders(cfg, splits, device, world) -> Loaders:
+    """Train (shuffled, augmented as ``data.augment`` says, sharded), val and test loaders."""
+    from ..data import loaders_for
+
+    train, val, test = loaders_for(splits, cfg.train.batch_size, device, seed=cfg.seed,
+                                   augment=cfg.data.augment, rank=world.rank, world_size=world.world_size)
+    return Loaders(train, val, test)
+
+
+def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", splits=None,
+                 device=None, world=None, verbose: bool = True) -> dict:
+    """Run (or reuse) the run ``cfg`` describes in ``run_dir``; return its result.
+
+    ``run_dir=None`` trains without writing anything. ``splits``: an already loaded dataset
+    (default: ``cfg.data``). See the module docstring for ``mode``. Fresh and reused runs return
+    the same mapping: the content of ``result.json``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"run mode must be one of {MODES}, got {mode!r}")
+    if method.check is not None:
+        method.check(cfg)
+    world = world or distributed.world()
+    device = (distributed.resolve_device(cfg.train.device, world.local_rank) if device is None
+              else torch.device(device))
+    use_threads(cfg.train.threads)
+    identity = method.identity(cfg) if method.identity is not None else config_identity(cfg)
+    if run_dir is None:
+        return _train(cfg, method, None, splits, device, world, verbose)
+    rd = RunDirectory(run_dir)
+    if not world.is_main:  # rank 0 prepares the folder and says whether there is work
+        decision = distributed.broadcast_object(None)
+        if "error" in decision:
+            raise RuntimeError(f"rank 0 stopped: {decision['error']}")
+        if decision["reused"] is not None:
+            return decision["reused"]
+        return _train(cfg, method, rd.path, splits, device, world, verbose)
+    try:
+        rd.lock()
+        reused = _prepare(cfg, method, rd, identity, mode)
+    except Exception as err:
+        rd.unlock()
+        if world.distributed:
+            distributed.broadcast_object({"error": str(err)})
+        raise
+    try:
+        if world.distributed:
+            distributed.broadcast_object({"reused": reused})
+        if reused is not None:
+            if verbose:
+                print(f"{rd.path}: finished run reused (same configuration)", flush=True)
+            return reused
+        return _train(cfg, method, rd.path, splits, device, world, verbose)
+    finally:
+        rd.unlock()
+
+
+def _prepare(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str) -> Optional[dict]:
+    """Decide what happens in ``rd`` (holding its lock); return the result of a reusable run."""
+    amendments = []
+    if mode == "restart":
+        rd.wipe()
+    elif rd.holds_run():
+        if mode == "new":
+            raise FileExistsError(
+                f"{rd.path} already holds a run ({', '.join(rd.present())}); continue or reuse it with "
+                "--resume, start it over with --restart, or choose another --out-dir")
+        manifest = rd.read_manifest()
+        if manifest is None:
+            if mode not in ("amend", "update"):
+                raise ConfigMismatch(
+                    f"{rd.path} holds a run without run.json (written by an earlier version or another "
+                    "tool), so its configuration cannot be checked; continue it with --resume --amend "
+                    "(taking this configuration), start it over with --restart, or use another --out-dir")
+            old = {}
+        else:
+            if manifest.get("kind") not in (None, method.kind):
+                raise ConfigMismatch(f"{rd.path} holds a {manifest.get('kind')} run, not a {method.kind} "
+                                     "run; use another --out-dir")
+            old = manifest.get("identity") or {}
+            amendments = list(manifest.get("amendments") or [])
+        diff = identity_diff(old, identity)
+        if not diff:
+            done = rd.finished_result()
+            if done is not None:
+                return done
+        elif mode == "update":
+            rd.wipe()
+            amendments = []
+        elif mode == "amend":
+            amendments.append({"at_epoch": rd.checkpoint_epoch() or 0, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "changed": {k: [a, b] for k, a, b in diff}})
+            rd.clear_result()
+        else:
+            raise ConfigMismatch(
+                f"{rd.path} was written with another configuration: {describe_diff(diff)}. Rerun with "
+                "the run's values, choose another --out-dir for the new ones, continue this run with "
+                "--resume --amend (the change is recorded), or start it over with --restart")
+    saved = method.saved_config(cfg) if method.saved_config is not None else cfg
+    from .. import __version__
+
+    rd.write_manifest({"kind": method.kind, "fingerprint": fingerprint(identity), "identity": identity,
+                       "amendments": amendments, "nasdistill": __version__})
+    save_yaml(saved, rd.path / "config.yaml")
+    return None
+
+
+def _train(cfg, method: RunMethod, run_dir: Optional[Path], splits, device, world, verbose: bool) -> dict:
+    if splits is None:
+        splits = cfg.data.load()
+    seed_everything(cfg.seed)
+    loaders = default_loaders(cfg, splits, device, world)
+    task = method.build(cfg, splits, loaders, device, world)
+    trainer = Trainer(cfg.train, task, loaders.train, loaders.val, run_dir, seed=cfg.seed, resume=True,
+                      test_loader=loaders.test, device=device, verbose=verbose)
+    result = trainer.fit()
+    if run_dir is not None:
+        saved = RunDirectory(run_dir).read_result()
+        if saved is not None:
+            return saved
+    return result
+
+
+def replace_train(cfg, **changes):
+    """``cfg`` with ``cfg.train`` fields replaced (a copy)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+
+
+__all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunMethod", "config_identity", "default_loaders",
+           "fingerprint", "flatten", "identity_diff", "run_training"]
