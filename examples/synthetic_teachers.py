@@ -50,7 +50,7 @@ def teacher_config(args, method: str, epochs: int):
     data = {"seed": args.seed, "method": method, "model": {"name": args.model},
             "data": {"name": "synthetic", "split_seed": args.data_seed},
             "train": {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
-                      "schedule": "cosine", "device": "cpu", "amp": "off"}}
+                      "schedule": "cosine", "device": "cpu", "amp": "off", "threads": 1}}
     if method == "sftn":  # branches of one student of the digits_small pool
         from nasdistill.space import load_space
 

@@ -1,7 +1,20 @@
-"""nasdistill: neural architecture search and knowledge distillation around one shared supernet."""
-__version__ = "0.1.0"
+"""nasdistill: neural architecture search and knowledge distillation around one shared supernet.
+
+The names a user reaches for first::
+
+    import nasdistill
+    space = nasdistill.load_space("digits_small", num_classes=10, input_size=(1, 8, 8))
+    supernet = nasdistill.Supernet(space)
+    teacher = nasdistill.create_model("resnet8", num_classes=10, in_channels=1)
+    student = nasdistill.load("runs/search")        # any run directory or export folder
+"""
+__version__ = "0.2.0"
 
 from .space import Layer, SearchSpace, load_space, register_op  # noqa: E402
+from .models import create_model  # noqa: E402
+from .supernet import Supernet  # noqa: E402
+from .record import ModelRecord  # noqa: E402
 from .artifact import load  # noqa: E402
 
-__all__ = ["Layer", "SearchSpace", "load", "load_space", "register_op", "__version__"]
+__all__ = ["Layer", "ModelRecord", "SearchSpace", "Supernet", "create_model", "load", "load_space",
+           "register_op", "__version__"]

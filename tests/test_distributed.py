@@ -5,8 +5,10 @@ differs. Its running statistic ``seen`` (per-shard, like BN's) must be averaged 
 end of each epoch: the ranks end equal, and equal to one process (the EMA is linear in the shards).
 A parameter (``extra``) is only used on a rank whose shard holds a sample of class 0, so on many
 steps one rank has no gradient for it while the other has; ``never`` gets no gradient anywhere and
-must stay untouched (a zero gradient would let weight decay move it). This file is also the worker
-script: ``torchrun --nproc_per_node 2 tests/test_distributed.py OUT_DIR``.
+must stay untouched (a zero gradient would let weight decay move it). A fixed model whose every
+parameter gets a gradient at every step (``ddp_safe``) trains through DistributedDataParallel
+instead, with the same result. This file is also the worker script:
+``torchrun --nproc_per_node 2 tests/test_distributed.py OUT_DIR [masked|ddp]``.
 """
 import json
 import os
@@ -56,34 +58,78 @@ class MaskedTask(TrainTask):
         return StepOutput(loss, logits)
 
 
-def train(out_dir: Path) -> dict:
+class FixedTask(TrainTask):
+    """Every parameter gets a gradient every step: trained through DDP under torchrun."""
+
+    ddp_safe = True
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(TinyNet())
+        self.model.extra.requires_grad_(False)
+        self.model.never.requires_grad_(False)
+        self.used_extra: list[bool] = []
+
+    def training_step(self, batch, ctx):
+        x, y, _ = batch
+        logits = self.model(x)
+        return StepOutput(nn.functional.cross_entropy(logits, y), logits)
+
+
+def train(out_dir: Path, kind: str = "masked") -> dict:
     w = world()
     splits = load_dataset("digits", seed=0)
     tr, val, _ = loaders_for(splits, 16, "cpu", seed=0, rank=w.rank, world_size=w.world_size)
-    task = MaskedTask()
+    task = MaskedTask() if kind == "masked" else FixedTask()
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, nesterov=True, weight_decay=5e-4,
                       schedule="cosine", device="cpu")
-    result = Trainer(cfg, task, tr, val, out_dir / "run", verbose=False).fit()
+    trainer = Trainer(cfg, task, tr, val, out_dir / "run", verbose=False)
+    result = trainer.fit()
     torch.save({k: v.detach().clone() for k, v in task.model.state_dict().items()},
                out_dir / f"rank{w.rank}.pt")
     (out_dir / f"used{w.rank}.json").write_text(json.dumps(task.used_extra))
+    (out_dir / f"ddp{w.rank}.json").write_text(json.dumps(trainer.ddp is not None))
     return result
 
 
-def test_two_cpu_ranks_equal_one_process(tmp_path):
+def _torchrun(out: Path, kind: str):
     env = dict(os.environ, OMP_NUM_THREADS="1", NASDISTILL_PROGRESS="0")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", __file__, str(tmp_path / "two")],
-                          env=env, capture_output=True, text=True, timeout=120)
+                           "--nproc_per_node", "2", __file__, str(out), kind],
+                          env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = tmp_path / "one"
-    one.mkdir()
+
+
+def _single(out: Path, kind: str) -> dict:
+    out.mkdir()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like each worker: avoids thread thrashing on a busy 2-core machine
     try:
-        single = train(one)
+        return train(out, kind)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_fixed_model_trains_through_ddp_and_equals_one_process(tmp_path):
+    _torchrun(tmp_path / "two", "ddp")
+    single = _single(tmp_path / "one", "ddp")
+    assert json.loads((tmp_path / "two" / "ddp0.json").read_text()) is True
+    assert json.loads((tmp_path / "one" / "ddp0.json").read_text()) is False  # one process: no DDP
+    ref = torch.load(tmp_path / "one" / "rank0.pt")
+    r0 = torch.load(tmp_path / "two" / "rank0.pt")
+    r1 = torch.load(tmp_path / "two" / "rank1.pt")
+    for k in ref:
+        assert torch.equal(r0[k], r1[k]), f"ranks diverged on {k}"
+        assert torch.allclose(r0[k], ref[k], atol=1e-5), f"{k} differs from the 1-process run"
+    two = json.loads((tmp_path / "two" / "run" / "result.json").read_text())
+    assert abs(two["last_acc"] - single["last_acc"]) < 1.0
+
+
+def test_two_cpu_ranks_equal_one_process(tmp_path):
+    _torchrun(tmp_path / "two", "masked")
+    one = tmp_path / "one"
+    single = _single(one, "masked")
+    assert json.loads((tmp_path / "two" / "ddp0.json").read_text()) is False  # sampled paths: flat all-reduce
     ref = torch.load(one / "rank0.pt")
     r0 = torch.load(tmp_path / "two" / "rank0.pt")
     r1 = torch.load(tmp_path / "two" / "rank1.pt")
@@ -105,6 +151,6 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     init_distributed("cpu")
     try:
-        train(out)
+        train(out, sys.argv[2] if len(sys.argv) > 2 else "masked")
     finally:
         shutdown_distributed()

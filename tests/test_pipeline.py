@@ -1,6 +1,11 @@
 """`nasdistill run` at a tiny size: every stage, the report, the exports, and stage reuse."""
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -77,3 +82,114 @@ def test_bad_pipeline_configs_are_refused():
         load_config(PipelineConfig, None, ["search.search.target=5"]).check()
     with pytest.raises(ConfigError, match="distil"):
         load_config(PipelineConfig, None, ["distil.seeds=[0]"])
+
+
+def test_run_with_another_value_is_refused_or_recomputed_never_reused(run, capsys):
+    out, _ = run
+    stamps = {p: p.stat().st_mtime for p in out.glob("*/**/result.json")}
+    changed = TINY + ["distill.train.epochs=2"]
+    cfg = load_config(PipelineConfig, None, changed)
+    with pytest.raises(ConfigError, match=r"distill\.train\.epochs = 1 in the run, 2 now.*--restart"):
+        run_pipeline(cfg, out, verbose=False)
+    assert all(p.stat().st_mtime == t for p, t in stamps.items())  # nothing was touched
+    summary = run_pipeline(cfg, out, verbose=False, mode="restart")
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    epochs = {json.loads((out / "distill" / r["student"] / f"{'none' if r['teacher'] == 'none' else r['teacher'] + '_' + r['method']}_s{r['seed']}" / "result.json").read_text())["epochs"] for r in rows}
+    assert epochs == {2}  # every distillation recomputed with the new value ...
+    teacher_results = [p for p in stamps if "teachers" in p.parts or "search" in p.parts]
+    assert teacher_results and all(p.stat().st_mtime == stamps[p] for p in teacher_results)  # ... the rest reused
+    assert summary["students"]
+    # back to the original values: recomputed again, so the fixture's state is restored for later tests
+    run_pipeline(load_config(PipelineConfig, None, TINY), out, verbose=False, mode="restart")
+
+
+def test_a_search_stage_killed_before_its_result_is_finished_on_rerun(run):
+    out, _ = run
+    stage = out / "search" / "target_500000"
+    before = json.loads((stage / "result.json").read_text())
+    (stage / "result.json").unlink()
+    run_pipeline(load_config(PipelineConfig, None, TINY), out, verbose=False)
+    after = json.loads((stage / "result.json").read_text())
+    assert after["arch"] == before["arch"] and after["weights_sha256"] == before["weights_sha256"]
+
+
+def test_non_finite_loss_names_the_stage_and_what_to_do(tmp_path, capsys):
+    from nasdistill.cli import main
+
+    rc = main(["run", *TINY, "search.targets=[]", "teachers.train.lr=1e8", "--out-dir", str(tmp_path / "nan")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "teachers stopped in" in err and str(tmp_path / "nan" / "teachers") in err
+    assert "teachers.train.lr" in err and "--restart" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> set:
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_parent(run, tmp_path):
+    """SIGKILL the main job at moments inside every stage (workers running included), rerun until
+    done: no worker outlives the killed job, and the results equal the uninterrupted run's."""
+    ref_out, _ = run
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "nasdistill", "run", *[a for a in TINY if not a.startswith("workers")],
+            "workers=2", "--resume", "--out-dir", str(out)]
+    env = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
+    marks = [out / "search" / "target_500000" / "metrics.jsonl", out / "teachers" / "ce_s0" / "last.ckpt",
+             out / "distill"]
+    for mark in marks:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        children = set()
+        while time.time() < deadline and proc.poll() is None and not mark.exists():
+            time.sleep(0.02)
+        time.sleep(0.5 if mark.name == "distill" else 0.05)  # let the distillation workers start
+        children |= _children(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        end = time.time() + 10
+        while time.time() < end and any(_alive(c) for c in children):
+            time.sleep(0.1)
+        assert not [c for c in children if _alive(c)], "a worker outlived the killed main job"
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    key = lambda r: (r["student"], r["teacher"], r["method"], r["seed"])  # noqa: E731
+    ref = {key(r): r for r in csv.DictReader(open(ref_out / "results.csv"))}
+    got = {key(r): r for r in csv.DictReader(open(out / "results.csv"))}
+    assert ref.keys() == got.keys()
+    for k in ref:
+        for col in ("test_acc", "best_acc", "last_acc"):
+            assert got[k][col] == ref[k][col], (k, col)
+
+
+def test_run_accepts_resume_and_a_second_job_on_the_folder_is_refused(run, tmp_path):
+    out, _ = run
+    from nasdistill.engine import RunDirectory
+
+    holder = RunDirectory(out).lock()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "nasdistill", "run", *TINY, "--resume", "--out-dir", str(out)],
+                              capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, NASDISTILL_PROGRESS="0"))
+    finally:
+        holder.unlock()
+    assert proc.returncode == 2 and f"in use by process {os.getpid()}" in proc.stderr

@@ -274,13 +274,14 @@ class Trainer:
         log = MetricsLog(self.run_dir, start) if self.writes and start < epochs else None
         try:
             for epoch in range(start, epochs):
-                self._epoch(epoch, log)
+                self.run_epoch(epoch, log)
         finally:
             if log is not None:
                 log.close()
         return self.finish(epochs)
 
-    def _epoch(self, epoch: int, log: Optional[MetricsLog]) -> None:
+    def run_epoch(self, epoch: int, log: Optional[MetricsLog] = None) -> dict:
+        """Train one epoch (0-based ``epoch``), evaluate, checkpoint; return its metrics row."""
         t0 = time.perf_counter()
         lr = lr_at(self.cfg, epoch)
         set_lr(self.optimizers["main"], lr)
@@ -333,10 +334,11 @@ class Trainer:
         epoch_time = time.perf_counter() - t0
         self.elapsed += epoch_time
         row["epoch_time_s"] = epoch_time
-        if self.writes:
+        if self.writes and log is not None:
             save_checkpoint(self.ckpt_path, self._state(epoch + 1))  # before the row: see MetricsLog
             log.log(row)
         self._say(self._line(row))
+        return row
 
     def _check_finite(self, epoch: int, steps: int) -> None:
         bad = self.guard.first_bad()
@@ -345,11 +347,13 @@ class Trainer:
         step = bad["step"]
         kept = (f"the last good checkpoint {self.ckpt_path} (epoch {epoch}) is kept"
                 if self.ckpt_path is not None and self.ckpt_path.exists() else "no checkpoint was written yet")
-        raise FloatingPointError(
-            f"non-finite loss {bad['loss']} at epoch {step // steps + 1} (step {step % steps} of the epoch, "
-            f"global step {step}); logs: {bad['logs']}. Training stopped and {kept}. Lower train.lr or "
-            "check the data, then continue from the checkpoint with --resume --amend (which records "
-            "the changed keys) or start over with --restart")
+        detail = (f"non-finite loss {bad['loss']} at epoch {step // steps + 1} (step {step % steps} of the "
+                  f"epoch, global step {step}); logs: {bad['logs']}. Training stopped and {kept}.")
+        err = FloatingPointError(
+            f"{detail} Lower train.lr or check the data, then continue from the checkpoint with "
+            "--resume --amend (which records the changed keys) or start over with --restart")
+        err.detail, err.run_dir = detail, str(self.run_dir) if self.run_dir is not None else None
+        raise err
 
     def finish(self, epochs: Optional[int] = None) -> dict:
         """Test accuracy, ``on_fit_end``, weights, record, artifacts and ``result.json`` (last)."""

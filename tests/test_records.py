@@ -1,0 +1,244 @@
+"""One model record, one space loader, one registry pattern: exports stand alone, a tampered folder
+never runs code, a user space with SPACE alone goes through search, distillation and export, and a
+new distiller is one file."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nasdistill
+from nasdistill.cli import main
+from nasdistill.record import ModelRecord, read_model_source
+from nasdistill.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
+# a user space that defines SPACE alone, named unlike its file
+USER_SPACE = '''
+from nasdistill.space import Layer, SearchSpace
+
+SPACE = SearchSpace(name="bar_space", input_size=(1, 8, 8), num_classes=10, stem_channels=8,
+                    layers=[Layer(8, 1, ["k3_d2", "zero"]), Layer(16, 2, ["k3_d2", "identity", "zero"])],
+                    head_width=32)
+'''
+MARKER_CODE = '''
+from pathlib import Path
+Path(__file__).with_name("MARKER").write_text("code ran")
+'''
+TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
+    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
+
+
+def test_top_level_names():
+    from nasdistill import Supernet, create_model, load, load_space as ls  # noqa: F401
+
+    assert nasdistill.Supernet is Supernet and callable(nasdistill.create_model)
+
+
+def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads_without_its_file(tmp_path):
+    space_file = tmp_path / "src" / "my_space.py"
+    space_file.parent.mkdir()
+    space_file.write_text(USER_SPACE)
+    search = tmp_path / "search"
+    assert main(["search", "examples/digits_search.yaml", f"search.space={space_file}", *TINY_TRAIN,
+                 "train.epochs=2", "search.warmup_epochs=1", "search.target=50000", "--out-dir", str(search)]) == 0
+    record = json.loads((search / "model.json").read_text())
+    assert record["space"]["name"] == "bar_space" and str(tmp_path) not in (search / "model.json").read_text()
+    teacher = tmp_path / "teacher"
+    assert main(["teacher", "examples/digits_teacher.yaml", *TINY_TRAIN, "--out-dir", str(teacher)]) == 0
+    # distilled from the search's record (no space named) and with the space file named explicitly
+    for name, student in (("a", [f"student.arch={search}", "student.space=null"]),
+                          ("b", [f"student.space={space_file}", f"student.arch={search / 'model.json'}"])):
+        assert main(["distill", "examples/digits_distill.yaml", f"teacher={teacher}", *student, *TINY_TRAIN,
+                     "--out-dir", str(tmp_path / name)]) == 0
+        assert json.loads((tmp_path / name / "model.json").read_text())["arch"] == record["arch"]
+    assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "export"), "--no-onnx"]) == 0
+    before = nasdistill.load(tmp_path / "export")
+    shutil.rmtree(space_file.parent)  # the author renames or deletes the space file
+    after = subprocess.run([sys.executable, "-c", (
+        "import nasdistill, torch; m = nasdistill.load(%r); torch.manual_seed(0); "
+        "print(float(m(torch.randn(2, 1, 8, 8)).sum()))") % str(tmp_path / "export")],
+        capture_output=True, text=True, env=ENV, timeout=120)
+    assert after.returncode == 0, after.stderr
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert abs(float(after.stdout) - float(before(torch.randn(2, 1, 8, 8)).sum())) < 1e-4
+
+
+def test_a_tampered_folder_never_runs_code(tmp_path):
+    space = load_space("digits_small")
+    folder = tmp_path / "export"
+    nasdistill.export.export_model(space.build(space.sample(1)), folder, space=space, arch=space.sample(1),
+                                   onnx=False, verbose=False)
+    planted = folder / "evil_space.py"
+    planted.write_text(MARKER_CODE)
+    good = json.loads((folder / "model.json").read_text())
+    attempts = [
+        dict(good, space="evil_space.py"),                              # the space named by a file
+        dict(good, space=str(planted)),                                 # by an absolute path
+        dict(good, space=dict(good["space"], layers=[dict(l, candidates=["evil"]) for l in good["space"]["layers"]]),
+             arch={l: "evil" for l in good["arch"]}, code=[{"op": "evil", "file": "evil_space.py"}]),
+        dict(good, space=dict(good["space"], layers=[dict(l, candidates=["evil"]) for l in good["space"]["layers"]]),
+             arch={l: "evil" for l in good["arch"]}, code=[{"op": "evil", "file": "../export/evil_space.py"}]),
+    ]
+    for tampered in attempts:
+        (folder / "model.json").write_text(json.dumps(tampered))
+        with pytest.raises(ValueError):
+            nasdistill.load(folder)
+        assert not (folder / "MARKER").exists(), "loading a folder ran code from it"
+    with pytest.raises(ValueError, match="trust_code=True"):
+        nasdistill.load(folder)  # the last attempt: the message says how to opt in, and to what
+
+
+def test_custom_ops_load_only_when_registered_or_trusted(tmp_path):
+    space_file = tmp_path / "ops_space.py"
+    space_file.write_text('''
+from torch import nn
+from nasdistill.space import Layer, SearchSpace, register_op
+
+def sep3(cin, cout, stride):
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+register_op("sep3_rec", sep3)
+SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem_channels=8,
+                    layers=[Layer(8, 1, ["sep3_rec", "zero"]), Layer(16, 2, ["sep3_rec", "k3_d2"])],
+                    head_width=None)
+''')
+    space = load_space(str(space_file))
+    arch = {"layer1": "sep3_rec", "layer2": "sep3_rec"}
+    folder = tmp_path / "export"
+    nasdistill.export.export_model(space.build(arch), folder, space=space, arch=arch, onnx=False, verbose=False)
+    assert (folder / "code" / "ops_space.py").is_file() and str(tmp_path) not in (folder / "model.json").read_text()
+    space_file.unlink()
+    probe = "import nasdistill, sys; m = nasdistill.load(sys.argv[1], trust_code=sys.argv[2] == '1'); print(type(m).__name__)"
+    refused = subprocess.run([sys.executable, "-c", probe, str(folder), "0"], capture_output=True, text=True,
+                             env=ENV, timeout=120)
+    assert refused.returncode != 0 and "sep3_rec" in refused.stderr and "trust_code" in refused.stderr
+    trusted = subprocess.run([sys.executable, "-c", probe, str(folder), "1"], capture_output=True, text=True,
+                             env=ENV, timeout=120)
+    assert trusted.returncode == 0 and trusted.stdout.strip() == "SpaceNet", trusted.stderr
+
+
+def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):
+    space = load_space("digits_small")
+    arch = space.sample(2)
+    ModelRecord.of_space(space, arch).write(tmp_path)
+    assert read_model_source(arch) == (arch, None)
+    assert read_model_source(json.dumps({"space": "digits_small", "arch": arch})) == (arch, "digits_small")
+    for source in (tmp_path, tmp_path / "model.json", json.loads((tmp_path / "model.json").read_text())):
+        rec = read_model_source(source)
+        assert isinstance(rec, ModelRecord) and rec.arch == arch and rec.arch_id == space.arch_id(arch)
+    with pytest.raises(FileNotFoundError, match="neither an existing file or folder"):
+        read_model_source("no/such/file.json")
+
+
+def test_space_loader_SPACE_alone_or_make_space(tmp_path):
+    only = tmp_path / "only.py"
+    only.write_text(USER_SPACE)
+    space = load_space(str(only), num_classes=3, input_size=(3, 16, 16))
+    assert (space.num_classes, space.input_size, space.name) == (3, (3, 16, 16), "bar_space")
+    assert load_space(str(only)).num_classes == 10  # as the module defines it
+    made = load_space("gtn_cifar", num_classes=10, input_size=(1, 8, 8))
+    assert made.num_classes == 10 and made.layers[0].out_channels == 64
+    neither = tmp_path / "neither.py"
+    neither.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="neither SPACE"):
+        load_space(str(neither))
+
+
+def test_readme_space_example_runs_against_the_default_data(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Defining a search space", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    space_file = tmp_path / "readme_space.py"
+    space_file.write_text(code)
+    out = tmp_path / "search"
+    assert main(["search", "examples/digits_search.yaml", f"search.space={space_file}", *TINY_TRAIN,
+                 "train.epochs=2", "search.warmup_epochs=1", "--out-dir", str(out)]) == 0
+    assert nasdistill.load(out) is not None
+
+
+def test_registries_name_the_closest_entry():
+    from nasdistill.commands.bench import BENCHES
+    from nasdistill.data import DATASETS
+    from nasdistill.distill import DISTILLERS
+    from nasdistill.models import MODELS
+    from nasdistill.space import OPS, get_op
+    from nasdistill.teachers import TEACHERS
+
+    for registry, wrong, right in ((DATASETS, "digit", "digits"), (MODELS, "resnet8x5", "resnet8x4"),
+                                   (TEACHERS, "gnt", "gtn"), (DISTILLERS, "dkdd", "dkd"),
+                                   (BENCHES, "loadr", "loader")):
+        with pytest.raises(ValueError, match=f"did you mean '{right}'"):
+            registry.get(wrong)
+    assert len(OPS) >= 0
+    with pytest.raises(ValueError, match="did you mean 'identity'"):
+        get_op("identiy")
+
+
+def test_a_new_distiller_is_one_file(tmp_path):
+    """Drop one module into nasdistill/distill/ (here: of a copy of the package): the method exists
+    for `nasdistill distill`, with its config section, in the main job's config too."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "nasdistill", pkg / "nasdistill", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "search_spaces", pkg / "search_spaces", ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "nasdistill" / "distill" / "toy.py").write_text('''
+"""A toy method: CE plus the squared distance between student and teacher logits."""
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from .base import Distiller
+from .registry import register_distiller
+
+
+@dataclass
+class ToyConfig:
+    weight: float = 0.5
+
+
+@register_distiller
+class ToyDistiller(Distiller):
+    name = "toy"
+    config_class = ToyConfig
+    reads_features = False
+
+    def forward_train(self, x, y, idx=None, epoch=0):
+        logits = self.student(x)
+        z_t = self.teacher_features(x).logits
+        return logits, {"loss_ce": F.cross_entropy(logits, y),
+                        "loss_kd": self.cfg.weight * (logits - z_t).pow(2).mean()}
+''')
+    env = dict(ENV, PYTHONPATH=str(pkg))
+    teacher = tmp_path / "teacher"
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nasdistill", *args], cwd=pkg, env=env,
+                              capture_output=True, text=True, timeout=300)
+    done = cli("teacher", str(ROOT / "examples/digits_teacher.yaml"), *TINY_TRAIN, "--out-dir", str(teacher))
+    assert done.returncode == 0, done.stderr
+    done = cli("distill", str(ROOT / "examples/digits_distill.yaml"), f"teacher={teacher}", "method=toy", "toy.weight=0.25",
+               "cache_teacher_logits=true", *TINY_TRAIN, "--out-dir", str(tmp_path / "toy"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "toy" / "result.json").read_text())
+    assert result["method"] == "toy" and "toy.weight" in json.loads((tmp_path / "toy" / "run.json").read_text())["identity"]
+    rows = [json.loads(l) for l in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_loss_kd"] > 0
+    probe = cli("run", "distill.methods=[kd,toy]", "distill.toy.weight=0.3", "--help")
+    assert probe.returncode == 0
+    check = subprocess.run([sys.executable, "-c", "from nasdistill.pipeline import pipeline_config_class as c; "
+                            "from nasdistill.engine import load_config; "
+                            "print(load_config(c(), None, ['distill.methods=[kd,toy]', 'distill.toy.weight=0.3'])"
+                            ".distill.toy.weight)"], cwd=pkg, env=env, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and check.stdout.strip() == "0.3", check.stderr
