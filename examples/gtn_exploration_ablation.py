@@ -1,7 +1,8 @@
 """Ablation of GTN's exploration mechanisms: does each keep the gates balanced, at what cost?
 
-Trains the GTN teacher of the main job (resnet8, 30 epochs, phi Adam lr 0.02, mode two) under each
-setting for several seeds and reports, at the end of training, over the labels the branches use:
+Trains the GTN teacher of the main job (its data, model and schedule: the embedded digits default,
+or ``examples/synthetic_gtn.yaml``; phi Adam lr 0.02, mode two) under each setting for several
+seeds and reports, at the end of training, over the labels the branches use:
 
 - ``min H/lnK``: the smallest entropy of a label's gate distribution, as a fraction of uniform's;
 - ``max pf``: the largest parameter-free mass (P(identity) + P(zero));
@@ -31,13 +32,14 @@ SETTINGS = {
     "entropy 0.1": {"explore_entropy_weight": 0.1},
     "entropy 0.3": {"explore_entropy_weight": 0.3},
     "entropy 1.0": {"explore_entropy_weight": 1.0},
+    "cap 0.5": {"param_free_cap": 0.5},
     "floor+cap": {"entropy_floor": 0.6, "param_free_cap": 0.5},
+    "entropy 0.1+cap": {"explore_entropy_weight": 0.1, "param_free_cap": 0.5},
     "mix 0.5": {"explore_uniform_mix": 0.5},
     "bound 1.0": {"logit_bound": 1.0},
     "default": None,                                              # GTNConfig's defaults
 }
-DATA = {"digits": {"name": "digits"},
-        "synthetic_gtn": None}  # read from examples/synthetic_gtn.yaml
+DATA = {"digits": None, "synthetic_gtn": "synthetic_gtn.yaml"}  # teacher, data: as the main job's
 
 
 def parse_args(argv=None):
@@ -50,28 +52,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def data_config(name: str) -> dict:
-    if DATA[name] is not None:
-        return DATA[name]
-    import yaml
+def job_settings(name: str, epochs: int) -> dict:
+    """Data, teacher model and schedule of the GTN teacher in the main job on ``name``."""
+    from nasdistill.engine import load_config
+    from nasdistill.pipeline import PipelineConfig
 
     here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "synthetic_gtn.yaml")) as f:
-        return yaml.safe_load(f)["data"]
+    path = None if DATA[name] is None else os.path.join(here, DATA[name])
+    job = load_config(PipelineConfig, path, [f"teachers.train.epochs={epochs}"])
+    train = dict(vars(job.teachers.train), device="cpu", threads=1)
+    return {"data": vars(job.data), "model": vars(job.teachers.model), "train": train}
 
 
 def one_run(setting: str, seed: int, args) -> dict:
     from nasdistill.analysis import evaluate_teacher_quality
-    from nasdistill.engine import load_config
-    from nasdistill.engine.config import from_dict
-    from nasdistill.teachers import teacher_config_class
-    from nasdistill.teachers.gtn import GTNConfig
-    from nasdistill.teachers.runner import build_teacher_task
-    from nasdistill.engine.checkpoint import seed_everything
-    from nasdistill.engine.run import default_loaders
     from nasdistill.engine import Trainer, world
+    from nasdistill.engine.checkpoint import seed_everything
+    from nasdistill.engine.config import from_dict
+    from nasdistill.engine.run import default_loaders
+    from nasdistill.teachers import teacher_config_class
+    from nasdistill.teachers.runner import build_teacher_task
 
-    gtn = {"phi_lr": 0.02, "mode": "two"}
+    gtn = {"phi_lr": 0.02}  # the main job's short-run phi step (mode two, the GTNConfig default)
     if SETTINGS[setting] is None:
         pass  # the defaults of GTNConfig
     else:
@@ -79,10 +81,9 @@ def one_run(setting: str, seed: int, args) -> dict:
                "explore_uniform_mix": 0.0, "logit_bound": None}
         gtn.update(off)
         gtn.update(SETTINGS[setting])
-    cfg = from_dict(teacher_config_class(), {
-        "seed": seed, "method": "gtn", "model": {"name": "resnet8"}, "data": data_config(args.data),
-        "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.1, "schedule": "cosine", "milestones": [],
-                  "weight_decay": 5e-4, "device": "cpu", "threads": 1}, "gtn": gtn})
+    job = job_settings(args.data, args.epochs)
+    cfg = from_dict(teacher_config_class(), {"seed": seed, "method": "gtn", "model": job["model"],
+                                             "data": job["data"], "train": job["train"], "gtn": gtn})
     splits = cfg.data.load()
     seed_everything(seed)
     loaders = default_loaders(cfg, splits, torch.device("cpu"), world())

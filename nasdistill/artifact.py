@@ -14,6 +14,7 @@ from typing import Mapping, Union
 import torch
 from torch import nn
 
+from .engine.checkpoint import state_dict_diff as key_diff
 from .record import FILENAME, ModelRecord
 
 FILES = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
@@ -50,18 +51,6 @@ def load_weights(model: nn.Module, path: PathLike, device="cpu") -> None:
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit the network described by {path.parent / FILENAME}: "
                          f"{str(err).splitlines()[0]} {key_diff(model, weights)}") from None
-
-
-def key_diff(model: nn.Module, weights: Mapping) -> str:
-    """``(missing [...]; unexpected [...])``: how a state dict differs from ``model``'s keys."""
-    expected, got = set(model.state_dict()), set(weights)
-    missing, unexpected = sorted(expected - got), sorted(got - expected)
-    parts = []
-    if missing:
-        parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    if unexpected:
-        parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-    return "(" + "; ".join(parts) + ")" if parts else "(shape mismatch)"
 
 
 def load(folder: PathLike, device="cpu", trust_code: Union[bool, str] = False) -> nn.Module:

@@ -99,4 +99,25 @@ def config_sections(registry: Registry) -> list[tuple[str, type]]:
             if getattr(entry, "config_class", None) is not None]
 
 
-__all__ = ["Registry", "config_sections", "did_you_mean"]
+_SECTIONED: dict = {}
+
+
+def sectioned_config(name: str, base: type, registry: Registry, defaults: Optional[dict] = None) -> type:
+    """The dataclass ``base`` plus one field per entry of ``registry`` with a config section, named
+    after the entry (``ce``, ``gtn``, ``kd``, ...); ``defaults[entry]`` overrides that section's
+    field defaults. The same registered sections give the same class (cached)."""
+    import dataclasses
+
+    defaults = defaults or {}
+    sections = tuple(config_sections(registry))
+    key = (name, base, sections, repr(sorted(defaults.items())))
+    if key not in _SECTIONED:
+        fields = [(entry, cls, dataclasses.field(
+                      default_factory=lambda cls=cls, extra=defaults.get(entry, {}): cls(**extra)))
+                  for entry, cls in sections]
+        _SECTIONED[key] = dataclasses.make_dataclass(
+            name, fields, bases=(base,), namespace={"__doc__": base.__doc__, "__module__": base.__module__})
+    return _SECTIONED[key]
+
+
+__all__ = ["Registry", "config_sections", "did_you_mean", "sectioned_config"]

@@ -14,10 +14,6 @@ BF16 = ["train.amp=bf16", "train.threads=1", "train.batch_size=128"]
 ARCH = "model.arch={layer1: k3_d2, layer2: zero, layer3: identity, layer4: zero, layer5: k3_d2, layer6: zero}"
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
 
 
 def _result(out):

@@ -31,10 +31,6 @@ COMMON = [f"train.device={DEVICE}", "train.batch_size=64"] + ([] if ON_GPU else 
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
 
 
 def _result(out):

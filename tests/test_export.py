@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 import nasdistill
 from nasdistill.cli import main
-from nasdistill.export import (FILES, export_model, load, load_pt2, onnx_available,
+from nasdistill.export import (export_model, load, load_pt2, onnx_available,
                                supernet_modules)
 from nasdistill.models import create_model
 from nasdistill.record import ModelRecord

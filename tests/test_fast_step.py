@@ -6,17 +6,11 @@ import torch
 from torch import nn
 
 from nasdistill.data import load_dataset, loaders_for
-from nasdistill.engine import StepOutput, TrainConfig, Trainer
+from nasdistill.engine import TrainConfig, Trainer
 from nasdistill.engine.cuda_graphs import GraphedStep
 from nasdistill.teachers.ce import CETask
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
 
 from nasdistill.cli import main
@@ -18,10 +17,6 @@ TEACHER = ["examples/digits_teacher.yaml", "train.epochs=2", "train.batch_size=1
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,6 @@ Path(__file__).with_name("MARKER").write_text("code ran")
 TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
 
 
 def test_top_level_names():

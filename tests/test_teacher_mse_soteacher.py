@@ -8,7 +8,7 @@ from torch import nn
 
 from nasdistill.cli import main
 from nasdistill.engine import StepContext
-from nasdistill.teachers import available_teachers, get_teacher, teacher_config_class
+from nasdistill.teachers import available_teachers, teacher_config_class
 from nasdistill.teachers.lipschitz import lip1
 from nasdistill.teachers.mse import MSETask, brier_loss
 from nasdistill.teachers.soteacher import (SoTeacherTask, consistency_loss, consistency_ramp,

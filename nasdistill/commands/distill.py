@@ -21,33 +21,16 @@ Example:
 """
 from __future__ import annotations
 
-import json
-
-from ..engine.config import add_config_arguments, config_from_args, run_mode
-from ..engine.distributed import init_distributed, shutdown_distributed
+from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
+from .training import run_command
 
 HELP = "distill a student from a trained teacher (kd, dkd, fitnet, at, sp, rkd, pkt, crd, none)"
-
-
-def add_arguments(parser) -> None:
-    add_config_arguments(parser)
 
 
 def run(args) -> int:
     from ..distill import distill_config_class
     from ..distill.runner import run_distill
 
-    cfg = config_from_args(distill_config_class(), args)
-    cfg.check()
-    mode = run_mode(args)
-    world, device = init_distributed(cfg.train.device)
-    try:
-        result = run_distill(cfg, cfg.out_dir, mode=mode, device=device, world=world)
-        if world.is_main:
-            keys = ("method", "best_acc", "best_epoch", "last_acc", "test_acc", "teacher_test_acc",
-                    "epochs", "wall_time_s")
-            print(json.dumps({k: result.get(k) for k in keys}))
-            print(f"student written to {cfg.out_dir}")
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(args, distill_config_class(), run_distill, "student",
+                       keys=("method", "best_acc", "best_epoch", "last_acc", "test_acc", "teacher_test_acc",
+                             "epochs", "wall_time_s"))

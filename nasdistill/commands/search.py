@@ -19,31 +19,15 @@ Example:
 """
 from __future__ import annotations
 
-import json
-
-from ..engine.config import add_config_arguments, config_from_args, run_mode
-from ..engine.distributed import init_distributed, shutdown_distributed
+from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
+from .training import run_command
 
 HELP = "discover a student architecture with a ProxylessNAS search"
-
-
-def add_arguments(parser) -> None:
-    add_config_arguments(parser)
 
 
 def run(args) -> int:
     from ..search import SearchConfig, run_search
 
-    cfg = config_from_args(SearchConfig, args)
-    mode = run_mode(args)
-    world, device = init_distributed(cfg.train.device)
-    try:
-        result = run_search(cfg, cfg.out_dir, mode=mode, device=device, world=world)
-        if world.is_main:
-            keys = ("arch", "arch_id", "macs", "params", "target_macs", "cost_over_target", "best_acc",
-                    "student_test_acc_before_training")
-            print(json.dumps({k: result.get(k) for k in keys}))
-            print(f"search written to {cfg.out_dir}")
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(args, SearchConfig, run_search, "search",
+                       keys=("arch", "arch_id", "macs", "params", "target_macs", "cost_over_target", "best_acc",
+                             "student_test_acc_before_training"))

@@ -15,30 +15,15 @@ Example:
 """
 from __future__ import annotations
 
-import json
-
-from ..engine.config import add_config_arguments, config_from_args, run_mode
-from ..engine.distributed import init_distributed, shutdown_distributed
+from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
+from .training import run_command
 
 HELP = "train a teacher (ce, mse, soteacher, sftn, gtn)"
-
-
-def add_arguments(parser) -> None:
-    add_config_arguments(parser)
 
 
 def run(args) -> int:
     from ..teachers import teacher_config_class
     from ..teachers.runner import run_teacher
 
-    cfg = config_from_args(teacher_config_class(), args)
-    mode = run_mode(args)
-    world, device = init_distributed(cfg.train.device)
-    try:
-        result = run_teacher(cfg, cfg.out_dir, mode=mode, device=device, world=world)
-        if world.is_main:
-            print(json.dumps({k: v for k, v in result.items() if k not in ("run_dir", "student")}))
-            print(f"teacher written to {cfg.out_dir}")
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(args, teacher_config_class(), run_teacher, "teacher",
+                       keys=None)

@@ -13,12 +13,11 @@ own default), batch 64, 240 epochs.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from ..registry import config_sections
+from ..registry import sectioned_config
 from .registry import DISTILLERS, get_distiller, logits_only
 
 __all__ = ["DistillConfigBase", "distill_config_class", "distill_train_defaults"]
@@ -86,18 +85,9 @@ class DistillConfigBase:
                 f"serves logit methods ({', '.join(cached)}). Set cache_teacher_logits=false")
 
 
-_CLASSES: dict[tuple, type] = {}
-
-
 def distill_config_class() -> type:
     """:class:`DistillConfigBase` plus one section per registered method with a config class."""
-    sections = tuple(config_sections(DISTILLERS))
-    if sections not in _CLASSES:
-        fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
-        _CLASSES[sections] = dataclasses.make_dataclass(
-            "DistillConfig", fields, bases=(DistillConfigBase,),
-            namespace={"__doc__": DistillConfigBase.__doc__, "__module__": __name__})
-    return _CLASSES[sections]
+    return sectioned_config("DistillConfig", DistillConfigBase, DISTILLERS)
 
 
 def __getattr__(name):  # `from nasdistill.distill.config import DistillConfig`

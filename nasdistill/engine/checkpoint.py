@@ -43,6 +43,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
+def state_dict_diff(model: torch.nn.Module, state) -> str:
+    """``(missing [...]; unexpected [...])``: how the keys of ``state`` differ from ``model``'s."""
+    expected, got = set(model.state_dict()), set(state)
+    missing, unexpected = sorted(expected - got), sorted(got - expected)
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    return "(" + "; ".join(parts) + ")" if parts else "(shape mismatch)"
+
+
 def capture_rng() -> dict:
     """The state of every random generator (python, numpy, torch CPU, CUDA) as plain data."""
     version, mt, gauss = random.getstate()

@@ -89,14 +89,11 @@ class RunDirectory:
             return None
 
     def read_result(self) -> Optional[dict]:
-        path = self.path / "result.json"
-        if not path.is_file():
-            return None
+        """``result.json`` (None when absent or unreadable: the run is then not finished)."""
         try:
-            result = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return _read_mapping(self.path / "result.json")
+        except ValueError:
             return None
-        return result if isinstance(result, dict) else None
 
     def finished_result(self) -> Optional[dict]:
         """The result of a finished run (see the module docstring), or None."""
@@ -131,15 +128,8 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self) -> Optional[dict]:
-        path = self.path / "run.json"
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"{path} is damaged (not valid JSON); start the run over with --restart "
-                             "or use another --out-dir") from None
-        return data if isinstance(data, dict) else None
+        """``run.json`` (None when absent); a damaged one is a ValueError saying what to do."""
+        return _read_mapping(self.path / "run.json")
 
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.path / "run.json", manifest)
@@ -177,6 +167,20 @@ class RunDirectory:
 
     def __exit__(self, *exc) -> None:
         self.unlock()
+
+
+def _read_mapping(path: Path) -> Optional[dict]:
+    """The JSON mapping in ``path``, None when there is no file; ValueError when it is damaged."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is damaged (not a JSON mapping); start the run over with --restart "
+                         "or use another --out-dir")
+    return data
 
 
 def _read_pid(fd: int) -> Optional[int]:

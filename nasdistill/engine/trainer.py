@@ -24,7 +24,8 @@ from typing import Optional
 import torch
 
 from . import distributed
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from .checkpoint import (capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything,
+                         state_dict_diff)
 from .cuda_graphs import GraphedStep, is_capturing
 from .meter import EpochMeter, NonFiniteGuard
 from .optim import build_optimizer, lr_at, set_lr
@@ -125,8 +126,17 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         use_threads(train_cfg.threads)
         task.to(self.device)
-        if train_cfg.sync_bn and self.world.distributed and task.ddp_safe:
-            task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
+        if train_cfg.sync_bn and self.world.distributed:
+            if self.device.type == "cpu":
+                raise ValueError("train.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU "
+                                 "implementation); drop it, or train on CUDA")
+            if task.ddp_safe:
+                task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
+            else:
+                self._say(f"train.sync_bn ignored: {type(task).__name__} averages gradients with the "
+                          "flat all-reduce (BatchNorm statistics are averaged every epoch)")
+        elif train_cfg.sync_bn:
+            self._say("train.sync_bn ignored: one process (SyncBatchNorm synchronizes ranks under torchrun)")
         if self.channels_last:
             task.model.to(memory_format=torch.channels_last)
         self.optimizers = {"main": build_optimizer(train_cfg, task.main_parameters())}
@@ -233,10 +243,8 @@ class Trainer:
         where = f"checkpoint {self.ckpt_path}"
         try:
             self.task.model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            from ..artifact import key_diff
-
-            raise ValueError(f"{where} was written for another model ({key_diff(self.task.model, state['model'])}"
+        except RuntimeError:
+            raise ValueError(f"{where} was written for another model {state_dict_diff(self.task.model, state['model'])}"
                              f"): the run's model or method changed since. Start it over with "
                              "--restart, or use another --out-dir") from None
         for name, opt in self.optimizers.items():

@@ -18,7 +18,7 @@ from typing import Literal, Optional, Union
 
 from ..distill import DISTILLERS
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from ..registry import config_sections
+from ..registry import sectioned_config
 from ..search.config import SearchSection
 from ..teachers import TEACHERS
 
@@ -101,23 +101,13 @@ class PipelineExport:
     onnx: Union[bool, Literal["auto"]] = "auto"
 
 
-def _with_sections(name: str, base: type, registry, defaults: dict, skip=()) -> type:
-    fields = []
-    for section, cls in config_sections(registry):
-        if section in skip:
-            continue
-        extra = defaults.get(section, {})
-        fields.append((section, cls, field(default_factory=lambda cls=cls, extra=extra: cls(**extra))))
-    return dataclasses.make_dataclass(name, fields, bases=(base,),
-                                      namespace={"__doc__": base.__doc__, "__module__": __name__})
-
-
 @dataclass
 class PipelineConfigBase:
     """`nasdistill run [CONFIG]`: search -> teachers -> distill -> report -> export."""
 
     seed: int = 0
     out_dir: str = "runs/nasdistill"
+    about: Optional[str] = None             # a paragraph for the report's "Task" section
     space: str = "digits_small"
     data: DataConfig = field(default_factory=DataConfig)
     threads: Optional[int] = 1              # torch CPU threads per process (tiny models: 1 is fastest)
@@ -178,10 +168,10 @@ _CLASSES: dict = {}
 
 def pipeline_config_class() -> type:
     """The main job's config class for the methods registered now (see the module docstring)."""
-    key = (tuple(config_sections(TEACHERS)), tuple(config_sections(DISTILLERS)))
+    teachers = sectioned_config("PipelineTeachers", PipelineTeachersBase, TEACHERS, TEACHER_SECTION_DEFAULTS)
+    distill = sectioned_config("PipelineDistill", PipelineDistillBase, DISTILLERS)
+    key = (teachers, distill)
     if key not in _CLASSES:
-        teachers = _with_sections("PipelineTeachers", PipelineTeachersBase, TEACHERS, TEACHER_SECTION_DEFAULTS)
-        distill = _with_sections("PipelineDistill", PipelineDistillBase, DISTILLERS, {})
         _CLASSES[key] = dataclasses.make_dataclass(
             "PipelineConfig",
             [("teachers", teachers, field(default_factory=teachers)),

@@ -27,7 +27,7 @@ from ..record import ModelRecord
 from .workers import run_jobs
 
 #: Keys of the main job's configuration that never change a result.
-NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root")
+NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root", "about")
 _RUN_KEYS = ("device", "threads", "compile", "cuda_graphs", "check_every")
 
 
@@ -337,6 +337,23 @@ def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> li
     return exported
 
 
+def describe_task(cfg, splits) -> str:
+    """The report's "Task" paragraph: the data, and what makes the comparison meaningful."""
+    c, h, w = splits.input_size
+    text = (f"Data: `{splits.name}`, {len(splits.train):,} training, {len(splits.val):,} validation and "
+            f"{len(splits.test):,} test images of {c}x{h}x{w}, {splits.num_classes} classes.")
+    if splits.test.posterior is not None:
+        bayes = 100.0 * float((splits.test.posterior.argmax(1) == splits.test.labels).float().mean())
+        text += (f" The images are drawn from known class-conditional distributions, so the exact "
+                 f"posterior p(y|x) of every image is known: the Bayes-optimal classifier reaches "
+                 f"{bayes:.1f}% on the test split. The classes overlap, so a teacher's soft labels can "
+                 f"carry what the hard labels do not, and a teacher's distance to p(y|x) (teacher table) "
+                 f"measures how much of it a teacher has.")
+    if cfg.about:
+        text += "\n\n" + cfg.about.strip()
+    return text
+
+
 # ---------------------------------------------------------------------------- the job
 def check_job(cfg, out: Path, mode: str) -> tuple[dict, str]:
     """Compare the job with the one that wrote ``out``; return (manifest, stage mode)."""
@@ -426,7 +443,8 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> d
     entropy, branch_acc, gate_info = gtn_histories(teachers)
     report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
                           branch_history=branch_acc, gate_info=gate_info or None,
-                          exports=exported if cfg.export.enabled else None)
+                          exports=exported if cfg.export.enabled else None,
+                          about=describe_task(cfg, splits))
     times["report"] = time.perf_counter() - t0
     write_json(previous_path, {**previous, **times})
     log.say(f"report: {report}")

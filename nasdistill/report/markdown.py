@@ -272,12 +272,13 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
                  phi_history: Sequence[dict] = (), config_summary: Optional[dict] = None,
                  title: str = "nasdistill report", metric: Optional[str] = None,
                  branch_history: Sequence[dict] = (), *, gate_info: Optional[dict] = None,
-                 exports: Optional[Sequence[dict]] = None) -> Path:
+                 exports: Optional[Sequence[dict]] = None, about: Optional[str] = None) -> Path:
     """Write ``report.md``, ``results.csv`` and the PNG plots into ``run_dir``; return report.md's path.
 
     ``metric`` is the accuracy compared (default: ``test_acc`` when the runs have it, else
     ``best_acc``). ``gate_info`` describes the GTN gates (labels, choices, thresholds) for the
-    "GTN gate exploration" section; ``exports`` adds the "Exported students" section. Every file is
+    "GTN gate exploration" section; ``exports`` adds the "Exported students" section; ``about`` (text)
+    opens the report as its "Task" section: what the data is and why the comparison means something. Every file is
     written atomically with ordinary permissions. See :mod:`nasdistill.report` for the input formats.
     """
     run_dir = Path(run_dir)
@@ -304,7 +305,7 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
                     "saw a narrow part of the student pool; see \"GTN gate exploration\".")
 
-    sections = [
+    sections = ([("Task", about)] if about else []) + [
         ("Summary", summary),
         ("Teachers", _teachers_section(teachers)),
         ("Students", _students_section(students, results)),

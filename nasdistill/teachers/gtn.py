@@ -80,8 +80,8 @@ class GTNConfig:
     freeze_teacher_epochs: int = 0             # EfficientNet recipe: warm branches 60 epochs first
     # balanced exploration of the pool (nasdistill.teachers.exploration; defaults from the ablation)
     explore_entropy_weight: float = 0.0        # lambda of lambda * sum_l KL(p_l || uniform) in L_phi
-    entropy_floor: Optional[float] = None      # keep H(p_l) >= entropy_floor * ln K (None: off)
-    param_free_cap: Optional[float] = None     # keep P(identity or zero) <= param_free_cap (None: off)
+    entropy_floor: Optional[float] = 0.6       # keep H(p_l) >= entropy_floor * ln K (None: off)
+    param_free_cap: Optional[float] = 0.5      # keep P(parameter-free choices) <= this (None: off)
     explore_uniform_mix: float = 0.0           # weight steps sample from (1 - eps) p + eps uniform
     logit_bound: Optional[float] = None        # clamp phi to [-b, b] (None: off)
     collapse_entropy: float = 0.5              # warn when H(p_l) < collapse_entropy * ln K ...

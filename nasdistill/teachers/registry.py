@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from ..registry import Registry, config_sections
+from ..registry import Registry, sectioned_config
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,6 @@ def available_teachers() -> list[str]:
     return TEACHERS.names()
 
 
-_CONFIG_CLASSES: dict[tuple, type] = {}
-
-
 def teacher_config_class() -> type:
     """``TeacherConfig`` plus one section field per registered method that has a config class."""
-    sections = tuple(config_sections(TEACHERS))
-    if sections not in _CONFIG_CLASSES:
-        fields = [(name, cls, field(default_factory=cls)) for name, cls in sections]
-        _CONFIG_CLASSES[sections] = dataclasses.make_dataclass(
-            "TeacherConfig", fields, bases=(TeacherConfig,),
-            namespace={"__doc__": TeacherConfig.__doc__, "__module__": __name__})
-    return _CONFIG_CLASSES[sections]
+    return sectioned_config("TeacherConfig", TeacherConfig, TEACHERS)

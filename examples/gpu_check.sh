@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One script for a machine with a GPU: the CUDA tests, the GPU benchmarks and a shrunk run of the
+# CIFAR-100 main job with a kill and a rerun in the middle; every log goes to $OUT (default ./gpu_check).
+#
+#   bash examples/gpu_check.sh                 # on the GPU machine, from the repository root
+#   TINY=1 DEVICE=cpu bash examples/gpu_check.sh   # the same steps at toy size on a CPU (to check the script)
+#
+# CIFAR-100-format files of class-structured random images are generated on the machine
+# (nasdistill.data.cifar.write_synthetic_cifar100): nothing is downloaded.
+set -uo pipefail
+OUT=${OUT:-gpu_check}
+DEVICE=${DEVICE:-cuda}
+TINY=${TINY:-0}
+mkdir -p "$OUT"
+export NASDISTILL_PROGRESS=0 NASDISTILL_TENSORBOARD=0
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+step() {  # step NAME CMD...: run, keep its output and exit status
+    local name=$1; shift
+    local t0=$(date +%s)
+    "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    log "$name: exit $rc in $(( $(date +%s) - t0 )) s"
+    tail -n 3 "$OUT/$name.log" | sed 's/^/   /' | tee -a "$OUT/summary.txt"
+    return 0
+}
+
+python - <<'EOF' > "$OUT/env.txt" 2>&1
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print(torch.cuda.get_device_name(0))
+EOF
+cat "$OUT/env.txt" | tee -a "$OUT/summary.txt"
+
+if [ "$TINY" = 1 ]; then
+    N_TRAIN=512; KD_ARGS="--teacher resnet8 --student resnet8 --n-train 1024 --steps 4 --rounds 1 --workers 0 --threads 1"
+    TEACH_ARGS="--teacher resnet8 --steps 2 --rounds 1 --threads 1"; PYTEST_DEVICE=cpu
+    PYTEST_K="search or teacher"   # a part of the tests: on a CPU the whole file takes minutes
+else
+    N_TRAIN=5000; KD_ARGS="--workers 8"; TEACH_ARGS="--dataset synthetic --size 32 --channels 3 --teacher resnet32 --batch-size 64 --rounds 3"
+    PYTEST_DEVICE=cuda; PYTEST_K=""
+fi
+
+# 1. the CUDA tests (on the CPU with TINY=1: the same tests under bf16)
+step cuda_tests env NASDISTILL_TEST_DEVICE=$PYTEST_DEVICE python -m pytest -m cuda -q -x -p no:cacheprovider \
+    ${PYTEST_K:+-k "$PYTEST_K"} tests/test_cuda.py
+
+# 2. benchmarks: KD epoch vs the conventional loop; GTN/SFTN teacher cost; supernet overhead
+step bench_kd python -m nasdistill bench kd --device $DEVICE $KD_ARGS --json
+step bench_teachers python -m nasdistill bench teachers --device $DEVICE $TEACH_ARGS --json
+step bench_supernet python -m nasdistill bench supernet gtn_cifar --batch-size 64 --paths 3 --reps 5 --device $DEVICE --json
+
+# 3. the shrunk CIFAR-100 main job, killed in the middle of its teachers and run again
+python -c "from nasdistill.data.cifar import write_synthetic_cifar100; write_synthetic_cifar100('$OUT/data', $N_TRAIN, 1000)"
+SHRINK="data.root=$OUT/data data.val_size=500 search.targets=[150000000] search.train.epochs=3
+  search.search.warmup_epochs=1 students.sampled=2 teachers.train.epochs=4 teachers.seeds=[0]
+  distill.seeds=[0,1] distill.train.epochs=3 workers=1 teachers.model.name=resnet8
+  search.train.device=$DEVICE teachers.train.device=$DEVICE distill.train.device=$DEVICE"
+[ "$TINY" = 1 ] && SHRINK="$SHRINK search.train.batch_size=64 search.targets=[60000000]"
+python -m nasdistill run examples/cifar100_gtn.yaml $SHRINK --out-dir "$OUT/job" > "$OUT/job_first.log" 2>&1 &
+PID=$!
+while kill -0 $PID 2>/dev/null && [ ! -e "$OUT/job/teachers/gtn_s0/last.ckpt" ]; do sleep 0.2; done
+kill -9 $PID 2>/dev/null && log "main job killed during the GTN teacher"
+wait $PID 2>/dev/null
+step job_rerun python -m nasdistill run examples/cifar100_gtn.yaml $SHRINK --out-dir "$OUT/job"
+step job_reuse python -m nasdistill run examples/cifar100_gtn.yaml $SHRINK --out-dir "$OUT/job"
+cp "$OUT/job/report.md" "$OUT/report.md" 2>/dev/null
+log "done: $OUT/summary.txt"

@@ -1,0 +1,33 @@
+"""The shape the three training commands share: config from the command line, run mode, world,
+one run through the lifecycle, a one-line JSON summary."""
+from __future__ import annotations
+
+import json
+from typing import Callable, Optional, Sequence
+
+from ..engine.config import add_config_arguments, config_from_args, run_mode
+from ..engine.distributed import init_distributed, shutdown_distributed
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+
+
+def run_command(args, config_class, runner: Callable, what: str, keys: Optional[Sequence[str]] = None) -> int:
+    """Build ``config_class`` from ``args``, run ``runner(cfg, out_dir, mode=, device=, world=)``,
+    print the result's ``keys`` (default: all but bulky ones) as JSON and where it was written."""
+    cfg = config_from_args(config_class, args)
+    if hasattr(cfg, "check"):
+        cfg.check()
+    mode = run_mode(args)
+    world, device = init_distributed(cfg.train.device)
+    try:
+        result = runner(cfg, cfg.out_dir, mode=mode, device=device, world=world)
+        if world.is_main:
+            shown = ({k: result.get(k) for k in keys} if keys is not None else
+                     {k: v for k, v in result.items() if k not in ("run_dir", "student", "phi")})
+            print(json.dumps(shown))
+            print(f"{what} written to {cfg.out_dir}")
+    finally:
+        shutdown_distributed()
+    return 0
