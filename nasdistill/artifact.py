@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Union
 
 import torch
 from torch import nn

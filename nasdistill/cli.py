@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def message(err: BaseException) -> str:
     """The error's sentence (``OSError`` keeps its file name)."""
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
-        return f"{err.strerror or err}: {err.filename}"
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+        return text if not err.filename or str(err.filename) in text else f"{text}: {err.filename}"
     text = str(err)
     return text if text else type(err).__name__
 

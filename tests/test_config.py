@@ -5,8 +5,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from nasdistill.engine.config import (ConfigError, DataConfig, ModelConfig, TrainConfig,
-                                      add_config_arguments, config_from_args, load_config,
+from nasdistill.engine.cli_args import add_config_arguments, config_from_args
+from nasdistill.engine.config import (ConfigError, DataConfig, ModelConfig, TrainConfig, load_config,
                                       save_yaml, to_dict)
 
 

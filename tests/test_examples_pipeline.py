@@ -35,3 +35,21 @@ def test_teacher_cache_bench_example():
     live = [l for l in out.splitlines() if l.startswith("live teacher")][0].split("test acc")[1]
     cached = [l for l in out.splitlines() if l.startswith("cached logits")][0].split("test acc")[1]
     assert live.strip() == cached.strip()
+
+
+def test_every_example_config_loads():
+    """The YAML files a user copies are valid configurations of their command."""
+    from nasdistill.distill import distill_config_class
+    from nasdistill.engine import load_config
+    from nasdistill.pipeline import pipeline_config_class
+    from nasdistill.search import SearchConfig
+    from nasdistill.teachers import teacher_config_class
+
+    classes = {"digits_search.yaml": SearchConfig, "digits_teacher.yaml": teacher_config_class(),
+               "digits_distill.yaml": distill_config_class()}
+    files = sorted((ROOT / "examples").glob("*.yaml"))
+    assert len(files) >= 6
+    for path in files:
+        cfg = load_config(classes.get(path.name, pipeline_config_class()), str(path))
+        if hasattr(cfg, "teachers"):
+            cfg.check()

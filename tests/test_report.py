@@ -495,8 +495,8 @@ def test_describe_source_and_export_lines(tmp_path):
                 "formats": {"pt2": 0.0, "onnx": 1.5e-6}}]
     text = write_report(tmp_path, results, teachers, students, {}, phi, {}, exports=exports).read_text()
     part = text.split("## Exported students")[1].split("## Time per stage")[0]
-    assert ("- students/4a2eed856e: distilled with KD from the GTN teacher (seed 0); safetensors, pt2 reload "
-            "max |diff| 0.0e+00") in part
+    assert ("- students/4a2eed856e: distilled with KD from the GTN teacher (seed 0); pt2 (no safetensors) "
+            "reload max |diff| 0.0e+00") in part
     assert ("- students/b: trained alone with cross-entropy (seed 0); pt2, onnx; reload max |diff|: pt2 "
             "0.0e+00, onnx 1.5e-06") in part
     text = write_report(tmp_path, results, teachers, students, {}, phi, {}, exports=[]).read_text()

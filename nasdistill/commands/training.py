@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Optional, Sequence
 
-from ..engine.config import add_config_arguments, config_from_args, run_mode
+from ..engine.cli_args import add_config_arguments, config_from_args, run_mode
 from ..engine.distributed import init_distributed, shutdown_distributed
 
 

@@ -147,7 +147,7 @@ def prepare_distill(cfg, splits, device="cpu", verbose: bool = False) -> Distill
     from ..engine.checkpoint import seed_everything
     from ..engine.distributed import World
 
-    _check(cfg)
+    _check_run(cfg)
     seed_everything(cfg.seed)
     task = build_distill_task(cfg, splits, None, torch.device(device), World() if verbose else _QuietWorld())
     return task.to(torch.device(device))
@@ -182,7 +182,7 @@ def _saved_config(cfg):
                                                                 space=source["space"]))
 
 
-def _check(cfg) -> None:
+def _check_run(cfg) -> None:
     cfg.check()
     if cfg.teacher is not None and cfg.method != "none":
         finished_teacher(cfg.teacher)  # before loading any data
@@ -191,7 +191,7 @@ def _check(cfg) -> None:
 from .config import DistillConfigBase  # noqa: E402
 
 DISTILL_RUN = RunMethod("distill", build_distill_task, identity=_identity, saved_config=_saved_config,
-                        check=_check)
+                        check=_check_run)
 
 
 def run_distill(cfg, run_dir=None, mode: str = "resume", splits=None, device=None, verbose: bool = True,

@@ -14,8 +14,8 @@
 The engine knows nothing of search spaces or model families: a method builds its task.
 """
 from .checkpoint import load_checkpoint, save_checkpoint, seed_everything
-from .config import (ConfigError, DataConfig, ModelConfig, TrainConfig, add_config_arguments,
-                     config_from_args, load_config, save_yaml, to_dict)
+from .cli_args import add_config_arguments, config_from_args, run_mode
+from .config import ConfigError, DataConfig, ModelConfig, TrainConfig, load_config, save_yaml, to_dict
 from .distributed import World, init_distributed, resolve_device, sync_gradients, world
 from .optim import build_optimizer, lr_at
 from .precision import autocast_for
@@ -29,6 +29,6 @@ __all__ = [
     "RunMethod", "StepContext", "StepOutput", "TrainConfig", "TrainTask", "Trainer", "World",
     "add_config_arguments", "apply_step", "autocast_for", "build_optimizer", "config_from_args",
     "evaluate", "init_distributed", "load_checkpoint", "load_config", "lr_at", "read_metrics",
-    "read_result", "resolve_device", "run_training", "save_checkpoint", "save_yaml", "seed_everything",
+    "read_result", "resolve_device", "run_mode", "run_training", "save_checkpoint", "save_yaml", "seed_everything",
     "sync_gradients", "to_dict", "world",
 ]

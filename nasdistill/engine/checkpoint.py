@@ -34,9 +34,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unpickling refused, ...
-        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else 'damaged file'}): it was cut short "
-                         "or overwritten. Start the run over with --restart (or delete the file)") from None
+        first = str(err).splitlines()[0].split(". ")[0] if str(err) else "damaged file"
+        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first}): it was cut "
+                         "short or overwritten. Start the run over with --restart (or delete the file)") from None
     if not isinstance(state, dict) or "epoch" not in state:
         raise ValueError(f"checkpoint {path} is not a nasdistill checkpoint (no epoch); start the run "
                          "over with --restart")

@@ -54,7 +54,8 @@ class ConfigError(ValueError):
         return ConfigError.for_key(prefix + self.key, self.detail)
 
 
-def _check(ok: bool, key: str, detail: str) -> None:
+def require(ok: bool, key: str, detail: str) -> None:
+    """Raise :class:`ConfigError` for ``key`` with ``detail`` unless ``ok`` (range checks of sections)."""
     if not ok:
         raise ConfigError.for_key(key, detail)
 
@@ -87,10 +88,10 @@ class DataConfig:
 
         if self.name not in DATASETS:
             raise ConfigError.for_key("name", f"names no dataset: {DATASETS.unknown_message(self.name)}")
-        _check(isinstance(self.options, dict), "options", f"must be a mapping, got {self.options!r}")
+        require(isinstance(self.options, dict), "options", f"must be a mapping, got {self.options!r}")
         problem = unknown_option(self.name, self.options)
-        _check(problem is None, "options", problem)
-        _check(self.val_size is None or self.val_size >= 0, "val_size",
+        require(problem is None, "options", problem)
+        require(self.val_size is None or self.val_size >= 0, "val_size",
                f"must be a fraction in [0, 1) or a count >= 0, got {self.val_size}")
 
     def load(self):
@@ -126,16 +127,16 @@ class TrainConfig:
     threads: Optional[int] = None            # CPU intra-op threads (torch.set_num_threads); None: torch default
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _check(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
-        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
-        _check(all(m >= 0 for m in self.milestones), "milestones", f"must be epochs >= 0, got {self.milestones}")
-        _check(self.eval_every >= 1, "eval_every", f"must be >= 1 (evaluate every N epochs), got {self.eval_every}")
-        _check(self.check_every >= 1, "check_every", f"must be >= 1, got {self.check_every}")
-        _check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        require(all(m >= 0 for m in self.milestones), "milestones", f"must be epochs >= 0, got {self.milestones}")
+        require(self.eval_every >= 1, "eval_every", f"must be >= 1 (evaluate every N epochs), got {self.eval_every}")
+        require(self.check_every >= 1, "check_every", f"must be >= 1, got {self.check_every}")
+        require(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or null, got {self.threads}")
         _check_device(self.device)
 
 
@@ -417,62 +418,3 @@ def save_yaml(cfg, path) -> None:
     from ..atomic import write_text
 
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-# ---------------------------------------------------------------------------- CLI glue
-def add_config_arguments(parser) -> None:
-    """Add ``CONFIG``, ``key=value`` overrides, ``--out-dir`` and the reuse flags to ``parser``."""
-    parser.add_argument("config", nargs="?", default=None, metavar="CONFIG",
-                        help="YAML config file (optional: defaults and overrides alone also work)")
-    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                        help="override a config key, e.g. train.lr=0.1 train.epochs=30")
-    parser.add_argument("--out-dir", default=None, help="run directory (overrides out_dir)")
-    add_mode_arguments(parser)
-
-
-def add_mode_arguments(parser) -> None:
-    """``--resume``, ``--amend`` and ``--restart`` (see :mod:`nasdistill.engine.run`)."""
-    group = parser.add_argument_group("an existing run in the output folder")
-    group.add_argument("--resume", action="store_true",
-                       help="reuse it when finished, continue it from its last checkpoint when interrupted "
-                            "(refused if the configuration differs)")
-    group.add_argument("--amend", action="store_true",
-                       help="with --resume: continue it with changed keys (e.g. a lower train.lr); "
-                            "config.yaml and run.json record the change")
-    group.add_argument("--restart", action="store_true",
-                       help="delete what the run wrote and start it over")
-
-
-def run_mode(args, default: str = "new") -> str:
-    """The run mode the flags ask for: ``new``, ``resume``, ``amend`` or ``restart``."""
-    if getattr(args, "restart", False):
-        if getattr(args, "resume", False) or getattr(args, "amend", False):
-            raise ConfigError("--restart starts the run over: it cannot be combined with --resume/--amend")
-        return "restart"
-    if getattr(args, "amend", False):
-        return "amend"
-    if getattr(args, "resume", False):
-        return "resume"
-    return default
-
-
-def config_from_args(cls, args):
-    """Build ``cls`` from parsed CLI ``args`` (see :func:`add_config_arguments`).
-
-    When continuing a run (``--resume``/``--amend``) with no CONFIG, the run directory's own
-    ``config.yaml`` is the base.
-    """
-    path = args.config
-    overrides = list(args.overrides or [])
-    if path is not None and "=" in path and not os.path.exists(path):
-        overrides.insert(0, path)  # argparse took the first override for CONFIG
-        path = None
-    if path is None and (getattr(args, "resume", False) or getattr(args, "amend", False)):
-        out_dir = args.out_dir or load_config(cls, None, overrides).out_dir
-        saved = os.path.join(out_dir, "config.yaml")
-        if os.path.isfile(saved):
-            path = saved
-    cfg = load_config(cls, path, overrides)
-    if args.out_dir is not None:
-        cfg.out_dir = args.out_dir
-    return cfg

@@ -111,9 +111,34 @@ class GraphedStep:
         self.replays += 1
 
 
+def graphed_step_for(cfg, task, device, world, optimizers, step_fn, say) -> Optional[GraphedStep]:
+    """A :class:`GraphedStep` running ``step_fn`` when ``cfg.cuda_graphs`` allows it here, else None
+    (with ``cuda_graphs=true``, ``say`` tells why not)."""
+    setting = cfg.cuda_graphs
+    if setting is False:
+        return None
+    why = None
+    if device.type != "cuda":
+        why = f"the device is {device} (CUDA graphs need a GPU)"
+    elif not task.graph_safe:
+        why = f"{type(task).__name__} is not a fixed-shape, sync-free step"
+    elif world.distributed:
+        why = "training runs on several processes"
+    elif cfg.optimizer != "sgd" or list(optimizers) != ["main"]:
+        why = "only a single SGD optimizer is captured"
+    elif cfg.compile:
+        why = "train.compile is on"
+    if why is not None:
+        if setting is True:
+            say(f"train.cuda_graphs=true ignored: {why}; running the step eagerly")
+        return None
+    return GraphedStep(step_fn, on_fallback=lambda reason: say(
+        f"CUDA graph capture failed ({reason}); running the step eagerly"))
+
+
 def is_capturing() -> bool:
     """True while a CUDA graph is being captured on the current stream."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-__all__ = ["GraphedStep", "is_capturing"]
+__all__ = ["GraphedStep", "graphed_step_for", "is_capturing"]

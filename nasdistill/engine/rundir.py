@@ -139,8 +139,16 @@ class RunDirectory:
         """Take the directory's lock for this process; :class:`RunLocked` names the holder's PID."""
         import fcntl
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            reason = ("a file stands in its path" if err.errno in (errno.ENOTDIR, errno.EEXIST) else
+                      "permission denied" if isinstance(err, PermissionError) else err.strerror)
+            out = type(err)(err.errno, f"cannot create or write the run folder {self.path} ({reason}); "
+                                       "choose another --out-dir or fix the folder's permissions")
+            out.filename = str(self.path)
+            raise out from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

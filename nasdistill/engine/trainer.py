@@ -26,7 +26,7 @@ import torch
 from . import distributed
 from .checkpoint import (capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything,
                          state_dict_diff)
-from .cuda_graphs import GraphedStep, is_capturing
+from .cuda_graphs import graphed_step_for, is_capturing
 from .meter import EpochMeter, NonFiniteGuard
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import autocast_for, to_channels_last, use_channels_last
@@ -153,39 +153,14 @@ class Trainer:
         self.ddp = distributed.wrap_ddp(task) if self.world.distributed and task.ddp_safe else None
         self.meter = EpochMeter(self.device)
         self.guard = NonFiniteGuard(self.device)
-        self.graphed = self._graphed_step()
+        self.graphed = graphed_step_for(train_cfg, task, self.device, self.world, self.optimizers,
+                                        self._step_tensors, self._say)
         self.best_acc = float("-inf")
         self.best_epoch = 0
         self.last_acc = None
         self.elapsed = 0.0
 
     # ------------------------------------------------------------------ step execution
-    def _graphed_step(self) -> Optional[GraphedStep]:
-        """A :class:`GraphedStep` when ``train.cuda_graphs`` allows it here, else None."""
-        setting = self.cfg.cuda_graphs
-        if setting is False:
-            return None
-        why = None
-        if self.device.type != "cuda":
-            why = f"the device is {self.device} (CUDA graphs need a GPU)"
-        elif not self.task.graph_safe:
-            why = f"{type(self.task).__name__} is not a fixed-shape, sync-free step"
-        elif self.world.distributed:
-            why = "training runs on several processes"
-        elif self.cfg.optimizer != "sgd" or list(self.optimizers) != ["main"]:
-            why = "only a single SGD optimizer is captured"
-        elif self.cfg.compile:
-            why = "train.compile is on"
-        if why is not None:
-            if setting is True:
-                self._say(f"train.cuda_graphs=true ignored: {why}; running the step eagerly")
-            return None
-
-        def fallback(reason: str) -> None:
-            self._say(f"CUDA graph capture failed ({reason}); running the step eagerly")
-
-        return GraphedStep(self._step_tensors, on_fallback=fallback)
-
     def _forward(self, batch, ctx: StepContext):
         if self.ddp is not None:
             return self.ddp(batch, ctx)
@@ -245,7 +220,7 @@ class Trainer:
             self.task.model.load_state_dict(state["model"])
         except RuntimeError:
             raise ValueError(f"{where} was written for another model {state_dict_diff(self.task.model, state['model'])}"
-                             f"): the run's model or method changed since. Start it over with "
+                             f": the run's model or method changed since. Start it over with "
                              "--restart, or use another --out-dir") from None
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:

@@ -38,12 +38,13 @@ def _formats_text(formats: Optional[dict]) -> str:
     """``safetensors, pt2 reload max |diff| 0.0e+00`` (one difference) or
     ``pt2, onnx; reload max |diff|: pt2 0.0e+00, onnx 1.2e-06`` (several)."""
     formats = formats or {}
-    if not formats:
-        return "no files"
-    names = ", ".join(str(f) for f in formats)
     diffs = {f: as_float(v) for f, v in formats.items() if as_float(v) is not None}
-    if not diffs:
-        return names
+    if not diffs:  # a format without a difference was skipped or failed: no file of it
+        return "no files"
+    names = ", ".join(str(f) for f in diffs)
+    missing = [f for f in formats if f not in diffs]
+    if missing:
+        names += f" (no {', '.join(missing)})"
     if len(diffs) == 1:
         return f"{names} reload max |diff| {next(iter(diffs.values())):.1e}"
     return f"{names}; reload max |diff|: " + ", ".join(f"{f} {v:.1e}" for f, v in diffs.items())

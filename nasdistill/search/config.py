@@ -28,6 +28,15 @@ class SearchSection:
     lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T; add#abs: |E - T|
     recalibrate_batches: int = 20                   # BN recalibration of the extracted student
 
+    def __post_init__(self):
+        from ..engine.config import require
+
+        require(self.target is None or self.target > 0, "target", f"must be > 0, got {self.target}")
+        require(self.arch_every >= 1, "arch_every", f"must be >= 1, got {self.arch_every}")
+        require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        require(self.arch_lr > 0, "arch_lr", f"must be > 0, got {self.arch_lr}")
+        require(self.recalibrate_batches >= 0, "recalibrate_batches", "must be >= 0")
+
 
 def _search_train() -> TrainConfig:
     return TrainConfig(epochs=30, batch_size=64, lr=0.05, weight_decay=4e-5, schedule="cosine",

@@ -143,7 +143,7 @@ class GateGrad(torch.autograd.Function):
                         dgate[j] = _dot(o, grad)
                         continue
                     if loss_active is None:
-                        loss_active = layer.downstream_loss(y, ctx.path, candidate=j)
+                        loss_active = layer.active_loss(y, ctx.path, candidate=j)
                     loss_j = layer.downstream_loss(o, ctx.path, candidate=j)
                     dgate[j] = offset + (loss_j - loss_active)
         layer.last_dgate = dgate.detach()

@@ -87,6 +87,19 @@ class MixedLayer(nn.Module):
                 f"exact loss with it in place; {where}")
         return float(owner.path_loss(owner.forward_from(self.index + 1, h, path=path)))
 
+    def active_loss(self, y: torch.Tensor, path: Mapping[str, int], candidate: int) -> float:
+        """The loss of the path the forward ran: the same for every layer of the owning supernet
+        (whichever layer's output it continues from), so it is computed once per ``path_loss``
+        and path -- by the deepest layer that needs it, the cheapest downstream -- and reused."""
+        owner = self.__dict__.get("owner")
+        key = (getattr(owner, "_path_loss_version", None), tuple(sorted(path.items())))
+        cached = getattr(owner, "_active_loss", None)
+        if owner is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        value = self.downstream_loss(y, path, candidate)
+        owner._active_loss = (key, value)
+        return value
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.gates
         if gates.mode == "all" and gates.fixed is None and self.training:
@@ -148,9 +161,20 @@ class Supernet(StagedModel):
         self.gates = gates
         #: logits of this supernet for the current batch -> the scalar loss whose phi gradient is
         #: estimated (this supernet's share of it); needed in architecture steps (module doc)
-        self.path_loss: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+        self.path_loss = None
         for layer in self.stages:
             layer.__dict__["owner"] = self
+
+    @property
+    def path_loss(self) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        return self.__dict__.get("_path_loss")
+
+    @path_loss.setter
+    def path_loss(self, fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        # a new loss (a new batch): the cached loss of the active path no longer holds
+        self.__dict__["_path_loss"] = fn
+        self.__dict__["_path_loss_version"] = self.__dict__.get("_path_loss_version", 0) + 1
+        self.__dict__["_active_loss"] = None
 
     def forward_from(self, index: int, h: torch.Tensor,
                      path: Optional[Mapping[str, int]] = None) -> torch.Tensor:

@@ -86,20 +86,20 @@ class GTNConfig:
     logit_bound: Optional[float] = None        # clamp phi to [-b, b] (None: off)
     collapse_entropy: float = 0.5              # warn when H(p_l) < collapse_entropy * ln K ...
     collapse_mass: float = 0.6                 # ... or P(param-free) > collapse_mass, at an epoch end
-    branch_eval_batches: int = 20              # BN recalibration batches for the branch accuracies
+    branch_eval_batches: int = 10              # BN recalibration batches for the branch accuracies
 
     def __post_init__(self):
-        from ..engine.config import _check
+        from ..engine.config import require
 
-        _check(self.phi_every >= 2, "phi_every", f"must be >= 2 (one phi iteration every k), got {self.phi_every}")
-        _check(self.explore_entropy_weight >= 0, "explore_entropy_weight", "must be >= 0")
-        _check(self.entropy_floor is None or 0 <= self.entropy_floor < 1, "entropy_floor",
+        require(self.phi_every >= 2, "phi_every", f"must be >= 2 (one phi iteration every k), got {self.phi_every}")
+        require(self.explore_entropy_weight >= 0, "explore_entropy_weight", "must be >= 0")
+        require(self.entropy_floor is None or 0 <= self.entropy_floor < 1, "entropy_floor",
                f"is a fraction of ln K in [0, 1), got {self.entropy_floor}")
-        _check(self.param_free_cap is None or 0 < self.param_free_cap < 1, "param_free_cap",
+        require(self.param_free_cap is None or 0 < self.param_free_cap < 1, "param_free_cap",
                f"is a probability in (0, 1), got {self.param_free_cap}")
-        _check(0 <= self.explore_uniform_mix < 1, "explore_uniform_mix", "must be in [0, 1)")
-        _check(self.logit_bound is None or self.logit_bound > 0, "logit_bound", "must be > 0")
-        _check(self.branch_eval_batches >= 0, "branch_eval_batches", "must be >= 0")
+        require(0 <= self.explore_uniform_mix < 1, "explore_uniform_mix", "must be in [0, 1)")
+        require(self.logit_bound is None or self.logit_bound > 0, "logit_bound", "must be > 0")
+        require(self.branch_eval_batches >= 0, "branch_eval_batches", "must be >= 0")
 
 
 def layer_blocks(n_layers: int, n_blocks: int, sizes=None) -> list[list[int]]:
@@ -153,6 +153,7 @@ class GTNTask(BranchTeacherTask):
         self.phi_opt = torch.optim.Adam([p for g in gates for p in g.parameters()], lr=cfg.phi_lr,
                                         betas=tuple(float(b) for b in cfg.phi_betas))
         self.monitors = [ExplorationMonitor(space, self.used_labels, seed=k) for k in range(len(gates))]
+        self._warned: set = set()
 
     def main_parameters(self):
         return self._weights
@@ -262,9 +263,11 @@ class GTNTask(BranchTeacherTask):
             out[f"{prefix}argmax_arch_id"] = g.space.arch_id(arch)
             problems = monitor.collapsed(g, c.collapse_entropy, c.collapse_mass)
             out[f"{prefix}gates_collapsed"] = int(bool(problems))
-            if problems:
-                print(f"warning: GTN gates collapsed after epoch {epoch + 1}: {'; '.join(problems)}",
-                      file=sys.stderr, flush=True)
+            labels = {p.split()[0] for p in problems}
+            if labels - self._warned:  # say it when a label collapses, not again every epoch
+                print(f"warning: GTN gates collapsed after epoch {epoch + 1}: {'; '.join(problems)} "
+                      "(see the report's \"GTN gate exploration\")", file=sys.stderr, flush=True)
+            self._warned = labels
         return out
 
     def save_artifacts(self, run_dir: Path) -> None:

@@ -1,0 +1,103 @@
+"""Running one stage of the main job: its runs, reused when finished with the same configuration,
+the others in worker processes; a failure named by its stage."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..engine import distributed
+from ..engine.config import to_dict
+from ..engine.run import config_identity, fingerprint
+from ..engine.rundir import RunDirectory
+from .workers import run_jobs
+
+
+class Progress:
+    """Stage headers and one progress bar per stage (tqdm), cheap and quiet otherwise."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+        disable = not self.verbose or os.environ.get("NASDISTILL_PROGRESS", "1") == "0"
+        return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=True)
+
+
+class Stage:
+    """Runs one stage's jobs and turns a run's failure into a sentence that names the stage."""
+
+    def __init__(self, cfg, mode: str, log: Progress):
+        self.cfg, self.mode, self.log = cfg, mode, log
+        self.ran = 0   # runs executed (not reused) so far
+
+    def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
+        return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
+                "threads": self.cfg.threads}
+
+    def run(self, name: str, payloads: list[dict], section: str) -> list[dict]:
+        todo = [p for p in payloads if not _is_reusable(p)]
+        self.ran += len(todo)
+        world = distributed.world()
+        parallel = self.cfg.workers > 1 and not world.distributed
+        if payloads:
+            how = (f"{min(self.cfg.workers, len(todo))} worker processes" if parallel and len(todo) > 1
+                   else f"on {world.world_size} ranks" if world.distributed else "one at a time")
+            self.log.say(f"{name}: {len(payloads)} runs, {len(payloads) - len(todo)} reused"
+                         + (f", {len(todo)} to run ({how})" if todo else ""))
+        bar = self.log.bar(len(todo), name) if todo else None
+        try:
+            run_jobs(todo, self.cfg.workers, on_done=lambda i, r: bar.update(1) if bar else None,
+                     parallel=parallel)
+        except FloatingPointError as err:
+            raise _stage_error(err, name, section) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        return [RunDirectory(p["run_dir"]).finished_result() for p in payloads]
+
+
+def _is_reusable(payload: dict) -> bool:
+    """A finished run whose configuration is this one (checked again, under its lock, by the run)."""
+    rd = RunDirectory(payload["run_dir"])
+    if rd.finished_result() is None:
+        return False
+    manifest = rd.read_manifest() or {}
+    return bool(manifest) and manifest.get("kind") == payload["kind"] and \
+        _payload_fingerprint(payload) == manifest.get("fingerprint")
+
+
+def _payload_fingerprint(payload: dict) -> str:
+    from ..engine.config import from_dict
+
+    kind = payload["kind"]
+    if kind == "search":
+        from ..search import SearchConfig
+        from ..search.runner import SEARCH_RUN as method
+        cls = SearchConfig
+    elif kind == "teacher":
+        from ..teachers import teacher_config_class
+        from ..teachers.runner import TEACHER_RUN as method
+        cls = teacher_config_class()
+    else:
+        from ..distill import distill_config_class
+        from ..distill.runner import DISTILL_RUN as method
+        cls = distill_config_class()
+    cfg = from_dict(cls, payload["config"])
+    identity = method.identity(cfg) if method.identity is not None else config_identity(cfg)
+    return fingerprint(identity)
+
+
+def _stage_error(err: FloatingPointError, stage: str, section: str) -> FloatingPointError:
+    detail = getattr(err, "detail", None) or str(err)
+    where = getattr(err, "run_dir", None)
+    out = FloatingPointError(
+        f"{stage} stopped{f' in {where}' if where else ''}: {detail} Lower {section}.train.lr (or check the "
+        f"data) and rerun `nasdistill run` with the new value and --restart: the stages whose "
+        "configuration changed are recomputed, the others reused.")
+    out.detail, out.run_dir = detail, where
+    return out

@@ -1,0 +1,237 @@
+"""The steps of the main job: find the students, train the teachers, distill, and gather what the
+report and the exports need."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..engine.config import ModelConfig
+from ..engine.rundir import RunDirectory, read_metrics
+from ..record import ModelRecord
+from .stage import Progress, Stage
+
+
+def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
+    from ..search import SearchConfig
+
+    payloads = []
+    for target in cfg.search.targets:
+        section = dataclasses.replace(cfg.search.search, space=cfg.space, target=float(target),
+                                      cost_metric="macs")
+        scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / f"target_{int(target)}"),
+                            data=cfg.data, train=cfg.search.train, search=section)
+        payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
+    results = stage.run("search", payloads, "search")
+    students = []
+    for target, result in zip(cfg.search.targets, results):
+        arch = result["arch"]
+        arch_id = space.arch_id(arch)
+        cost = space.cost(arch)
+        stage.log.say(f"  target {int(target):,} MACs -> {arch_id}: {cost['macs']:,} MACs "
+                      f"({cost['macs'] / target:.2f}x target), {cost['params']:,} params")
+        if any(s["student"] == arch_id for s in students):
+            stage.log.say("  (same network as an earlier target's: kept once)")
+            continue
+        students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
+                         "params": cost["params"], "target_macs": float(target)})
+    return students
+
+
+def sample_students(cfg, space, taken: set) -> list[dict]:
+    out, seed = [], cfg.students.sample_seed
+    attempts = 0
+    while len(out) < cfg.students.sampled:
+        arch = space.sample(seed=seed + attempts)
+        attempts += 1
+        if attempts > 1000 * max(cfg.students.sampled, 1):
+            raise ValueError(f"could not sample {cfg.students.sampled} distinct students from {space.name} "
+                             f"({space.size():,} networks); lower students.sampled")
+        arch_id = space.arch_id(arch)
+        if arch_id in taken:
+            continue
+        taken.add(arch_id)
+        cost = space.cost(arch)
+        out.append({"student": arch_id, "kind": "sampled", "arch": arch, "macs": cost["macs"],
+                    "params": cost["params"], "target_macs": None})
+    return out
+
+
+def teacher_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "teachers" / f"{method}_s{seed}"
+
+
+def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
+    """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``."""
+    from ..teachers import TEACHERS, teacher_config_class
+
+    cls = teacher_config_class()
+    names = {f.name for f in dataclasses.fields(cls)}
+    sections = {name: getattr(cfg.teachers, name) for name in TEACHERS if name in names}
+    if "gtn" in sections:
+        sections["gtn"] = dataclasses.replace(sections["gtn"], space=cfg.space)
+    if "sftn" in sections and cfg.teachers.sftn_student_from_search and students:
+        sections["sftn"] = dataclasses.replace(
+            sections["sftn"], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
+    keys, payloads = [], []
+    for method in cfg.teachers.methods:
+        for seed in cfg.teacher_seeds():
+            run_dir = teacher_dir(out, method, seed)
+            tcfg = cls(seed=seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
+                       data=cfg.data, train=cfg.teachers.train, **sections)
+            keys.append((method, seed))
+            payloads.append(stage.payload("teacher", tcfg, run_dir))
+    results = stage.run("teachers", payloads, "teachers")
+    teachers = {}
+    for (method, seed), p, result in zip(keys, payloads, results):
+        teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
+        stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
+                      f"{result.get('wall_time_s', 0):.1f}s")
+    return teachers
+
+
+def _pct(x) -> str:
+    return f"{x:.2f}%" if isinstance(x, (int, float)) else "n/a"
+
+
+def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[dict]:
+    """Every student x teacher x method x seed (+ the baseline); one result row per run."""
+    from ..distill import distill_config_class
+
+    cls = distill_config_class()
+    names = {f.name for f in dataclasses.fields(cls)}
+    sections = {name: getattr(cfg.distill, name) for name in names if hasattr(cfg.distill, name)
+                and name not in ("seed", "out_dir", "teacher", "method", "student", "data", "train",
+                                 "cache_teacher_logits")}
+    metas, payloads = [], []
+    methods = sorted({m for m, _ in teachers}, key=cfg.teachers.methods.index)
+    for st in students:
+        for seed in cfg.distill.seeds:
+            tseed = cfg.teacher_seed_for(seed)
+            pairs = [(t, m) for t in methods for m in cfg.distill.methods]
+            if cfg.distill.baseline:
+                pairs.append(("none", "none"))
+            for teacher, method in pairs:
+                name = "none" if teacher == "none" else f"{teacher}_{method}"
+                run_dir = out / "distill" / st["student"] / f"{name}_s{seed}"
+                tdir = None if teacher == "none" else teachers[(teacher, tseed)]["dir"]
+                dcfg = cls(seed=seed, out_dir=str(run_dir), teacher=None if tdir is None else str(tdir),
+                           method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
+                           data=cfg.data, train=cfg.distill.train,
+                           cache_teacher_logits=cfg.distill.cache_teacher_logits and method != "none",
+                           **sections)
+                metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
+                              "teacher_seed": None if teacher == "none" else tseed})
+                payloads.append(stage.payload("distill", dcfg, run_dir))
+    results = stage.run("distill", payloads, "distill")
+    rows = []
+    for meta, result in zip(metas, results):
+        st = meta["student"]
+        rows.append({"student": st["student"], "student_kind": st["kind"], "target_macs": st["target_macs"],
+                     "macs": st["macs"], "params": st["params"], "teacher": meta["teacher"],
+                     "method": meta["method"], "seed": meta["seed"], "teacher_seed": meta["teacher_seed"],
+                     "best_acc": result.get("best_acc"), "last_acc": result.get("last_acc"),
+                     "test_acc": result.get("test_acc"), "wall_time_s": result.get("wall_time_s")})
+    return rows
+
+
+def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
+    from ..analysis import evaluate_teacher_quality
+    from ..artifact import load
+
+    rows = []
+    for (method, seed), info in teachers.items():
+        result = info["result"]
+        model = load(info["dir"], device=device)
+        quality = evaluate_teacher_quality(model, splits.test, device, mean=splits.mean, std=splits.std)
+        row = {"teacher": method, "seed": seed, "model": cfg.teachers.model.name,
+               "test_acc": result.get("test_acc"), "best_acc": result.get("best_acc"),
+               "wall_time_s": result.get("wall_time_s"), "epochs": result.get("epochs"),
+               "ece": quality.get("ece")}
+        if "posterior_mse" in quality:
+            row["posterior_mse"] = quality["posterior_mse"]
+        rows.append(row)
+    return rows
+
+
+def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
+    """Per GTN epoch and teacher seed: gate statistics, teacher / branch accuracies; the gate info."""
+    entropy, accuracy, info = [], [], None
+    for (method, seed), t in sorted(teachers.items(), key=lambda kv: kv[0][1]):
+        if method != "gtn":
+            continue
+        for r in read_metrics(t["dir"]):
+            keep = ("phi_entropy", "param_free_mass", "sampled_macs", "pool_macs")
+            entropy.append({"epoch": r["epoch"], "teacher_seed": seed,
+                            **{k: v for k, v in r.items() if k.startswith(keep)}})
+            accuracy.append({"epoch": r["epoch"], "teacher_seed": seed, "teacher_acc": r.get("val_acc"),
+                             **{k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")}})
+        phi = Path(t["dir"]) / "phi.json"
+        if info is None and phi.is_file():
+            data = json.loads(phi.read_text())
+            data = data[0] if isinstance(data, list) else data
+            info = {"labels": data.get("labels_used_by_branches"),
+                    "choices": {l: len(p) for l, p in (data.get("probabilities") or {}).items()},
+                    "param_free": data.get("param_free") or {},
+                    "entropy_floor_frac": data.get("entropy_floor_frac", 0.5),
+                    "mass_cap": data.get("mass_cap", 0.6)}
+    return entropy, accuracy, info or {}
+
+
+def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> list[dict]:
+    """Export, per student, the first seed's weights of its best teacher/method (by mean test acc)."""
+    from ..artifact import load
+    from ..export import export_model
+    from ..report import describe_source
+
+    exported = []
+    seed = cfg.distill.seeds[0]
+    for st in students:
+        mine = [r for r in rows if r["student"] == st["student"] and r["test_acc"] is not None]
+        if not mine:
+            continue
+        by_pair: dict = {}
+        for r in mine:
+            by_pair.setdefault((r["teacher"], r["method"]), []).append(r["test_acc"])
+        teacher, method = max(by_pair, key=lambda k: sum(by_pair[k]) / len(by_pair[k]))
+        name = "none" if teacher == "none" else f"{teacher}_{method}"
+        src = out / "distill" / st["student"] / f"{name}_s{seed}"
+        target = out / "students" / st["student"]
+        digest = RunDirectory(src).finished_result()["weights_sha256"]
+        previous = target / "export.json"
+        info = json.loads(previous.read_text()) if previous.is_file() else {}
+        if info.get("source_weights_sha256") != digest:
+            model = load(src)
+            x = splits.test.images[:8].float()
+            x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
+            mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
+            std = torch.tensor(splits.std).view(1, -1, 1, 1)
+            info = export_model(model, target, record=ModelRecord.read(src), example_input=(x - mean) / std,
+                                onnx=cfg.export.onnx, verbose=False,
+                                source={"source": str(src.relative_to(out)), "teacher": teacher,
+                                        "method": method, "seed": seed, "source_weights_sha256": digest})
+        row = {"student": st["student"], "folder": str(target.relative_to(out)), "teacher": teacher,
+               "method": method, "seed": seed, "formats": info.get("max_abs_diff", {})}
+        exported.append(row)
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["formats"].items() if v is not None)
+        log.say(f"  {row['folder']}: {describe_source(teacher, method, seed)} (reload max |diff| {diffs})")
+    return exported
+
+
+def describe_task(cfg, splits) -> str:
+    """The report's "Task" paragraph: the data, and what makes the comparison meaningful."""
+    c, h, w = splits.input_size
+    text = (f"Data: `{splits.name}`, {len(splits.train):,} training, {len(splits.val):,} validation and "
+            f"{len(splits.test):,} test images of {c}x{h}x{w}, {splits.num_classes} classes.")
+    if splits.test.posterior is not None:
+        bayes = 100.0 * float((splits.test.posterior.argmax(1) == splits.test.labels).float().mean())
+        text += (f" The images are drawn from known class-conditional distributions, so the exact "
+                 f"posterior p(y|x) of every image is known: the Bayes-optimal classifier reaches "
+                 f"{bayes:.1f}% on the test split. The classes overlap, so a teacher's soft labels can "
+                 f"carry what the hard labels do not, and a teacher's distance to p(y|x) (teacher table) "
+                 f"measures how much of it a teacher has.")
+    if cfg.about:
+        text += "\n\n" + cfg.about.strip()
+    return text
