@@ -9,6 +9,7 @@ from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import TrainConfig, Trainer
 from nasdistill.engine.cuda_graphs import GraphedStep
 from nasdistill.teachers.ce import CETask
+from test_engine import ExplodingTask  # the same task that turns its loss NaN in epoch 1
 
 
 
@@ -76,21 +77,12 @@ def test_no_host_sync_per_step(splits, monkeypatch, method):
     assert many == few, f"{many} host syncs for {n_many} steps vs {few} for {n_few} steps"
 
 
-class Exploding(CETask):
-    def training_step(self, batch, ctx):
-        out = super().training_step(batch, ctx)
-        if ctx.epoch == 1 and ctx.step_in_epoch == 3:
-            out.loss = out.loss * float("nan")
-            out.logs["ce"] = out.loss.detach()
-        return out
-
-
 @pytest.mark.parametrize("check_every", [1, 5, 1000])
 def test_non_finite_guard_names_the_exact_step_whatever_the_check_cadence(splits, tmp_path, check_every):
     train, val, _ = loaders_for(splits, 64, "cpu", seed=0)
     run = tmp_path / "run"
     with pytest.raises(FloatingPointError) as err:
-        Trainer(cfg(epochs=3, batch_size=64, check_every=check_every), Exploding(net()), train, val, run,
+        Trainer(cfg(epochs=3, batch_size=64, check_every=check_every), ExplodingTask(net()), train, val, run,
                 verbose=False).fit()
     msg = str(err.value)
     steps = len(train)
