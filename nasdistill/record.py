@@ -83,33 +83,46 @@ class ModelRecord:
         return rec
 
     @classmethod
-    def from_config(cls, model_cfg, num_classes: int, input_size) -> "ModelRecord":
+    def from_config(cls, model_cfg, num_classes: int, input_size, where: str = "model") -> "ModelRecord":
         """The record of a :class:`~nasdistill.engine.config.ModelConfig` for the given data.
 
         ``arch`` may be a mapping, JSON text, a JSON file or a folder holding ``model.json``; a full
         record (a search run, an export) needs no ``space``. An explicit ``space`` is loaded and
-        adapted to the data, and the arch is checked against it.
+        adapted to the data, and the arch is checked against it. ``where``: the config section, for
+        messages (``model``, ``student``, ``sftn.student``).
         """
         input_size = tuple(int(v) for v in input_size)
         if model_cfg.arch is None:
             if model_cfg.space is not None:
-                raise ValueError(f"model.space={model_cfg.space!r} needs model.arch (a mapping, a JSON "
+                raise ValueError(f"{where}.space={model_cfg.space!r} needs {where}.arch (a mapping, a JSON "
                                  "string, a JSON file, or a run directory holding model.json)")
             return cls.zoo(model_cfg.name, num_classes, input_size, getattr(model_cfg, "options", None))
-        found = read_model_source(model_cfg.arch, "model.arch")
+        found = read_model_source(model_cfg.arch, f"{where}.arch")
         from .space import load_space
 
         if model_cfg.space is not None:
             arch = found.arch if isinstance(found, ModelRecord) else found[0]
-            return cls.of_space(load_space(model_cfg.space, num_classes, input_size), arch)
+            space = load_space(model_cfg.space, num_classes, input_size)
+            try:
+                return cls.of_space(space, arch)
+            except ValueError as err:
+                if not isinstance(found, ModelRecord) or found.kind != "space":
+                    raise ValueError(f"{where}.arch does not fit {where}.space={model_cfg.space!r}: {err}") from None
+                recorded = (found.space or {}).get("name", "?")
+                shown = str(model_cfg.arch) if isinstance(model_cfg.arch, (str, os.PathLike)) else "(a model record)"
+                raise ValueError(
+                    f"{where}.arch={shown} is a network recorded with its own space "
+                    f"({recorded!r}), and {where}.space={model_cfg.space!r} does not fit it ({err}). Drop "
+                    f"{where}.space ({where}.space=null) to use the recorded space, or name the space "
+                    "it was searched in") from None
         if isinstance(found, ModelRecord):
             if found.kind != "space":
-                raise ValueError(f"model.arch names a zoo model record ({found.name}); set model.name "
+                raise ValueError(f"{where}.arch names a zoo model record ({found.name}); set {where}.name "
                                  "instead")
             return found.adapted(num_classes, input_size)
         arch, space_name = found
         if space_name is None:
-            raise ValueError("model.arch is a bare architecture: name its search space with model.space "
+            raise ValueError(f"{where}.arch is a bare architecture: name its search space with {where}.space "
                              "(a module of search_spaces such as digits_small, or a .py file)")
         return cls.of_space(load_space(space_name, num_classes, input_size), arch)
 

@@ -42,7 +42,7 @@ def test_top_level_names():
     assert nasdistill.Supernet is Supernet and callable(nasdistill.create_model)
 
 
-def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads_without_its_file(tmp_path):
+def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads_without_its_file(tmp_path, capsys):
     space_file = tmp_path / "src" / "my_space.py"
     space_file.parent.mkdir()
     space_file.write_text(USER_SPACE)
@@ -59,6 +59,17 @@ def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads
         assert main(["distill", "examples/digits_distill.yaml", f"teacher={teacher}", *student, *TINY_TRAIN,
                      "--out-dir", str(tmp_path / name)]) == 0
         assert json.loads((tmp_path / name / "model.json").read_text())["arch"] == record["arch"]
+    # the example YAML's own student.space kept by mistake: a sentence that says what to drop, and the
+    # corrected command then runs in the same folder (a run that never trained holds nothing to keep)
+    capsys.readouterr()
+    assert main(["distill", "examples/digits_distill.yaml", f"teacher={teacher}", f"student.arch={search}",
+                 *TINY_TRAIN, "--out-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "recorded with its own space ('bar_space')" in err and "student.space=null" in err, err
+    assert "Traceback" not in err and not (tmp_path / "c" / "last.ckpt").exists()
+    assert main(["distill", "examples/digits_distill.yaml", f"teacher={teacher}", f"student.arch={search}",
+                 "student.space=null", *TINY_TRAIN, "--out-dir", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "model.json").read_text())["arch"] == record["arch"]
     assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "export"), "--no-onnx"]) == 0
     before = nasdistill.load(tmp_path / "export")
     shutil.rmtree(space_file.parent)  # the author renames or deletes the space file

@@ -116,7 +116,7 @@ def build_distill_task(cfg, splits, loaders, device, world) -> DistillTask:
             f"{splits.name!r} is augmented (data.augment={cfg.data.augment}, dataset default "
             f"{splits.augment}): a cached logit would belong to another crop/flip of the image. "
             "Set data.augment=false or cache_teacher_logits=false")
-    record = ModelRecord.from_config(cfg.student, splits.num_classes, splits.input_size)
+    record = ModelRecord.from_config(cfg.student, splits.num_classes, splits.input_size, "student")
     rng = torch.get_rng_state()
     teacher = None
     if get_distiller(cfg.method).needs_teacher:

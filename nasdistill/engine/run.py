@@ -176,8 +176,8 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
 def _prepare(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str) -> Optional[dict]:
     """Decide what happens in ``rd`` (holding its lock); return the result of a reusable run."""
     amendments = []
-    if mode == "restart":
-        rd.wipe()
+    if mode == "restart" or (not rd.holds_run() and rd.present()):
+        rd.wipe()  # (a folder whose run never trained an epoch holds nothing to keep)
     elif rd.holds_run():
         if mode == "new":
             raise FileExistsError(

@@ -37,6 +37,10 @@ RUN_FILES = ("run.json", "config.yaml", "last.ckpt", "metrics.jsonl", "result.js
 #: Everything a run writes (removed by a restart); never anything else in the folder.
 RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "branches.safetensors",
                            "phi.json", "tb", "code")
+#: Files that mean a run made progress (an epoch checkpointed or logged, or a result): a folder
+#: holding only ``run.json``/``config.yaml`` never started training (e.g. its model could not be
+#: built) and is taken over by the next run, whatever its configuration.
+PROGRESS_FILES = ("last.ckpt", "metrics.jsonl", "result.json")
 LOCK = ".lock"
 
 
@@ -74,7 +78,8 @@ class RunDirectory:
         return [n for n in RUN_FILES if (self.path / n).exists()]
 
     def holds_run(self) -> bool:
-        return bool(self.present())
+        """Whether a run made progress here (see ``PROGRESS_FILES``)."""
+        return any((self.path / n).exists() for n in PROGRESS_FILES)
 
     def checkpoint_epoch(self) -> Optional[int]:
         """The epoch ``last.ckpt`` ends at (None without a readable checkpoint)."""
@@ -300,5 +305,5 @@ def read_result(run_dir) -> Optional[dict]:
     return RunDirectory(run_dir).read_result()
 
 
-__all__ = ["LOCK", "MetricsLog", "RUN_FILES", "RUN_OUTPUTS", "RunDirectory", "RunLocked",
+__all__ = ["LOCK", "MetricsLog", "PROGRESS_FILES", "RUN_FILES", "RUN_OUTPUTS", "RunDirectory", "RunLocked",
            "read_metrics", "read_result", "sha256_file", "write_weights"]

@@ -119,7 +119,7 @@ def make_sftn_task(cfg, model, splits) -> SFTNTask:
     from ..record import ModelRecord
 
     c = cfg.sftn
-    student = ModelRecord.from_config(c.student, splits.num_classes, splits.input_size).build()
+    student = ModelRecord.from_config(c.student, splits.num_classes, splits.input_size, "sftn.student").build()
     branched = graft_student(model, student, splits.input_size, c.blocks, c.teacher_blocks, c.student_blocks)
     return SFTNTask(branched, c)
 
