@@ -180,6 +180,7 @@ class ModelRecord:
         for path in files:
             if not path.is_file():
                 raise FileNotFoundError(f"trust_code: code file {path} does not exist")
+            print(f"trust_code: importing {path}", file=sys.stderr, flush=True)
             name = f"nasdistill_record_code_{path.stem}_{abs(hash(str(path))) % 10**8}"
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)

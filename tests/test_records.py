@@ -86,8 +86,9 @@ def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads
 def test_a_tampered_folder_never_runs_code(tmp_path):
     space = load_space("digits_small")
     folder = tmp_path / "export"
-    nasdistill.export.export_model(space.build(space.sample(1)), folder, space=space, arch=space.sample(1),
-                                   onnx=False, verbose=False)
+    from nasdistill.export import export_model
+
+    export_model(space.build(space.sample(1)), folder, space=space, arch=space.sample(1), onnx=False, verbose=False)
     planted = folder / "evil_space.py"
     planted.write_text(MARKER_CODE)
     good = json.loads((folder / "model.json").read_text())
@@ -126,7 +127,9 @@ SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem
     space = load_space(str(space_file))
     arch = {"layer1": "sep3_rec", "layer2": "sep3_rec"}
     folder = tmp_path / "export"
-    nasdistill.export.export_model(space.build(arch), folder, space=space, arch=arch, onnx=False, verbose=False)
+    from nasdistill.export import export_model
+
+    export_model(space.build(arch), folder, space=space, arch=arch, onnx=False, verbose=False)
     assert (folder / "code" / "ops_space.py").is_file() and str(tmp_path) not in (folder / "model.json").read_text()
     space_file.unlink()
     probe = "import nasdistill, sys; m = nasdistill.load(sys.argv[1], trust_code=sys.argv[2] == '1'); print(type(m).__name__)"
@@ -136,6 +139,7 @@ SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem
     trusted = subprocess.run([sys.executable, "-c", probe, str(folder), "1"], capture_output=True, text=True,
                              env=ENV, timeout=120)
     assert trusted.returncode == 0 and trusted.stdout.strip() == "SpaceNet", trusted.stderr
+    assert f"importing {(folder / 'code' / 'ops_space.py').resolve()}" in trusted.stderr  # names the file it runs
 
 
 def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):
