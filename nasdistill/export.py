@@ -41,6 +41,7 @@ from .artifact import (  # noqa: F401  (re-exported: the public export API)
     supernet_modules,
 )
 from .atomic import atomic_path, write_json
+from .engine.rundir import sha256_file
 from .record import ModelRecord
 
 # ---------------------------------------------------------------------------- export
@@ -253,13 +254,38 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
     result = {"folder": str(out), "kind": rec.kind, "model": rec.arch_id or rec.name,
               "macs": cost["macs"], "params": cost["params"], "input_size": list(input_size),
               "batches": [int(x.shape[0]), int(check.shape[0])], "max_abs_diff": diffs,
-              "files": {fmt: {"file": name, "bytes": (out / name).stat().st_size}
+              "files": {fmt: {"file": name, "bytes": (out / name).stat().st_size,
+                              "sha256": sha256_file(out / name)}
                         for fmt, name in FILES.items() if diffs[fmt] is not None},
               "skipped": skipped, "errors": errors, **extra, **dict(source or {})}
     write_json(out / "export.json", result)
     if verbose:
         print(format_result(result))
     return result
+
+
+def finished_export(out_dir: PathLike) -> Optional[dict]:
+    """The ``export.json`` of a complete export in ``out_dir``, or None.
+
+    Complete means: ``export.json`` (written last) reads, ``model.json`` is there, and every file it
+    lists exists with the SHA-256 it records, so an export killed midway, or a file deleted or
+    damaged since, is exported again rather than reused.
+    """
+    import json
+
+    out = Path(out_dir)
+    try:
+        info = json.loads((out / "export.json").read_text())
+    except (OSError, ValueError):
+        return None
+    files = info.get("files") if isinstance(info, dict) else None
+    if not isinstance(files, dict) or "safetensors" not in files or not (out / "model.json").is_file():
+        return None
+    for entry in files.values():
+        path = out / str(entry.get("file", ""))
+        if not path.is_file() or entry.get("sha256") is None or sha256_file(path) != entry["sha256"]:
+            return None
+    return info
 
 
 def _cost(rec: ModelRecord, model: nn.Module) -> dict:

@@ -75,6 +75,25 @@ def test_finished_stages_are_reused(run):
     assert stamps and all(p.stat().st_mtime == t for p, t in stamps.items())
 
 
+def test_a_damaged_or_partial_export_is_exported_again(run):
+    """An export killed midway or damaged since (a file missing, a file of other bytes) is not
+    reused on rerun: it is written again and reloads to the source run's outputs."""
+    out, summary = run
+    first, second = (out / "students" / s["student"] for s in summary["students"][:2])
+    (first / "model.pt2").unlink()
+    (second / "model.safetensors").write_bytes(b"not a safetensors file")
+    untouched = {p: p.stat().st_mtime_ns for s in summary["students"][2:]
+                 for p in (out / "students" / s["student"]).iterdir()}
+    run_pipeline(load_config(PipelineConfig, None, TINY), out, verbose=False)
+    x = torch.randn(3, 1, 8, 8)
+    for folder in (first, second):
+        info = json.loads((folder / "export.json").read_text())
+        assert (folder / "model.pt2").is_file()
+        with torch.no_grad():
+            assert torch.allclose(nasdistill.load(folder)(x), nasdistill.load(out / info["source"])(x), atol=1e-5)
+    assert all(p.stat().st_mtime_ns == t for p, t in untouched.items())  # complete exports are reused
+
+
 def test_bad_pipeline_configs_are_refused():
     with pytest.raises(ConfigError, match="teachers.methods"):
         load_config(PipelineConfig, None, ["teachers.methods=[ce,gnt]"]).check()

@@ -183,7 +183,7 @@ def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
 def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> list[dict]:
     """Export, per student, the first seed's weights of its best teacher/method (by mean test acc)."""
     from ..artifact import load
-    from ..export import export_model
+    from ..export import export_model, finished_export
     from ..report import describe_source
 
     exported = []
@@ -200,8 +200,7 @@ def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> li
         src = out / "distill" / st["student"] / f"{name}_s{seed}"
         target = out / "students" / st["student"]
         digest = RunDirectory(src).finished_result()["weights_sha256"]
-        previous = target / "export.json"
-        info = json.loads(previous.read_text()) if previous.is_file() else {}
+        info = finished_export(target) or {}
         if info.get("source_weights_sha256") != digest:
             model = load(src)
             x = splits.test.images[:8].float()
