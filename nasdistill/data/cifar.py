@@ -114,7 +114,7 @@ def find_cifar_folder(name: str, root: str | os.PathLike | None) -> Path:
     looked = " and ".join(str(c / probe) for c in candidates)
     raise FileNotFoundError(
         f"{name}: file {probe!r} not found (looked for {looked}). Download {layout['archive']} "
-        f"from {URL} and extract it into {base} (giving {base / layout['folder']}), or pass "
+        f"from {URL} and extract it into {base} (giving {base / layout['folder']}), or "
         f"set data.root=DIR (in the config or on the command line) to the folder that holds it"
     )
 
