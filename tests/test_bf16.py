@@ -87,13 +87,8 @@ def test_teacher(tmp_path, profile, method, extra):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, profile):
     out = tmp_path_factory.mktemp("t") / "teacher"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NASDISTILL_PROGRESS", "0")
-    try:
-        assert main(["teacher", "examples/digits_teacher.yaml", *profile, "train.epochs=2",
-                     "--out-dir", str(out)]) == 0
-    finally:
-        mp.undo()
+    assert main(["teacher", "examples/digits_teacher.yaml", *profile, "train.epochs=2",
+                 "--out-dir", str(out)]) == 0
     return out
 
 

@@ -22,23 +22,11 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
-
-
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("teacher") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NASDISTILL_PROGRESS", "0")
-    mp.setenv("NASDISTILL_TENSORBOARD", "0")
-    try:
-        rc = main(["teacher", "model.name=resnet8", "train.epochs=1", "train.batch_size=128",
-                   "train.lr=0.1", "--out-dir", str(out)])
-    finally:
-        mp.undo()
+    rc = main(["teacher", "model.name=resnet8", "train.epochs=1", "train.batch_size=128",
+               "train.lr=0.1", "--out-dir", str(out)])
     assert rc == 0
     return out
 

@@ -28,7 +28,6 @@ def one_thread():
 
 
 def test_digits_run_writes_full_run_directory(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
     run = tmp_path / "run"
     assert main(["teacher", *TINY, "--out-dir", str(run)]) == 0
     names = {p.name for p in run.iterdir()}

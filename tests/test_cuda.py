@@ -32,8 +32,6 @@ COMMON = [f"train.device={DEVICE}", "train.batch_size=64"] + ([] if ON_GPU else 
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
 
 
-
-
 def _result(out):
     return json.loads((out / "result.json").read_text())
 
@@ -41,13 +39,8 @@ def _result(out):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NASDISTILL_PROGRESS", "0")
-    try:
-        assert main(["teacher", "examples/digits_teacher.yaml", *COMMON, "train.epochs=2",
-                     "--out-dir", str(out)]) == 0
-    finally:
-        mp.undo()
+    assert main(["teacher", "examples/digits_teacher.yaml", *COMMON, "train.epochs=2",
+                 "--out-dir", str(out)]) == 0
     return out
 
 

@@ -25,12 +25,6 @@ ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "k3_d2", "layer4": "i
         "layer5": "zero", "layer6": "identity"}
 
 
-@pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
-    monkeypatch.setenv("NASDISTILL_TENSORBOARD", "0")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # The 2 shared cores are oversubscribed by other jobs; two spinning OpenMP threads then make
@@ -49,14 +43,8 @@ def splits():
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("teacher") / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NASDISTILL_PROGRESS", "0")
-    mp.setenv("NASDISTILL_TENSORBOARD", "0")
-    try:
-        rc = main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
-                   "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)])
-    finally:
-        mp.undo()
+    rc = main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
+               "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)])
     assert rc == 0
     return out
 

@@ -12,8 +12,6 @@ from nasdistill.teachers.ce import CETask
 from test_engine import ExplodingTask  # the same task that turns its loss NaN in epoch 1
 
 
-
-
 @pytest.fixture(scope="module")
 def splits():
     return load_dataset("digits", seed=0)

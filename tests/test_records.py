@@ -34,8 +34,6 @@ Path(__file__).with_name("MARKER").write_text("code ran")
 TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1"]
 
 
-
-
 def test_top_level_names():
     from nasdistill import Supernet, create_model, load, load_space as ls  # noqa: F401
 

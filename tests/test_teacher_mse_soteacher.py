@@ -161,7 +161,6 @@ def test_method_trains_digits_teacher_and_saves_plain_model(method, tmp_path, mo
 
     from nasdistill import load as load_model_record
 
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
     run = tmp_path / method
     code = main(["teacher", f"method={method}", "model.name=resnet8", "data.name=digits",
                  f"train.epochs={1 if method == 'mse' else 2}", "train.batch_size=128", "train.lr=0.05", "train.device=cpu",
@@ -189,7 +188,6 @@ def test_method_trains_digits_teacher_and_saves_plain_model(method, tmp_path, mo
 def test_soteacher_resume_is_exact(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    monkeypatch.setenv("NASDISTILL_PROGRESS", "0")
     common = ["method=soteacher", "model.name=resnet8", "data.name=digits", "train.batch_size=256",
               "train.device=cpu", "train.schedule=constant", "soteacher.ramp_epochs=2"]
     assert main(["teacher", *common, "train.epochs=2", "--out-dir", str(tmp_path / "straight")]) == 0
