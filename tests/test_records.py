@@ -107,9 +107,7 @@ def test_a_tampered_folder_never_runs_code(tmp_path):
         nasdistill.load(folder)  # the last attempt: the message says how to opt in, and to what
 
 
-def test_custom_ops_load_only_when_registered_or_trusted(tmp_path):
-    space_file = tmp_path / "ops_space.py"
-    space_file.write_text('''
+OPS_SPACE = '''
 from torch import nn
 from nasdistill.space import Layer, SearchSpace, register_op
 
@@ -121,7 +119,12 @@ register_op("sep3_rec", sep3)
 SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem_channels=8,
                     layers=[Layer(8, 1, ["sep3_rec", "zero"]), Layer(16, 2, ["sep3_rec", "k3_d2"])],
                     head_width=None)
-''')
+'''
+
+
+def test_custom_ops_load_only_when_registered_or_trusted(tmp_path):
+    space_file = tmp_path / "ops_space.py"
+    space_file.write_text(OPS_SPACE)
     space = load_space(str(space_file))
     arch = {"layer1": "sep3_rec", "layer2": "sep3_rec"}
     folder = tmp_path / "export"
@@ -138,6 +141,23 @@ SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem
                              env=ENV, timeout=120)
     assert trusted.returncode == 0 and trusted.stdout.strip() == "SpaceNet", trusted.stderr
     assert f"importing {(folder / 'code' / 'ops_space.py').resolve()}" in trusted.stderr  # names the file it runs
+
+
+def test_a_run_directory_keeps_the_code_of_its_custom_ops(tmp_path):
+    """A teacher run on a space with a custom op saves that op's code next to its model.json, so the
+    run directory loads with trust_code after the space file is gone (as an export does)."""
+    space_file = tmp_path / "src" / "ops_space.py"
+    space_file.parent.mkdir()
+    space_file.write_text(OPS_SPACE)
+    run = tmp_path / "run"
+    assert main(["teacher", "examples/digits_teacher.yaml", f"model.space={space_file}",
+                 "model.arch={layer1: sep3_rec, layer2: sep3_rec}", *TINY_TRAIN, "--out-dir", str(run)]) == 0
+    assert (run / "code" / "ops_space.py").read_text() == OPS_SPACE
+    shutil.rmtree(space_file.parent)
+    probe = "import nasdistill, sys; m = nasdistill.load(sys.argv[1], trust_code=True); print(type(m).__name__)"
+    loaded = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, env=ENV,
+                            timeout=120)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "SpaceNet", loaded.stderr
 
 
 def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):

@@ -132,7 +132,7 @@ def build_distill_task(cfg, splits, loaders, device, world) -> DistillTask:
                                         batch_size=max(cfg.train.batch_size, 256))
         cache_s = time.perf_counter() - t0
     task = DistillTask(student, distiller, cache)
-    task.record = record.to_json()
+    task.network_record = record
     task.info = {"method": cfg.method, "student": record.to_json(),
                  "teacher": str(Path(cfg.teacher).resolve()) if teacher is not None else None,
                  "cache_teacher_logits": cfg.cache_teacher_logits}

@@ -116,6 +116,10 @@ class RunMethod:
     saved_config: Optional[Callable[[Any], Any]] = None
     check: Optional[Callable[[Any], None]] = None
 
+    def identity_of(self, cfg) -> dict:
+        """The run's identity: :attr:`identity` or, by default, :func:`config_identity`."""
+        return self.identity(cfg) if self.identity is not None else config_identity(cfg)
+
 
 def default_loaders(cfg, splits, device, world) -> Loaders:
     """Train (shuffled, augmented as ``data.augment`` says, sharded), val and test loaders."""
@@ -142,7 +146,7 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     device = (distributed.resolve_device(cfg.train.device, world.local_rank) if device is None
               else torch.device(device))
     use_threads(cfg.train.threads)
-    identity = method.identity(cfg) if method.identity is not None else config_identity(cfg)
+    identity = method.identity_of(cfg)
     if run_dir is None:
         return _train(cfg, method, None, splits, device, world, verbose)
     rd = RunDirectory(run_dir)

@@ -80,8 +80,9 @@ class TrainTask:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        #: the ``model.json`` mapping of the final network (set by whoever builds the task)
-        self.record: Optional[dict] = None
+        #: the :class:`~nasdistill.record.ModelRecord` of the final network (set by whoever builds
+        #: the task); written as ``model.json`` (with the code of custom ops) by the trainer
+        self.network_record = None
         #: entries for ``result.json`` known when the task is built (e.g. the method's name)
         self.info: dict = {}
 
@@ -113,10 +114,15 @@ class TrainTask:
         """Entries added to ``result.json`` (called after :meth:`on_fit_end`)."""
         return {}
 
-    def model_record(self) -> Optional[dict]:
-        """The ``model.json`` mapping of the network :meth:`final_weights` holds (default:
-        :attr:`record`; None writes no ``model.json``)."""
-        return self.record
+    @property
+    def record(self) -> Optional[dict]:
+        """The ``model.json`` mapping of :attr:`network_record` (None without one)."""
+        return None if self.network_record is None else self.network_record.to_json()
+
+    def model_record(self):
+        """The :class:`~nasdistill.record.ModelRecord` of the network :meth:`final_weights` holds
+        (default: :attr:`network_record`; None writes no ``model.json``)."""
+        return self.network_record
 
     def eval_model(self) -> nn.Module:
         """The network evaluated for accuracy (default ``model``)."""

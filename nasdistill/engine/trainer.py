@@ -354,9 +354,7 @@ class Trainer:
             result["weights_sha256"] = write_weights(self.run_dir / "model.safetensors", weights)
             record = task.model_record()
             if record is not None:
-                from ..atomic import write_json
-
-                write_json(self.run_dir / "model.json", record)
+                record.write(self.run_dir)  # model.json, and code/ for custom ops
             task.save_artifacts(self.run_dir)
             self.rundir.write_result(result)
         distributed.barrier()

@@ -147,8 +147,8 @@ class SearchTask(TrainTask):
             raise RuntimeError("SearchTask.final_weights() before on_fit_end(): no student extracted yet")
         return self.student.state_dict()
 
-    def model_record(self) -> dict:
-        return ModelRecord.of_space(self.supernet.space, self.arch).to_json()
+    def model_record(self) -> ModelRecord:
+        return ModelRecord.of_space(self.supernet.space, self.arch)
 
     def result_extras(self) -> dict:
         arch = self.arch if self.arch is not None else self.supernet.export()

@@ -11,7 +11,7 @@ def build_teacher_task(cfg, splits, loaders, device, world):
     method = get_teacher(cfg.method)
     record = ModelRecord.from_config(cfg.model, splits.num_classes, splits.input_size)
     task = method.task_factory(cfg, record.build(), splits)
-    task.record = record.to_json()
+    task.network_record = record
     task.info = {"method": cfg.method, "model": record.describe()}
     return task
 
