@@ -16,6 +16,7 @@ whose message names the file::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -44,17 +45,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def reworded(err: OSError, message: str, filename: PathLike | None = None, cls: type | None = None) -> OSError:
+    """``err`` reworded: an error of its class (or ``cls``) with its errno and ``message``, which
+    names the file and what to do; ``filename`` (optional) becomes the error's ``filename``. Raise
+    it ``from None``."""
+    out = (cls or type(err))(err.errno, message)
+    if filename is not None:
+        out.filename = str(filename)
+    return out
+
+
 def _explain(err: OSError, path: Path) -> OSError:
     """The same error class, with a message that names the file and what to do."""
     if isinstance(err, PermissionError):
         what = "permission denied: the folder is read-only or belongs to someone else"
-    elif getattr(err, "errno", None) == 28:  # ENOSPC
+    elif getattr(err, "errno", None) == errno.ENOSPC:
         what = "no space left on the device: free some space"
     else:
         what = err.strerror or str(err)
-    out = type(err)(err.errno, f"cannot write {path} ({what}); nothing was changed there")
-    out.filename = str(path)
-    return out
+    return reworded(err, f"cannot write {path} ({what}); nothing was changed there", path)
 
 
 @contextlib.contextmanager
@@ -114,4 +123,4 @@ def write_json(path: PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-__all__ = ["atomic_open", "atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "reworded", "write_json", "write_text"]

@@ -9,7 +9,6 @@ batch of ``--batch-size`` (median of ``--reps`` runs after warm-up). The JSON ta
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 
@@ -77,6 +76,7 @@ def measure_table(space, device, batch_size: int = 1, reps: int = 10, warmup: in
 
 
 def run(args) -> int:
+    from ..atomic import atomic_open
     from ..engine import distributed
     from ..space import load_space
     from ..supernet import CostModel
@@ -87,10 +87,8 @@ def run(args) -> int:
     device = distributed.resolve_device(args.device, 0)
     table = measure_table(space, device, args.batch_size, args.reps, args.warmup)
     out = args.out or f"latency_{space.name}.json"
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(out, "w") as f:
         json.dump(table, f, indent=1)
-    os.replace(tmp, out)
     model = CostModel(space, "latency", table)
     lo = min(space.architectures(), key=lambda a: space.cost(a)["macs"]) if space.size() < 20000 else None
     print(f"measured {len(table['entries'])} entries of space {space.name} on {device} "

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 from typing import Callable, Optional, Sequence
 
-from ..engine.cli_args import add_config_arguments, config_from_args, run_mode
+from ..engine.cli_args import add_config_arguments as add_arguments  # the commands' arguments
+from ..engine.cli_args import config_from_args, run_mode
 from ..engine.distributed import init_distributed, shutdown_distributed
-
-
-def add_arguments(parser) -> None:
-    add_config_arguments(parser)
 
 
 def run_command(args, config_class, runner: Callable, what: str, keys: Optional[Sequence[str]] = None) -> int:
     """Build ``config_class`` from ``args``, run ``runner(cfg, out_dir, mode=, device=, world=)``,
     print the result's ``keys`` (default: all but bulky ones) as JSON and where it was written."""
-    cfg = config_from_args(config_class, args)
-    if hasattr(cfg, "check"):
-        cfg.check()
+    cfg = config_from_args(config_class, args)  # (``runner`` checks it through run_training)
     mode = run_mode(args)
     world, device = init_distributed(cfg.train.device)
     try:
@@ -31,3 +26,6 @@ def run_command(args, config_class, runner: Callable, what: str, keys: Optional[
     finally:
         shutdown_distributed()
     return 0
+
+
+__all__ = ["add_arguments", "run_command"]

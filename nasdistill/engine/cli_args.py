@@ -30,7 +30,7 @@ def add_mode_arguments(parser) -> None:
                        help="delete what the run wrote and start it over")
 
 
-def run_mode(args, default: str = "new") -> str:
+def run_mode(args) -> str:
     """The run mode the flags ask for: ``new``, ``resume``, ``amend`` or ``restart``."""
     if getattr(args, "restart", False):
         if getattr(args, "resume", False) or getattr(args, "amend", False):
@@ -40,7 +40,7 @@ def run_mode(args, default: str = "new") -> str:
         return "amend"
     if getattr(args, "resume", False):
         return "resume"
-    return default
+    return "new"
 
 
 def config_from_args(cls, args):

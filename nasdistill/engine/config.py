@@ -271,7 +271,7 @@ def _unknown_key_message(cls, prefix: str, key: str, value: Any = None) -> str:
     ``trian.epochs=3`` suggests ``train.epochs``, not ``train.lr``."""
     full = prefix + key
     valid = [prefix + k for k in dotted_keys(cls)]
-    given = [full + "." + k for k in _flat_keys(value)] if isinstance(value, dict) and value else [full]
+    given = [full + "." + k for k in flatten(value)] if isinstance(value, dict) and value else [full]
     best, score = None, 0.0
     for g in given:
         for v in valid:
@@ -284,13 +284,16 @@ def _unknown_key_message(cls, prefix: str, key: str, value: Any = None) -> str:
     return f"unknown config key {full!r}: valid keys here: {', '.join(prefix + t for t in tops)}"
 
 
-def _flat_keys(d: dict) -> list[str]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out += [f"{k}.{s}" for s in _flat_keys(v)]
-        else:
-            out.append(str(k))
+def flatten(d: Any, prefix: str = "") -> dict:
+    """``{"train.lr": 0.1, ...}`` from a nested mapping (lists and scalars are leaves)."""
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key + "."))
+            else:
+                out[key] = v
     return out
 
 
@@ -382,9 +385,7 @@ def _number(value: Any) -> Optional[float]:
 
 
 def _type_error(key: str, tp: Any, value: Any) -> ConfigError:
-    return ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r} "
-                       f"({type(value).__name__})", key,
-                       f"expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return ConfigError.for_key(key, f"expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _type_name(tp: Any) -> str:

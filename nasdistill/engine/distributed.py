@@ -3,7 +3,7 @@
 Each rank draws its shard of every global batch (the loader's ``rank``/``world_size``). Gradients
 are averaged over the ranks in one of two ways:
 
-- **DDP** (:func:`wrap_ddp`) for tasks whose every trainable parameter gets a gradient at every
+- **DDP** (:class:`DDPStep`) for tasks whose every trainable parameter gets a gradient at every
   step (``TrainTask.ddp_safe``: fixed teachers, distillation students): the whole training step
   runs through ``torch.nn.parallel.DistributedDataParallel``, whose bucketed all-reduce overlaps
   with backward. ``train.sync_bn=true`` converts BatchNorm to ``SyncBatchNorm`` first.
@@ -176,11 +176,6 @@ class DDPStep:
 
     def __call__(self, batch, ctx):
         return self.module.step_output(self.ddp(batch, ctx))
-
-
-def wrap_ddp(task) -> DDPStep:
-    """Run ``task``'s steps through DDP (see the module docstring)."""
-    return DDPStep(task)
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:

@@ -19,10 +19,13 @@ import torch
 from . import distributed
 
 
-def _as_tensor(v, device) -> torch.Tensor:
-    if torch.is_tensor(v):
-        return v.detach().to(device=device, dtype=torch.float64).reshape(())
-    return torch.tensor(float(v), dtype=torch.float64, device=device)
+def step_values(out, device) -> tuple[torch.Tensor, dict]:
+    """The loss (float64) and logs of the step output ``out``, converted once per step for both the
+    meter and the guard: a tensor log becomes a 0-d float64 tensor on ``device``, a number log a
+    Python float (taken by the in-place ops as a scalar: no host-to-device copy)."""
+    logs = {k: (v.detach().to(device=device, dtype=torch.float64).reshape(()) if torch.is_tensor(v)
+                else float(v)) for k, v in out.logs.items()}
+    return out.loss.detach().double(), logs
 
 
 class EpochMeter:
@@ -44,13 +47,14 @@ class EpochMeter:
             v.zero_()
         self.seen = self.counted = 0
 
-    def add_step(self, out, y: torch.Tensor) -> None:
-        """Device part of a main step: loss, correct predictions and logs, weighted by the batch."""
+    def add_step(self, out, y: torch.Tensor, loss: torch.Tensor, logs: dict) -> None:
+        """Device part of a main step: loss, correct predictions and logs, weighted by the batch
+        (``loss`` and ``logs``: :func:`step_values` of ``out``)."""
         n = y.shape[0]
-        self.loss.add_(out.loss.detach().double() * n)
+        self.loss.add_(loss * n)
         if out.logits is not None:
             self.correct.add_((out.logits.detach().argmax(1) == y).sum().double())
-        self.add_logs(out.logs, n)
+        self.add_logs(logs, n)
 
     def count(self, n: int, scored: bool) -> None:
         """Host part of a main step."""
@@ -58,10 +62,11 @@ class EpochMeter:
         self.counted += n if scored else 0
 
     def add_logs(self, logs: dict, n: int) -> None:
+        """Add ``logs`` (converted by :func:`step_values`) weighted by ``n``."""
         for k, v in logs.items():
             if k not in self.logs:
                 self.logs[k] = torch.zeros((), dtype=torch.float64, device=self.device)
-            self.logs[k].add_(_as_tensor(v, self.device) * n)
+            self.logs[k].add_(v * n)  # a float stays a scalar operand
 
     def reduce(self) -> dict:
         """The epoch's ``train_loss``, ``train_acc`` and ``train_<log>`` averaged over all ranks."""
@@ -94,16 +99,19 @@ class NonFiniteGuard:
         self.step.fill_(step)
         self.first.fill_(-1)
 
-    def observe(self, out) -> None:
-        """Record ``out`` if its loss is the first non-finite one (no host sync)."""
-        bad = ~torch.isfinite(out.loss.detach())
-        new = bad & (self.first < 0)
+    def observe(self, loss: torch.Tensor, logs: dict) -> None:
+        """Record a step's ``loss`` and ``logs`` (:func:`step_values` of its output) if the loss is
+        the first non-finite one (no host sync)."""
+        new = ~torch.isfinite(loss) & (self.first < 0)
         self.first.copy_(torch.where(new, self.step, self.first))
-        self.loss.copy_(torch.where(new, out.loss.detach().double(), self.loss))
-        for k, v in out.logs.items():
+        self.loss.copy_(torch.where(new, loss, self.loss))
+        for k, v in logs.items():
             if k not in self.logs:
                 self.logs[k] = torch.zeros((), dtype=torch.float64, device=self.device)
-            self.logs[k].copy_(torch.where(new, _as_tensor(v, self.device), self.logs[k]))
+            if torch.is_tensor(v):
+                self.logs[k].copy_(torch.where(new, v, self.logs[k]))
+            else:  # a scalar fill: no host-to-device copy (masked_fill_ with a tensor value syncs)
+                self.logs[k].masked_fill_(new, v)
 
     def tick(self) -> None:
         """The next batch (global step) begins."""
@@ -119,4 +127,4 @@ class NonFiniteGuard:
                 "logs": {k: float(v) for k, v in self.logs.items()}}
 
 
-__all__ = ["EpochMeter", "NonFiniteGuard"]
+__all__ = ["EpochMeter", "NonFiniteGuard", "step_values"]

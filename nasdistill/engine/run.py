@@ -27,7 +27,6 @@ once with the holder's PID.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -39,7 +38,7 @@ import torch
 
 from . import distributed
 from .checkpoint import seed_everything
-from .config import ConfigError, save_yaml, to_dict
+from .config import ConfigError, flatten, save_yaml, to_dict
 from .rundir import RunDirectory
 from .task import Loaders, TrainTask
 from .threads import use_threads
@@ -53,19 +52,6 @@ NOT_IDENTITY = ("out_dir", "train.threads", "train.device", "train.compile", "tr
 
 class ConfigMismatch(ConfigError):
     """The run directory was written with another configuration."""
-
-
-def flatten(d: Any, prefix: str = "") -> dict:
-    """``{"train.lr": 0.1, ...}`` from a nested mapping (lists and scalars are leaves)."""
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and v:
-                out.update(flatten(v, key + "."))
-            else:
-                out[key] = v
-    return out
 
 
 def config_identity(cfg, ignore=NOT_IDENTITY) -> dict:
@@ -146,7 +132,6 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     device = (distributed.resolve_device(cfg.train.device, world.local_rank) if device is None
               else torch.device(device))
     use_threads(cfg.train.threads)
-    identity = method.identity_of(cfg)
     if run_dir is None:
         return _train(cfg, method, None, splits, device, world, verbose)
     rd = RunDirectory(run_dir)
@@ -159,6 +144,7 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
         return _train(cfg, method, rd.path, splits, device, world, verbose)
     try:
         rd.lock()
+        identity = method.identity_of(cfg)  # rank 0 only (a distillation's hashes its teacher's weights)
         reused = _prepare(cfg, method, rd, identity, mode)
     except Exception as err:
         rd.unlock()
@@ -241,11 +227,6 @@ def _train(cfg, method: RunMethod, run_dir: Optional[Path], splits, device, worl
         if saved is not None:
             return saved
     return result
-
-
-def replace_train(cfg, **changes):
-    """``cfg`` with ``cfg.train`` fields replaced (a copy)."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
 
 
 __all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunMethod", "config_identity", "default_loaders",

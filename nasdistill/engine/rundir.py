@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import atomic_open, atomic_path, write_json
+from ..atomic import atomic_open, reworded, write_json
 
 #: Files whose presence means "a run is here" (one list for the trainer, the lifecycle and export).
 RUN_FILES = ("run.json", "config.yaml", "last.ckpt", "metrics.jsonl", "result.json")
@@ -58,12 +58,12 @@ def sha256_file(path) -> str:
 
 def write_weights(path, weights: dict) -> str:
     """Write ``weights`` (CPU tensors) to ``path`` as safetensors atomically; return its SHA-256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    with atomic_path(path) as tmp:
-        save_file(weights, str(tmp))
-        digest = sha256_file(tmp)
-    return digest
+    data = save(weights)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 class RunDirectory:
@@ -150,10 +150,8 @@ class RunDirectory:
         except OSError as err:
             reason = ("a file stands in its path" if err.errno in (errno.ENOTDIR, errno.EEXIST) else
                       "permission denied" if isinstance(err, PermissionError) else err.strerror)
-            out = type(err)(err.errno, f"cannot create or write the run folder {self.path} ({reason}); "
-                                       "choose another --out-dir or fix the folder's permissions")
-            out.filename = str(self.path)
-            raise out from None
+            raise reworded(err, f"cannot create or write the run folder {self.path} ({reason}); "
+                                "choose another --out-dir or fix the folder's permissions", self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -174,12 +172,6 @@ class RunDirectory:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
-
-    def __enter__(self) -> "RunDirectory":
-        return self.lock()
-
-    def __exit__(self, *exc) -> None:
-        self.unlock()
 
 
 def _read_mapping(path: Path) -> Optional[dict]:
@@ -253,8 +245,8 @@ class MetricsLog:
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as err:
-            raise OSError(err.errno, f"cannot append to {self.jsonl} ({err.strerror}); free space or fix "
-                                     "the folder's permissions, then resume with --resume") from None
+            raise reworded(err, f"cannot append to {self.jsonl} ({err.strerror}); free space or fix "
+                                "the folder's permissions, then resume with --resume", cls=OSError) from None
         self._rewrite_csv()
         if self.tb is not None:
             for key, value in row.items():

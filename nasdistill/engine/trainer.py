@@ -1,6 +1,6 @@
 """The one training loop shared by teachers, search and distillation.
 
-Per step (:meth:`Trainer._step`): ``out = task.training_step(batch, ctx)`` under the run's
+Per step (:meth:`Trainer._step_tensors`): ``out = task.training_step(batch, ctx)`` under the run's
 autocast; the loss and logs go into the on-device :class:`~.meter.EpochMeter`, a non-finite loss
 into the :class:`~.meter.NonFiniteGuard` (read every ``train.check_every`` steps: no per-step host
 sync); then zero_grad, backward, gradient averaging across ranks (DDP for ``ddp_safe`` tasks, one
@@ -27,7 +27,7 @@ from . import distributed
 from .checkpoint import (capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything,
                          state_dict_diff)
 from .cuda_graphs import graphed_step_for, is_capturing
-from .meter import EpochMeter, NonFiniteGuard
+from .meter import EpochMeter, NonFiniteGuard, step_values
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import autocast_for, to_channels_last, use_channels_last
 from .rundir import MetricsLog, RunDirectory, write_weights
@@ -109,7 +109,7 @@ class Trainer:
         self.cfg = train_cfg
         self.task = task
         self.loaders = Loaders(train_loader, eval_loader, test_loader)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.rundir = RunDirectory(run_dir) if run_dir is not None else None
         self.seed = seed
         self.resume = resume
         self.world = distributed.world()
@@ -118,7 +118,6 @@ class Trainer:
         self.verbose = verbose and self.world.is_main
         self.writes = self.run_dir is not None and self.world.is_main
         self.channels_last = use_channels_last(train_cfg.channels_last, self.device)
-        self.rundir = RunDirectory(self.run_dir) if self.run_dir is not None else None
         if self.rundir is not None and not resume and self.rundir.holds_run():
             raise FileExistsError(f"{self.run_dir} already holds a run ({', '.join(self.rundir.present())}); "
                                   "resume it (--resume / resume=True) or use another directory")
@@ -150,7 +149,7 @@ class Trainer:
             else:
                 self._say(f"train.compile ignored: {type(task).__name__} trains a model whose graph "
                           "changes per step (compile only fixed models)")
-        self.ddp = distributed.wrap_ddp(task) if self.world.distributed and task.ddp_safe else None
+        self.ddp = distributed.DDPStep(task) if self.world.distributed and task.ddp_safe else None
         self.meter = EpochMeter(self.device)
         self.guard = NonFiniteGuard(self.device)
         self.graphed = graphed_step_for(train_cfg, task, self.device, self.world, self.optimizers,
@@ -172,13 +171,15 @@ class Trainer:
         x, y, idx = batch
         with autocast_for(self.device, self.cfg.amp, cache_enabled=not is_capturing()):
             out = self._forward((x, y, idx), ctx)
-        self.guard.observe(out)
-        self.meter.add_step(out, y)
+        loss, logs = step_values(out, self.device)  # once for the guard and the meter
+        self.guard.observe(loss, logs)
+        self.meter.add_step(out, y, loss, logs)
         self._scored = out.logits is not None
         self._apply(out, ctx)
         for extra in self._extra_steps(ctx):
-            self.guard.observe(extra)
-            self.meter.add_logs(extra.logs, y.shape[0])
+            loss, logs = step_values(extra, self.device)
+            self.guard.observe(loss, logs)
+            self.meter.add_logs(logs, y.shape[0])
             self._apply(extra, ctx)
         self.guard.tick()
 
@@ -189,6 +190,11 @@ class Trainer:
     def _apply(self, out, ctx: StepContext) -> None:
         sync = self.world.distributed and not (self.ddp is not None and out.optimizer == "main")
         apply_step(self.task, self.optimizers, out, ctx, sync=sync)
+
+    @property
+    def run_dir(self) -> Optional[Path]:
+        """The run directory (None: nothing is written)."""
+        return self.rundir.path if self.rundir is not None else None
 
     # ------------------------------------------------------------------ checkpoint
     @property
@@ -252,9 +258,10 @@ class Trainer:
             self._say(f"resuming {self.run_dir} after epoch {start}/{epochs}")
         elif start == epochs:
             self._say(f"{self.run_dir}: training finished ({start} epochs), finishing the run")
-        if self.writes and start < epochs and self.rundir is not None:
+        log = None
+        if self.writes and start < epochs:
             self.rundir.clear_result()  # a result of an earlier run must not pass for this one
-        log = MetricsLog(self.run_dir, start) if self.writes and start < epochs else None
+            log = MetricsLog(self.run_dir, start)
         try:
             for epoch in range(start, epochs):
                 self.run_epoch(epoch, log)

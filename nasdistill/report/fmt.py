@@ -82,14 +82,10 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out += flatten(v, key + ".")
-        else:
-            out.append((key, v))
-    return out
+    """``[("train.lr", 0.1), ...]``: the pairs of :func:`nasdistill.engine.config.flatten`."""
+    from ..engine.config import flatten as flatten_mapping
+
+    return list(flatten_mapping(d, prefix).items())
 
 
 def plural(n: int, word: str) -> str:
