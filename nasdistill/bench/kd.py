@@ -22,6 +22,7 @@ with ``conventional / nasdistill``. With ``--json`` the last line holds the figu
 """
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -172,8 +173,7 @@ def run(args) -> int:
     if steps < 1:
         raise ValueError(f"--n-train {len(splits.train)} gives no full batch of {args.batch_size}")
     teacher, student = _models(args, device)
-    conv_student = _models(args, device)[1]
-    conv_student.load_state_dict(student.state_dict())
+    conv_student = copy.deepcopy(student)  # same initial weights, before the engine touches it
     trainer = _engine(args, splits, teacher, student, device, steps)
     loader, which = _conventional_loader(splits, args, device)
     opt = torch.optim.SGD(conv_student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)

@@ -17,7 +17,7 @@ import importlib
 import pkgutil
 from typing import Optional
 
-from ..registry import did_you_mean
+from ..registry import config_sections, did_you_mean
 from .base import Distiller, FeatureDistiller, FeatureKDConfig
 from .losses import (at_loss, attention_map, dkd_loss, fitnet_loss, kd_loss, pairwise_distances,
                      pkt_loss, pool_to_smaller, rkd_loss, sp_loss)
@@ -39,8 +39,7 @@ from .sp import SPConfig, SPDistiller  # noqa: E402
 from .vanilla import VanillaDistiller  # noqa: E402
 
 #: hyper-parameter dataclass of every registered method that has one
-METHOD_CONFIGS: dict[str, type] = {name: cls.config_class for name, cls in DISTILLERS.items()
-                                   if cls.config_class is not None}
+METHOD_CONFIGS: dict[str, type] = dict(config_sections(DISTILLERS))
 DistillConfig = distill_config_class()
 
 

@@ -33,10 +33,6 @@ class Distiller(nn.Module):
     #: one step is a fixed kernel sequence without host syncs (CUDA-graph capture allowed)
     graph_safe: bool = False
 
-    @property
-    def method(self) -> str:
-        return self.name
-
     @classmethod
     def build(cls, student, teacher, cfg=None, context=None) -> "Distiller":
         """The distiller for ``student`` and ``teacher``; ``context`` is a

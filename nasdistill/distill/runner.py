@@ -183,9 +183,12 @@ def _saved_config(cfg):
 
 
 def _check_run(cfg) -> None:
+    """``cfg.check()``, and the teacher run must have finished (before loading any data)."""
+    from .registry import get_distiller
+
     cfg.check()
-    if cfg.teacher is not None and cfg.method != "none":
-        finished_teacher(cfg.teacher)  # before loading any data
+    if cfg.teacher is not None and get_distiller(cfg.method).needs_teacher:
+        finished_teacher(cfg.teacher)
 
 
 from .config import DistillConfigBase  # noqa: E402

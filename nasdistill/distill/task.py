@@ -54,10 +54,6 @@ class DistillTask(TrainTask):
         self.teacher_test_acc = None
 
     @property
-    def method(self) -> str:
-        return self.distiller.name
-
-    @property
     def teacher(self) -> Optional[nn.Module]:
         return self.distiller.teacher
 

@@ -42,8 +42,6 @@ class SearchTask(TrainTask):
         if cfg.target is None:
             raise ValueError("search.target is required: the cost target in search.cost_metric units "
                              "(e.g. search.target=2000000 for 2 MMACs)")
-        if cfg.arch_every < 1:
-            raise ValueError(f"search.arch_every must be >= 1, got {cfg.arch_every}")
         self.cfg, self.val_loader = cfg, val_loader
         self.cost_model = cost_model
         self.arch_opt = torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr,
@@ -75,14 +73,17 @@ class SearchTask(TrainTask):
             return []
         x, y, _ = self._next_val_batch()
         self.supernet.sample(arch_grad=True)
+        c = self.cfg
+
+        def penalised(ce, expected):
+            return cost_penalty(ce, expected, c.target, c.penalty, c.alpha, c.beta, c.lam)
+
         ce = F.cross_entropy(self.supernet(x).float(), y)
         expected = self.cost_model.expected(self.supernet.gates)
-        c = self.cfg
-        loss = cost_penalty(ce, expected, c.target, c.penalty, c.alpha, c.beta, c.lam)
+        loss = penalised(ce, expected)
         e = expected.detach()
         # the per-path loss the estimator compares where a candidate changes the layer's shape
-        self.supernet.path_loss = lambda logits: cost_penalty(
-            F.cross_entropy(logits.float(), y), e, c.target, c.penalty, c.alpha, c.beta, c.lam)
+        self.supernet.path_loss = lambda logits: penalised(F.cross_entropy(logits.float(), y), e)
         return [StepOutput(loss, None, {"arch_ce": ce.detach(), "expected_cost": expected.detach()},
                            optimizer="arch")]
 

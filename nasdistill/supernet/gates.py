@@ -38,7 +38,8 @@ Recomputation rules (backward): candidates and downstream passes run under ``no_
 autocast state of the forward (device type of the input, enabled flag and dtype, re-entered with
 ``cache_enabled=False``; the backward pass does not inherit it), with BatchNorm treated as in
 the forward (batch statistics in train mode) but running statistics left untouched
-(:func:`frozen_bn_stats`). Inner products are accumulated in float32. The gradient w.r.t. ``y``
+(:func:`frozen_bn_stats`: the layer's own around its candidates, the owning supernet's around a
+downstream pass). Inner products are accumulated in float32. The gradient w.r.t. ``y``
 (hence ``x`` and the weights) passes through unchanged. The last ``dL/dg`` of each layer is kept in
 ``layer.last_dgate`` (diagnostics).
 
@@ -104,6 +105,11 @@ def autocast_as(state: Optional[tuple]):
     return torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False)
 
 
+def entropy_nats(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the probability vector ``p`` (zeros contribute nothing)."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum()
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() * b.float()).sum()
 
@@ -112,9 +118,10 @@ class GateGrad(torch.autograd.Function):
     """Identity on the active path's output ``y``; backward also returns ``dL/dg`` (module doc).
 
     ``layer`` provides ``run_candidate(j, x)``, ``downstream_loss(h, path, candidate)`` (the loss
-    with ``h`` as this layer's output and the later layers on ``path``; raises, naming
-    ``candidate``, when it cannot be computed) and ``bn_scope()`` (the module whose BatchNorm
-    running statistics the recomputation must leave alone).
+    with ``h`` as this layer's output and the later layers on ``path``, a detached tensor; raises,
+    naming ``candidate``, when it cannot be computed; leaves the BatchNorm running statistics of
+    the layers it runs alone) and ``active_loss(y, path, candidate)`` (the same for the active
+    path, possibly cached). The candidates run under :func:`frozen_bn_stats` of ``layer``.
     """
 
     @staticmethod
@@ -135,7 +142,7 @@ class GateGrad(torch.autograd.Function):
         dgate[active] = offset
         others = [j for j in ctx.indices if j != active]
         if others:
-            with torch.no_grad(), autocast_as(ctx.autocast), frozen_bn_stats(layer.bn_scope()):
+            with torch.no_grad(), autocast_as(ctx.autocast), frozen_bn_stats(layer):
                 loss_active = None  # computed once, and only if some candidate changes the shape
                 for j in others:
                     o = layer.run_candidate(j, x)
@@ -145,7 +152,8 @@ class GateGrad(torch.autograd.Function):
                     if loss_active is None:
                         loss_active = layer.active_loss(y, ctx.path, candidate=j)
                     loss_j = layer.downstream_loss(o, ctx.path, candidate=j)
-                    dgate[j] = offset + (loss_j - loss_active)
+                    # the difference in float64, rounded to float32 before the offset is added
+                    dgate[j] = offset + (loss_j - loss_active).float()
         layer.last_dgate = dgate.detach()
         return grad, dgate.to(ctx.gate_device), None, None, None, None
 
@@ -188,11 +196,8 @@ class ArchGates(nn.Module):
 
     def entropy(self) -> dict:
         """Entropy (nats) of each label's distribution."""
-        out = {}
-        for label in self.labels:
-            p = torch.softmax(self.logits(label).detach().float(), 0)
-            out[label] = float(-(p * torch.log(p.clamp_min(1e-12))).sum())
-        return out
+        return {label: float(entropy_nats(torch.softmax(self.logits(label).detach().float(), 0)))
+                for label in self.labels}
 
     # ------------------------------------------------------------------ paths
     def set_arch(self, arch: Optional[Mapping]) -> None:

@@ -17,7 +17,8 @@ gradient is estimated -- before the backward of an architecture step.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from ..space.blocks import ConvBNReLU, ShapeIdentity, Skip
 from ..space.ops import CustomOp, IdentityOp, ResBlocks, ZeroOp
 from .elastic import (ElasticConvBNReLU, ElasticLinear, ElasticResStack, PerWidth,
                       copy_sliced)
-from .gates import ArchGates, GateGrad
+from .gates import ArchGates, GateGrad, frozen_bn_stats
 
 
 class MixedLayer(nn.Module):
@@ -65,16 +66,12 @@ class MixedLayer(nn.Module):
             return x
         return self.ops[self.names[j]](x)
 
-    def bn_scope(self) -> nn.Module:
-        """Module whose BatchNorm statistics backward recomputation must leave alone."""
-        owner = self.__dict__.get("owner")
-        return self if owner is None else owner
-
-    def downstream_loss(self, h: torch.Tensor, path: Mapping[str, int], candidate: int) -> float:
+    def downstream_loss(self, h: torch.Tensor, path: Mapping[str, int], candidate: int) -> torch.Tensor:
         """The owning supernet's ``path_loss`` with ``h`` as this layer's output and the layers
-        after it on ``path`` (label -> index); ``candidate`` (an index) names the shape-changing
-        candidate that needs it in the error raised when ``path_loss`` is not set. Call under
-        ``no_grad``."""
+        after it on ``path`` (label -> index), as a detached float64 tensor on the loss's device
+        (no host sync); ``candidate`` (an index) names the shape-changing candidate that needs it
+        in the error raised when ``path_loss`` is not set. The BatchNorm running statistics of the
+        supernet are left alone. Call under ``no_grad``."""
         owner = self.__dict__.get("owner")
         if owner is None or owner.path_loss is None:
             where = ("this layer belongs to no Supernet" if owner is None else
@@ -85,18 +82,21 @@ class MixedLayer(nn.Module):
                 f"phi gradient of layer {self.label!r} (index {self.index}): candidate "
                 f"{self.names[candidate]!r} changes the output shape, so the estimator needs the "
                 f"exact loss with it in place; {where}")
-        return float(owner.path_loss(owner.forward_from(self.index + 1, h, path=path)))
+        with frozen_bn_stats(owner):
+            logits = owner.forward_from(self.index + 1, h, path=path)
+        return torch.as_tensor(owner.path_loss(logits)).detach().double()
 
-    def active_loss(self, y: torch.Tensor, path: Mapping[str, int], candidate: int) -> float:
+    def active_loss(self, y: torch.Tensor, path: Mapping[str, int], candidate: int) -> torch.Tensor:
         """The loss of the path the forward ran: the same for every layer of the owning supernet
         (whichever layer's output it continues from), so it is computed once per ``path_loss``
-        and path -- by the deepest layer that needs it, the cheapest downstream -- and reused."""
+        and path -- by the deepest layer that needs it, the cheapest downstream -- and reused
+        (setting ``path_loss`` clears the cache)."""
         owner = self.__dict__.get("owner")
-        key = (getattr(owner, "_path_loss_version", None), tuple(sorted(path.items())))
+        key = tuple(sorted(path.items()))
         cached = getattr(owner, "_active_loss", None)
-        if owner is not None and cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        value = self.downstream_loss(y, path, candidate)
+        value = self.downstream_loss(y, path, candidate)  # raises when there is no owner
         owner._active_loss = (key, value)
         return value
 
@@ -173,7 +173,6 @@ class Supernet(StagedModel):
     def path_loss(self, fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> None:
         # a new loss (a new batch): the cached loss of the active path no longer holds
         self.__dict__["_path_loss"] = fn
-        self.__dict__["_path_loss_version"] = self.__dict__.get("_path_loss_version", 0) + 1
         self.__dict__["_active_loss"] = None
 
     def forward_from(self, index: int, h: torch.Tensor,
@@ -230,6 +229,30 @@ class Supernet(StagedModel):
         return model.train(self.training)
 
 
+@contextmanager
+def recalibrating_bn(bns: Iterable[nn.Module], restore: bool = False):
+    """BatchNorms ``bns`` with reset running statistics that average cumulatively
+    (``momentum=None``) over the batches run inside the block.
+
+    On exit their momentum is restored and, with ``restore``, the running statistics they had
+    before (copied back in place: the block may evaluate with the recalibrated statistics and
+    leave the modules as they were). Train/eval modes are the caller's.
+    """
+    saved = [(m, m.momentum, [(b, b.clone()) for b in m.buffers(recurse=False)] if restore else ())
+             for m in bns]
+    for m, _, _ in saved:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the calibration batches
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, momentum, buffers in saved:
+                m.momentum = momentum
+                for b, value in buffers:
+                    b.copy_(value)
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches, num_batches: Optional[int] = None) -> nn.Module:
     """Re-estimate BatchNorm running statistics of ``model`` on ``batches`` (cumulative average).
@@ -238,18 +261,11 @@ def recalibrate_bn(model: nn.Module, batches, num_batches: Optional[int] = None)
     ``batches`` yields tensors or ``(x, ...)`` tuples. Returns the model in eval mode.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the calibration batches
-    model.train()
-    try:
+    with recalibrating_bn(bns):
+        model.train()
         for i, batch in enumerate(batches):
             if num_batches is not None and i >= num_batches:
                 break
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             model(x)
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
     return model.eval()

@@ -2,29 +2,32 @@
 
 A GTN branch is a path of a weight-sharing supernet whose BatchNorm running statistics are a
 mixture over every path it trained: evaluated with them, a branch on its most likely path reads far
-below what that path really does. So, as for an extracted student, each branch is evaluated on a
-copy whose branch BatchNorm statistics were recalibrated on training batches
-(``recalibrate_batches``; 0 evaluates the shared statistics as they are, which is right for SFTN,
-whose branches are one fixed student). The teacher's own statistics are never touched.
+below what that path really does. So, as for an extracted student, each branch is evaluated with
+branch BatchNorm statistics recalibrated on training batches (``recalibrate_batches``; 0 evaluates
+the shared statistics as they are, which is right for SFTN, whose branches are one fixed student).
+The recalibrated statistics live only for the evaluation: the branches' own are restored after it,
+and the teacher's are never touched.
 """
 from __future__ import annotations
 
-import copy
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from ..supernet.supernet import recalibrating_bn
+
+
+def _branch_bns(branched) -> list[nn.Module]:
+    return [m for m in branched.branches.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
 
 @torch.no_grad()
-def _recalibrate_branches(branched, batches, num_batches: int, before_batch=None) -> None:
-    """Re-estimate the BatchNorm statistics of every branch (transform + suffix) in place; the
-    teacher runs once per batch, in eval mode, with its own statistics."""
-    bns = [m for m in branched.branches.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in bns]
+def _calibration_passes(branched, bns, batches, num_batches: int, before_batch=None) -> None:
+    """Run ``num_batches`` batches through every branch with the BatchNorms ``bns`` in train mode
+    (eval mode again afterwards); the teacher runs once per batch, in eval mode."""
     for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
         m.train()
     try:
         for k, (x, *_) in enumerate(batches):
@@ -36,9 +39,17 @@ def _recalibrate_branches(branched, batches, num_batches: int, before_batch=None
             for i, branch in enumerate(branched.branches):
                 branch(feats[i])
     finally:
-        for m, momentum in saved:
-            m.momentum = momentum
+        for m in bns:
             m.eval()
+
+
+@torch.no_grad()
+def _recalibrate_branches(branched, batches, num_batches: int, before_batch=None) -> None:
+    """Re-estimate the BatchNorm statistics of every branch (transform + suffix) in place; the
+    teacher runs once per batch, in eval mode, with its own statistics."""
+    bns = _branch_bns(branched)
+    with recalibrating_bn(bns):
+        _calibration_passes(branched, bns, batches, num_batches, before_batch)
 
 
 @torch.no_grad()
@@ -48,28 +59,29 @@ def branch_accuracies(branched, loader, before_batch: Optional[Callable] = None,
 
     ``before_batch(model)`` selects the paths to evaluate on ``model`` (called before every
     batch, e.g. the gates' argmax). With ``calib_loader`` and ``recalibrate_batches > 0`` the
-    branches are evaluated on a copy whose branch BatchNorm statistics were recalibrated on that
-    many batches of ``calib_loader`` (see the module docstring); ``branched`` is left unchanged.
+    branches are evaluated with their BatchNorm statistics recalibrated on that many batches of
+    ``calib_loader`` (see the module docstring); their statistics and momentum are restored
+    afterwards, and ``branched`` goes back to train mode if it was in it.
     """
-    model = branched
-    if calib_loader is not None and recalibrate_batches > 0:
-        model = copy.deepcopy(branched)
-        model.eval()
-        if hasattr(calib_loader, "set_epoch"):
-            calib_loader.set_epoch(0)
-        _recalibrate_branches(model, calib_loader, recalibrate_batches, before_batch)
+    recalibrate = calib_loader is not None and recalibrate_batches > 0
+    bns = _branch_bns(branched) if recalibrate else []
     was = branched.training
-    model.eval()
-    correct = [0] * len(model.branches)
+    branched.eval()
+    correct = [0] * len(branched.branches)
     total = 0
     try:
-        for x, y, *_ in loader:
-            if before_batch is not None:
-                before_batch(model)
-            _, zs = model(x, teacher_grad=False)
-            for i, z in enumerate(zs):
-                correct[i] += int((z.argmax(1) == y).sum())
-            total += y.shape[0]
+        with recalibrating_bn(bns, restore=True) if recalibrate else nullcontext():
+            if recalibrate:
+                if hasattr(calib_loader, "set_epoch"):
+                    calib_loader.set_epoch(0)
+                _calibration_passes(branched, bns, calib_loader, recalibrate_batches, before_batch)
+            for x, y, *_ in loader:
+                if before_batch is not None:
+                    before_batch(branched)
+                _, zs = branched(x, teacher_grad=False)
+                for i, z in enumerate(zs):
+                    correct[i] += int((z.argmax(1) == y).sum())
+                total += y.shape[0]
     finally:
         branched.train(was)
     return [100.0 * c / max(total, 1) for c in correct]

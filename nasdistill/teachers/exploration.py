@@ -35,6 +35,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..supernet.gates import entropy_nats
+
 
 def param_free_choices(space, label: str) -> list[str]:
     """The choices of ``label`` without parameters at every layer that uses the label."""
@@ -50,10 +52,6 @@ def param_free_choices(space, label: str) -> list[str]:
     return [c for c in space.choices(label) if c in (free or set())]
 
 
-def entropy_nats(p: torch.Tensor) -> torch.Tensor:
-    return -(p * torch.log(p.clamp_min(1e-12))).sum()
-
-
 def kl_to_uniform(gates, labels: Sequence[str]) -> torch.Tensor:
     """``sum_l (ln K_l - H(p_l))``, differentiable in phi."""
     terms = []
@@ -66,10 +64,16 @@ def kl_to_uniform(gates, labels: Sequence[str]) -> torch.Tensor:
 @torch.no_grad()
 def project(gates, labels: Sequence[str], floor: Optional[float], cap: Optional[float],
             param_free: dict) -> None:
-    """Enforce ``H(p_l) >= floor ln K_l`` and ``P(param-free) <= cap`` on every label (in place)."""
+    """Enforce ``H(p_l) >= floor ln K_l`` and ``P(param-free) <= cap`` on every label (in place).
+
+    Each label's logits are projected on a host copy (a handful of scalar reads per label), and
+    written back once when they changed.
+    """
     for label in labels:
-        logits = gates.logits(label)
+        param = gates.logits(label)
+        logits = param.detach().to("cpu", copy=True)
         free = [gates.choices[label].index(c) for c in param_free.get(label, [])]
+        modified = False
         for _ in range(8):  # alternate the two projections; each is exact, they settle at once
             changed = False
             if floor is not None and floor > 0:
@@ -78,6 +82,9 @@ def project(gates, labels: Sequence[str], floor: Optional[float], cap: Optional[
                 changed |= _mass_cap(logits, free, cap)
             if not changed:
                 break
+            modified = True
+        if modified:
+            param.copy_(logits)
 
 
 def _entropy_floor(logits: torch.Tensor, target: float) -> bool:

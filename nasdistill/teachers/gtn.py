@@ -24,8 +24,8 @@ Alternating optimization (``gtn.phi_every`` = 2):
   epoch logs the entropy and parameter-free mass per label and the MACs of the trained students
   against the pool's, with a warning when the gates collapse anyway.
 
-Branch accuracies are measured on a copy whose branch BatchNorm statistics were recalibrated on
-training batches for the branches' most likely paths (``gtn.branch_eval_batches``).
+Branch accuracies are measured with branch BatchNorm statistics recalibrated on training batches
+for the branches' most likely paths (``gtn.branch_eval_batches``; restored after the evaluation).
 
 The saved ``model.safetensors`` is the plain teacher; branches + phi go to ``branches.safetensors``
 and ``phi.json`` (with the gate statistics the report reads).
@@ -206,21 +206,25 @@ class GTNTask(BranchTeacherTask):
         finally:
             for p in self._branch_weights:
                 p.requires_grad_(True)
+        z_ref = z_t.detach().float()  # the teacher ran without gradient
+
+        def phi_loss(ce, kl):
+            return c.phi_ce * ce - abs(c.phi_alpha) * kl
+
         ce = torch.stack([F.cross_entropy(z.float(), y) for z in zs]).mean()
-        kl = torch.stack([kl_branch_teacher(z.float(), z_t.float(), c.temperature) for z in zs]).mean()
-        loss = c.phi_ce * ce - abs(c.phi_alpha) * kl
+        kl = torch.stack([kl_branch_teacher(z.float(), z_ref, c.temperature) for z in zs]).mean()
+        loss = phi_loss(ce, kl)
         logs = {"phi_ce": ce.detach(), "phi_kl": kl.detach()}
         if c.explore_entropy_weight:
             spread = sum(kl_to_uniform(g, self.used_labels) for g in self.gates)
             loss = loss + c.explore_entropy_weight * spread
             logs["phi_kl_uniform"] = spread.detach()
-        z_ref, n = z_t.detach().float(), len(zs)
+        n = len(zs)
         for i in (range(len(self.branched.branches)) if ids is None else ids):
             # this branch's share of L_phi, for candidates that change a layer's shape (the estimator
             # compares their exact losses)
-            self.branched.branches[i].suffix.path_loss = lambda z: (
-                c.phi_ce * F.cross_entropy(z.float(), y)
-                - abs(c.phi_alpha) * kl_branch_teacher(z.float(), z_ref, c.temperature)) / n
+            self.branched.branches[i].suffix.path_loss = lambda z: phi_loss(
+                F.cross_entropy(z.float(), y), kl_branch_teacher(z.float(), z_ref, c.temperature)) / n
         return StepOutput(loss, None, logs, optimizer="phi")
 
     def after_optimizer_step(self, name: str, ctx) -> None:
@@ -244,9 +248,7 @@ class GTNTask(BranchTeacherTask):
             g.use_path(g.export())
 
     def _drop_step_state(self) -> None:
-        """Forget the last step's gate vectors and loss closures (graph tensors: not copyable)."""
-        for g in self.gates:
-            g.gate_vectors, g._two_old = {}, {}
+        """Forget the last phi step's loss closures (they hold the batch and its logits)."""
         for b in self.branched.branches:
             b.suffix.path_loss = None
 
