@@ -18,6 +18,7 @@ from pathlib import Path
 from ..atomic import write_json
 from ..engine import distributed
 from ..engine.config import save_yaml, to_dict
+from ..engine.run import NOT_IDENTITY as RUN_NOT_IDENTITY
 from ..engine.run import ConfigMismatch, config_identity, describe_diff, fingerprint, identity_diff
 from ..engine.rundir import RunDirectory
 from .stage import Progress, Stage
@@ -26,7 +27,9 @@ from .steps import (describe_task, distill_students, export_students, gtn_histor
 
 #: Keys of the main job's configuration that never change a result.
 NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root", "about")
-_RUN_KEYS = ("device", "threads", "compile", "cuda_graphs", "check_every")
+#: The ``train.*`` keys a run's identity leaves out (:data:`nasdistill.engine.run.NOT_IDENTITY`),
+#: left out of every stage's ``train`` section.
+_RUN_KEYS = tuple(k.split(".", 1)[1] for k in RUN_NOT_IDENTITY if k.startswith("train."))
 
 
 def job_identity(cfg) -> dict:
@@ -109,7 +112,7 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> d
     if world.is_main:
         write_json(out / "students.json", students)
     teachers = timed("teachers", lambda: train_teachers(cfg, out, students, stage))
-    rows = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage))
+    rows, results = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage))
     if not world.is_main:  # rank 0 evaluates, reports and exports
         return {"out_dir": str(out), "rank": world.rank}
 
@@ -117,7 +120,7 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> d
     exported = []
     if cfg.export.enabled:
         log.say("export:")
-        exported = export_students(cfg, out, students, rows, splits, log)
+        exported = export_students(cfg, out, students, rows, results, splits, log)
     times["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from ..engine import distributed
 from ..engine.config import to_dict
-from ..engine.run import config_identity, fingerprint
+from ..engine.run import fingerprint
 from ..engine.rundir import RunDirectory
-from .workers import run_jobs
+from .workers import job_config, run_jobs
 
 
 class Progress:
@@ -39,8 +40,10 @@ class Stage:
         return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
                 "threads": self.cfg.threads}
 
-    def run(self, name: str, payloads: list[dict], section: str) -> list[dict]:
-        todo = [p for p in payloads if not _is_reusable(p)]
+    def run(self, name: str, payloads: list[dict]) -> list[dict]:
+        """Run (or reuse) every payload; return their results (``result.json``) in order."""
+        reused = [_reusable_result(p) for p in payloads]
+        todo = [p for p, r in zip(payloads, reused) if r is None]
         self.ran += len(todo)
         world = distributed.world()
         parallel = self.cfg.workers > 1 and not world.distributed
@@ -51,52 +54,41 @@ class Stage:
                          + (f", {len(todo)} to run ({how})" if todo else ""))
         bar = self.log.bar(len(todo), name) if todo else None
         try:
-            run_jobs(todo, self.cfg.workers, on_done=lambda i, r: bar.update(1) if bar else None,
-                     parallel=parallel)
+            ran = run_jobs(todo, self.cfg.workers, on_done=lambda i, r: bar.update(1) if bar else None,
+                           parallel=parallel)
         except FloatingPointError as err:
-            raise _stage_error(err, name, section) from None
+            raise _stage_error(err, name) from None
         finally:
             if bar is not None:
                 bar.close()
-        return [RunDirectory(p["run_dir"]).finished_result() for p in payloads]
+        fresh = iter(ran)
+        return [r if r is not None else next(fresh) for r in reused]
 
 
-def _is_reusable(payload: dict) -> bool:
-    """A finished run whose configuration is this one (checked again, under its lock, by the run)."""
+def _reusable_result(payload: dict) -> Optional[dict]:
+    """The result of a finished run whose configuration is this one, else None (checked again,
+    under its lock, by the run)."""
     rd = RunDirectory(payload["run_dir"])
-    if rd.finished_result() is None:
-        return False
+    result = rd.finished_result()
+    if result is None:
+        return None
     manifest = rd.read_manifest() or {}
-    return bool(manifest) and manifest.get("kind") == payload["kind"] and \
-        _payload_fingerprint(payload) == manifest.get("fingerprint")
+    if manifest and manifest.get("kind") == payload["kind"] and \
+            _payload_fingerprint(payload) == manifest.get("fingerprint"):
+        return result
+    return None
 
 
 def _payload_fingerprint(payload: dict) -> str:
-    from ..engine.config import from_dict
-
-    kind = payload["kind"]
-    if kind == "search":
-        from ..search import SearchConfig
-        from ..search.runner import SEARCH_RUN as method
-        cls = SearchConfig
-    elif kind == "teacher":
-        from ..teachers import teacher_config_class
-        from ..teachers.runner import TEACHER_RUN as method
-        cls = teacher_config_class()
-    else:
-        from ..distill import distill_config_class
-        from ..distill.runner import DISTILL_RUN as method
-        cls = distill_config_class()
-    cfg = from_dict(cls, payload["config"])
-    identity = method.identity(cfg) if method.identity is not None else config_identity(cfg)
-    return fingerprint(identity)
+    cfg, method = job_config(payload)
+    return fingerprint(method.identity_of(cfg))
 
 
-def _stage_error(err: FloatingPointError, stage: str, section: str) -> FloatingPointError:
+def _stage_error(err: FloatingPointError, stage: str) -> FloatingPointError:
     detail = getattr(err, "detail", None) or str(err)
     where = getattr(err, "run_dir", None)
     out = FloatingPointError(
-        f"{stage} stopped{f' in {where}' if where else ''}: {detail} Lower {section}.train.lr (or check the "
+        f"{stage} stopped{f' in {where}' if where else ''}: {detail} Lower {stage}.train.lr (or check the "
         f"data) and rerun `nasdistill run` with the new value and --restart: the stages whose "
         "configuration changed are recomputed, the others reused.")
     out.detail, out.run_dir = detail, where

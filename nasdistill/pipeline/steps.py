@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ..engine.config import ModelConfig
-from ..engine.rundir import RunDirectory, read_metrics
+from ..engine.rundir import read_metrics
 from ..record import ModelRecord
+from ..registry import config_sections
 from .stage import Progress, Stage
 
 
@@ -24,7 +25,7 @@ def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
         scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / f"target_{int(target)}"),
                             data=cfg.data, train=cfg.search.train, search=section)
         payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
-    results = stage.run("search", payloads, "search")
+    results = stage.run("search", payloads)
     students = []
     for target, result in zip(cfg.search.targets, results):
         arch = result["arch"]
@@ -63,13 +64,18 @@ def teacher_dir(out: Path, method: str, seed: int) -> Path:
     return out / "teachers" / f"{method}_s{seed}"
 
 
+def distill_dir(out: Path, student: str, teacher: str, method: str, seed: int) -> Path:
+    """``distill/<student>/<teacher>_<method>_s<seed>`` (``none_s<seed>`` for the baseline)."""
+    name = "none" if teacher == "none" else f"{teacher}_{method}"
+    return out / "distill" / student / f"{name}_s{seed}"
+
+
 def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
     """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``."""
     from ..teachers import TEACHERS, teacher_config_class
 
     cls = teacher_config_class()
-    names = {f.name for f in dataclasses.fields(cls)}
-    sections = {name: getattr(cfg.teachers, name) for name in TEACHERS if name in names}
+    sections = {name: getattr(cfg.teachers, name) for name, _ in config_sections(TEACHERS)}
     if "gtn" in sections:
         sections["gtn"] = dataclasses.replace(sections["gtn"], space=cfg.space)
     if "sftn" in sections and cfg.teachers.sftn_student_from_search and students:
@@ -83,7 +89,7 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
                        data=cfg.data, train=cfg.teachers.train, **sections)
             keys.append((method, seed))
             payloads.append(stage.payload("teacher", tcfg, run_dir))
-    results = stage.run("teachers", payloads, "teachers")
+    results = stage.run("teachers", payloads)
     teachers = {}
     for (method, seed), p, result in zip(keys, payloads, results):
         teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
@@ -96,15 +102,14 @@ def _pct(x) -> str:
     return f"{x:.2f}%" if isinstance(x, (int, float)) else "n/a"
 
 
-def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[dict]:
-    """Every student x teacher x method x seed (+ the baseline); one result row per run."""
-    from ..distill import distill_config_class
+def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> tuple[list[dict], list[dict]]:
+    """Every student x teacher x method x seed (+ the baseline); ``(rows, results)``: one result row
+    per run (the columns of results.csv) and, beside it, that run's ``result.json``."""
+    from ..distill import DISTILLERS, distill_config_class
 
     cls = distill_config_class()
-    names = {f.name for f in dataclasses.fields(cls)}
-    sections = {name: getattr(cfg.distill, name) for name in names if hasattr(cfg.distill, name)
-                and name not in ("seed", "out_dir", "teacher", "method", "student", "data", "train",
-                                 "cache_teacher_logits")}
+    sections = {name: getattr(cfg.distill, name) for name, _ in config_sections(DISTILLERS)
+                if hasattr(cfg.distill, name)}
     metas, payloads = [], []
     methods = sorted({m for m, _ in teachers}, key=cfg.teachers.methods.index)
     for st in students:
@@ -114,8 +119,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[d
             if cfg.distill.baseline:
                 pairs.append(("none", "none"))
             for teacher, method in pairs:
-                name = "none" if teacher == "none" else f"{teacher}_{method}"
-                run_dir = out / "distill" / st["student"] / f"{name}_s{seed}"
+                run_dir = distill_dir(out, st["student"], teacher, method, seed)
                 tdir = None if teacher == "none" else teachers[(teacher, tseed)]["dir"]
                 dcfg = cls(seed=seed, out_dir=str(run_dir), teacher=None if tdir is None else str(tdir),
                            method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
@@ -125,7 +129,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[d
                 metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
                               "teacher_seed": None if teacher == "none" else tseed})
                 payloads.append(stage.payload("distill", dcfg, run_dir))
-    results = stage.run("distill", payloads, "distill")
+    results = stage.run("distill", payloads)
     rows = []
     for meta, result in zip(metas, results):
         st = meta["student"]
@@ -134,7 +138,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> list[d
                      "method": meta["method"], "seed": meta["seed"], "teacher_seed": meta["teacher_seed"],
                      "best_acc": result.get("best_acc"), "last_acc": result.get("last_acc"),
                      "test_acc": result.get("test_acc"), "wall_time_s": result.get("wall_time_s")})
-    return rows
+    return rows, results
 
 
 def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
@@ -175,19 +179,24 @@ def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
             info = {"labels": data.get("labels_used_by_branches"),
                     "choices": {l: len(p) for l, p in (data.get("probabilities") or {}).items()},
                     "param_free": data.get("param_free") or {},
-                    "entropy_floor_frac": data.get("entropy_floor_frac", 0.5),
-                    "mass_cap": data.get("mass_cap", 0.6)}
+                    # missing thresholds: the report's defaults (report.gates.DEFAULT_*)
+                    "entropy_floor_frac": data.get("entropy_floor_frac"),
+                    "mass_cap": data.get("mass_cap")}
     return entropy, accuracy, info or {}
 
 
-def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> list[dict]:
-    """Export, per student, the first seed's weights of its best teacher/method (by mean test acc)."""
+def export_students(cfg, out: Path, students, rows, results, splits, log: Progress) -> list[dict]:
+    """Export, per student, the first seed's weights of its best teacher/method (by mean test acc).
+
+    ``results``: each row's run result (``result.json``), in the order of ``rows``."""
     from ..artifact import load
     from ..export import export_model, finished_export
     from ..report import describe_source
 
     exported = []
     seed = cfg.distill.seeds[0]
+    run_results = {(r["student"], r["teacher"], r["method"], r["seed"]): result
+                   for r, result in zip(rows, results)}
     for st in students:
         mine = [r for r in rows if r["student"] == st["student"] and r["test_acc"] is not None]
         if not mine:
@@ -196,10 +205,9 @@ def export_students(cfg, out: Path, students, rows, splits, log: Progress) -> li
         for r in mine:
             by_pair.setdefault((r["teacher"], r["method"]), []).append(r["test_acc"])
         teacher, method = max(by_pair, key=lambda k: sum(by_pair[k]) / len(by_pair[k]))
-        name = "none" if teacher == "none" else f"{teacher}_{method}"
-        src = out / "distill" / st["student"] / f"{name}_s{seed}"
+        src = distill_dir(out, st["student"], teacher, method, seed)
         target = out / "students" / st["student"]
-        digest = RunDirectory(src).finished_result()["weights_sha256"]
+        digest = run_results[(st["student"], teacher, method, seed)]["weights_sha256"]
         info = finished_export(target) or {}
         if info.get("source_weights_sha256") != digest:
             model = load(src)

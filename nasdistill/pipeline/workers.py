@@ -41,29 +41,40 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def job_kind(kind: str) -> tuple:
+    """``(config class, RunMethod)`` of a job kind: ``search``, ``teacher`` or ``distill``."""
+    if kind == "search":
+        from ..search import SearchConfig
+        from ..search.runner import SEARCH_RUN
+        return SearchConfig, SEARCH_RUN
+    if kind == "teacher":
+        from ..teachers import teacher_config_class
+        from ..teachers.runner import TEACHER_RUN
+        return teacher_config_class(), TEACHER_RUN
+    if kind == "distill":
+        from ..distill import distill_config_class
+        from ..distill.runner import DISTILL_RUN
+        return distill_config_class(), DISTILL_RUN
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+def job_config(payload: dict) -> tuple:
+    """``(config, RunMethod)`` of a job payload."""
+    from ..engine.config import from_dict
+
+    cls, method = job_kind(payload["kind"])
+    return from_dict(cls, payload["config"]), method
+
+
 def run_job(payload: dict) -> dict:
     """One training run described by ``payload`` (in this process or a worker)."""
-    from ..engine.config import from_dict
+    from ..engine.run import run_training
     from ..engine.threads import use_threads
 
     if payload.get("threads"):
         use_threads(payload["threads"])
-    kind = payload["kind"]
-    if kind == "search":
-        from ..search import SearchConfig, run_search as run
-        cls = SearchConfig
-    elif kind == "teacher":
-        from ..teachers import teacher_config_class
-        from ..teachers.runner import run_teacher as run
-        cls = teacher_config_class()
-    elif kind == "distill":
-        from ..distill import distill_config_class
-        from ..distill.runner import run_distill as run
-        cls = distill_config_class()
-    else:
-        raise ValueError(f"unknown job kind {kind!r}")
-    cfg = from_dict(cls, payload["config"])
-    return run(cfg, payload["run_dir"], mode=payload["mode"], verbose=False)
+    cfg, method = job_config(payload)
+    return run_training(cfg, method, payload["run_dir"], mode=payload["mode"], verbose=False)
 
 
 def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int, dict], None]] = None,
@@ -87,7 +98,6 @@ def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int
 
     pool = ProcessPoolExecutor(min(workers, len(payloads)), mp_context=mp.get_context("spawn"),
                                initializer=_die_with_parent, initargs=(os.getpid(),))
-    futures = {}
     try:
         futures = {pool.submit(run_job, p): i for i, p in enumerate(payloads)}
         pending = set(futures)
@@ -116,4 +126,4 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         p.join(timeout=5)
 
 
-__all__ = ["run_job", "run_jobs"]
+__all__ = ["job_config", "job_kind", "run_job", "run_jobs"]

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .tables import BASELINE, DISPLAY_NAMES, as_float
-
-
-def _display(name: str) -> str:
-    return DISPLAY_NAMES.get(name, name.upper())
+from .tables import BASELINE, as_float, display_name
 
 
 def describe_source(teacher: str, method: str, seed=None) -> str:
@@ -28,9 +24,9 @@ def describe_source(teacher: str, method: str, seed=None) -> str:
     if (teacher, method) == BASELINE or teacher in (None, "none"):
         text = "trained alone with cross-entropy"
     else:
-        name = _display(teacher)
+        name = display_name(teacher)
         who = f"the {name}" if name.lower().endswith("teacher") else f"the {name} teacher"
-        text = f"distilled with {_display(method)} from {who}"
+        text = f"distilled with {display_name(method)} from {who}"
     return text if seed is None else f"{text} (seed {seed})"
 
 

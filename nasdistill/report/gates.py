@@ -304,10 +304,10 @@ def gate_section(phi_history: Sequence[dict], gate_info: Optional[dict] = None,
         text += ("**WARNING: the gates collapsed**: " + "; ".join(parts) + ". The GTN teacher was then "
                  "conditioned on the narrow part of the student pool these gates favour instead of on the "
                  "whole pool the method assumes; check the gate settings (learning rate, exploration) before "
-                 "reading the GTN results." + _macs_sentence(phi_history))
+                 "reading the GTN results.")
     elif not any(r["checked"] for r in rows):
         text += ("Whether the gates collapsed cannot be checked: this run recorded neither the number of "
-                 "choices per label nor the parameter-free mass." + _macs_sentence(phi_history))
+                 "choices per label nor the parameter-free mass.")
     else:
         checks, caveats = [], []
         for key, check, missing in (("entropy_frac", f"entropy at least {frac:g} ln K", "K"),
@@ -320,7 +320,8 @@ def gate_section(phi_history: Sequence[dict], gate_info: Optional[dict] = None,
                                    f"{missing} is known")
         text += (f"The gates did not collapse: every {'checked' if caveats else 'used'} label ends with "
                  f"{' and '.join(checks)}"
-                 + (f" ({'; '.join(caveats)})" if caveats else "") + "." + _macs_sentence(phi_history))
+                 + (f" ({'; '.join(caveats)})" if caveats else "") + ".")
+    text += _macs_sentence(phi_history)
     shown = [f"**{title}**\n\n![{title}]({p.name})" for title, p in plots if p is not None]
     if shown:
         text += "\n\n" + "\n\n".join(shown)

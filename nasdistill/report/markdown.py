@@ -13,8 +13,8 @@ from .fmt import (ALPHA, flatten, fmt_acc, fmt_count, fmt_mean_ci, fmt_p, fmt_ra
 from .gates import gate_section, plot_gate_exploration, plot_phi_entropy
 from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
 from .stats import significant
-from .tables import (DISPLAY_NAMES, MISSED_TARGET_TOL, MeanCI, accuracy_table, as_float, choose_metric,
-                     comparison_table, conditions, gain_table, stage_table, students_table, teacher_table,
+from .tables import (MISSED_TARGET_TOL, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
+                     conditions, display_name, gain_table, stage_table, students_table, teacher_table,
                      validate_results, write_results_csv)
 
 METRIC_TEXT = {"test_acc": "test top-1 accuracy (%), measured once at the end of training",
@@ -25,11 +25,15 @@ __all__ = ["gain_sentence", "write_report", "fmt_acc", "fmt_count", "fmt_mean_ci
            "fmt_signed"]
 
 
+def _seeds(o: dict) -> str:
+    """``3 seeds`` / ``1 seed`` / ``2 to 3 seeds``: the seeds per student of a comparison."""
+    return (plural(o["seeds_max"], "seed") if o["seeds_min"] == o["seeds_max"]
+            else f"{o['seeds_min']} to {o['seeds_max']} seeds")
+
+
 def basis(o: dict) -> str:
     """What a comparison rests on: ``8 students (each the mean of 3 seeds; teachers trained once
     per seed, 3 teacher seeds)``."""
-    seeds = (plural(o["seeds_max"], "seed") if o["seeds_min"] == o["seeds_max"]
-             else f"{o['seeds_min']} to {o['seeds_max']} seeds")
     nt = o.get("n_teacher_seeds")
     if nt is None:
         teachers = "teacher seeds not recorded"
@@ -39,14 +43,12 @@ def basis(o: dict) -> str:
         teachers = f"teachers trained once per seed, {nt} teacher seeds"
     else:
         teachers = f"{nt} teacher seeds"
-    return f"{plural(o['n_students'], 'student')} (each the mean of {seeds}; {teachers})"
+    return f"{plural(o['n_students'], 'student')} (each the mean of {_seeds(o)}; {teachers})"
 
 
 def _grid(o: dict) -> str:
     """``4 students (3 seeds each)``."""
-    seeds = (plural(o["seeds_max"], "seed") if o["seeds_min"] == o["seeds_max"]
-             else f"{o['seeds_min']} to {o['seeds_max']} seeds")
-    return f"{plural(o['n_students'], 'student')} ({seeds} each)"
+    return f"{plural(o['n_students'], 'student')} ({_seeds(o)} each)"
 
 
 # -------------------------------------------------------------------------------------- sections
@@ -62,7 +64,7 @@ def gain_sentence(gain: Optional[dict], has_gtn: bool, alpha: float = ALPHA) -> 
         return (f"This run cannot compare the GTN teacher with the CE teacher: {why}, "
                 f"so there is no gain to report.")
     o = gain["overall"]
-    m = DISPLAY_NAMES.get(gain["method"], gain["method"].upper())
+    m = display_name(gain["method"])
     text = (f"Distilling with {m} from the GTN teacher instead of the CE teacher changed the students' "
             f"accuracy by **{fmt_signed(o['mean_diff'])} points** on average over {basis(o)}")
     if o["n_students"] < 2:
@@ -112,7 +114,7 @@ def _teachers_section(teachers) -> str:
     body = []
     for r in rows:
         cost = f"{r['cost_vs_ce']:.2f}x" if math.isfinite(r["cost_vs_ce"]) else "—"
-        name = DISPLAY_NAMES.get(r["teacher"], r["teacher"].upper())
+        name = display_name(r["teacher"])
         line = [name, r["model"] or "—"] + ([r["n_seeds"]] if several else []) + [
             r["epochs"] if r["epochs"] is not None else "—",
             fmt_mean_ci(r["test_acc"]) if r["n"] > 1 else fmt_acc(r["test_acc"].mean),
@@ -174,7 +176,7 @@ def _unit_sentence() -> str:
             "students as the independent observations.")
 
 
-def _accuracy_section(results, students, metric) -> str:
+def _accuracy_section(results, students, metric, comps: Optional[list] = None) -> str:
     labels, rows = accuracy_table(results, students, metric)
     if not rows:
         return "No student runs in this run."
@@ -188,7 +190,8 @@ def _accuracy_section(results, students, metric) -> str:
     text = (f"Accuracy = {METRIC_TEXT.get(metric, metric)}; mean ± half width of the 95% Student-t "
             f"interval over {usual} seed(s) per cell (\"n/a\" with one seed). Every run is in "
             f"[results.csv](results.csv).\n\n" + md_table(["Student", "Kind", "MACs"] + labels, body))
-    comps = comparison_table(results, metric)
+    if comps is None:
+        comps = comparison_table(results, metric)
     if comps:
         text += ("\n\nComparisons (difference = condition minus reference, points). " + _unit_sentence()
                  + "\n\n" + md_table(
@@ -225,12 +228,14 @@ def _plot_lines(made) -> str:
                        else f"**{title}**: not drawn ({why} in this run)." for title, p, why in made)
 
 
-def _plots_section(run_dir: Path, results, students, metric, branch_history=()) -> str:
+def _plots_section(run_dir: Path, results, students, metric, branch_history=(),
+                   gains: Optional[dict] = None) -> str:
+    """``gains``: :func:`gain_table` of GTN over CE per method, when already computed."""
     made = [("Accuracy vs MACs", plot_accuracy_vs_macs(results, run_dir / "accuracy_vs_macs.png", metric,
                                                       students), "no student runs with MACs")]
     for method in ("kd", "dkd"):
         path = plot_gain(results, run_dir / f"gain_gtn_vs_ce_{method}.png", "gtn", "ce", method, metric,
-                         students)
+                         students, gain=(gains or {}).get(method))
         if path is not None or method == "kd":
             made.append((f"Gain GTN+{method.upper()} minus CE+{method.upper()} per student", path,
                          "no matched GTN and CE teacher runs"))
@@ -295,11 +300,12 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
     for m, g in gains.items():
         if m != "kd":
             o = g["overall"]
-            summary += (f" With {DISPLAY_NAMES.get(m, m.upper())} the GTN minus CE gain is "
+            summary += (f" With {display_name(m)} the GTN minus CE gain is "
                         f"{fmt_signed(o['mean_diff'])} points over {plural(o['n_students'], 'student')} "
                         f"(bootstrap 95% CI {fmt_range(o['boot_ci_low'], o['boot_ci_high'])}; "
                         f"{p_eq(o['t_pvalue'])}, {verdict(o['t_pvalue'])}).")
-    summary += _baseline_sentence(comparison_table(results, metric))
+    comps = comparison_table(results, metric, known={(("gtn", m), ("ce", m)): g for m, g in gains.items()})
+    summary += _baseline_sentence(comps)
     gates_text, collapsed = _gates_section(run_dir, phi_history, gate_info)
     if collapsed:
         summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
@@ -309,10 +315,10 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         ("Summary", summary),
         ("Teachers", _teachers_section(teachers)),
         ("Students", _students_section(students, results)),
-        ("Accuracy by teacher", _accuracy_section(results, students, metric)),
+        ("Accuracy by teacher", _accuracy_section(results, students, metric, comps)),
         ("Gain GTN − CE", _gain_section(results, gains)),
         ("GTN gate exploration", gates_text),
-        ("Plots", _plots_section(run_dir, results, students, metric, branch_history)),
+        ("Plots", _plots_section(run_dir, results, students, metric, branch_history, gains)),
     ]
     if exports is not None:
         sections.append(("Exported students", exports_section(exports)))

@@ -7,12 +7,12 @@ atomically (:func:`.figure.save_png`).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .figure import count_axis, epoch_axis, finite_err, legend_outside, new_figure, save_png
-from .gates import plot_gate_exploration, plot_phi_entropy
+from .fmt import p_eq
+from .gates import series
 from .tables import (MeanCI, as_float, choose_metric, condition_label, conditions, gain_table, pareto_front,
                      student_info, student_order)
 
@@ -101,11 +101,14 @@ def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] =
 
 
 def plot_gain(results: Sequence[dict], path, teacher: str = "gtn", reference: str = "ce", method: str = "kd",
-              metric: Optional[str] = None, students: Optional[Sequence[dict]] = None) -> Optional[Path]:
+              metric: Optional[str] = None, students: Optional[Sequence[dict]] = None,
+              gain: Optional[dict] = None) -> Optional[Path]:
     """Per-student gain of ``teacher`` over ``reference`` (mean over seeds, 95% t CI over seeds), and
     as the last bar the mean over students with its bootstrap 95% CI (students resampled). A dot
-    marks every bar's value, so a zero gain stays visible; a line marks zero."""
-    gain = gain_table(results, teacher, reference, method, metric, students)
+    marks every bar's value, so a zero gain stays visible; a line marks zero. ``gain``: the
+    :func:`gain_table` of these arguments, when already computed."""
+    if gain is None:
+        gain = gain_table(results, teacher, reference, method, metric, students)
     if gain is None:
         return None
     rows = gain["rows"]
@@ -130,11 +133,9 @@ def plot_gain(results: Sequence[dict], path, teacher: str = "gtn", reference: st
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
     what = metric_axis(gain["metric"]).replace(" (%)", "")
     ax.set_ylabel(f"gain in {what}\n(percentage points)")
-    p = o["t_pvalue"]
-    ptxt = "p n/a" if not math.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
     ax.set_title(f"{gain['label']} minus {gain['reference_label']} per student (mean over seeds, 95% t CI)\n"
                  f"blue: searched, grey: sampled, red: mean over students with bootstrap 95% CI "
-                 f"(t-test across students {ptxt}); dots mark the values", fontsize=9)
+                 f"(t-test across students {p_eq(o['t_pvalue'])}); dots mark the values", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return save_png(fig, path)
 
@@ -153,11 +154,9 @@ def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
     fig = new_figure(9.0, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     if any(as_float(h.get("teacher_acc")) is not None for h in history):
-        ax.plot(epochs, [as_float(h.get("teacher_acc")) if as_float(h.get("teacher_acc")) is not None
-                         else math.nan for h in history], color="black", lw=2.2, label="teacher")
+        ax.plot(epochs, series(history, "teacher_acc"), color="black", lw=2.2, label="teacher")
     for k in keys:
-        ax.plot(epochs, [as_float(h.get(k)) if as_float(h.get(k)) is not None else math.nan
-                         for h in history], lw=1.0, label=k.replace("_acc", "").replace("branch", "branch "))
+        ax.plot(epochs, series(history, k), lw=1.0, label=k.replace("_acc", "").replace("branch", "branch "))
     epoch_axis(ax, "teacher training epoch")
     ax.set_ylabel("validation top-1 accuracy (%)")
     ax.set_title("Teacher and student-branch accuracy (branches on the most likely path)", fontsize=9)
@@ -166,5 +165,4 @@ def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
     return save_png(fig, path)
 
 
-__all__ = ["plot_accuracy_vs_macs", "plot_branch_accuracy", "plot_gain", "plot_gate_exploration",
-           "plot_phi_entropy"]
+__all__ = ["plot_accuracy_vs_macs", "plot_branch_accuracy", "plot_gain"]

@@ -55,11 +55,16 @@ def condition_label(teacher: str, method: str) -> str:
     """``("none", "none") -> "baseline"``, ``("gtn", "kd") -> "GTN+KD"``."""
     if (teacher, method) == BASELINE:
         return "baseline"
-    return f"{DISPLAY_NAMES.get(teacher, teacher.upper())}+{DISPLAY_NAMES.get(method, method.upper())}"
+    return f"{display_name(teacher)}+{display_name(method)}"
 
 
 #: How method names are written in reports (the papers' spelling); others are upper-cased.
 DISPLAY_NAMES = {"soteacher": "SoTeacher", "fitnet": "FitNets"}
+
+
+def display_name(name: str) -> str:
+    """A teacher or method name as reports write it: ``"gtn" -> "GTN"``, ``"fitnet" -> "FitNets"``."""
+    return DISPLAY_NAMES.get(name, name.upper())
 
 
 def _rank(value: str, order: Sequence[str]) -> tuple:
@@ -275,16 +280,20 @@ def _teacher_seeds(results, conds, pairs) -> Optional[int]:
     return None if unknown or not any_teacher else len(found)
 
 
-def comparison_table(results: Sequence[dict], metric: Optional[str] = None) -> list[dict]:
+def comparison_table(results: Sequence[dict], metric: Optional[str] = None,
+                     known: Optional[dict] = None) -> list[dict]:
     """Every distillation condition against the baseline, and every non-CE teacher against the CE
     teacher with the same method: one row per comparison, ``{"condition", "reference"}`` plus the
-    ``overall`` dict of :func:`compare` (student as the unit of analysis)."""
+    ``overall`` dict of :func:`compare` (student as the unit of analysis).
+
+    ``known``: results of :func:`compare` already computed on the same ``results`` and ``metric``,
+    by ``(cond_a, cond_b)``; they are reused (``overall`` does not depend on ``students``)."""
     conds = [c for c in conditions(results) if c != BASELINE]
     wanted = [(c, BASELINE) for c in conds]
     wanted += [(c, ("ce", c[1])) for c in conds if c[0] != "ce" and ("ce", c[1]) in conds]
     rows = []
     for a, b in wanted:
-        cmp = compare(results, a, b, metric)
+        cmp = known[(a, b)] if known and (a, b) in known else compare(results, a, b, metric)
         if cmp is not None:
             rows.append({"condition": cmp["label"], "reference": cmp["reference_label"], **cmp["overall"]})
     return rows
