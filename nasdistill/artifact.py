@@ -61,11 +61,18 @@ def load(folder: PathLike, device="cpu", trust_code: Union[bool, str] = False) -
     is loaded strictly. Raises ``FileNotFoundError`` / ``ValueError`` saying which file is missing
     or corrupt.
     """
+    return load_with_record(folder, device, trust_code)[0]
+
+
+def load_with_record(folder: PathLike, device="cpu",
+                     trust_code: Union[bool, str] = False) -> tuple[nn.Module, ModelRecord]:
+    """``(network, record)`` of an export folder or run directory: :func:`load` and the
+    :class:`ModelRecord` it was rebuilt from (``model.json`` is read once)."""
     folder = Path(folder)
     record = read_record(folder)
     model = record.build(trust_code=trust_code, base_dir=folder, for_weights=True)
     load_weights(model, folder / FILES["safetensors"], device)
-    return model.to(device).eval()
+    return model.to(device).eval(), record
 
 
 def load_pt2(folder: PathLike) -> nn.Module:

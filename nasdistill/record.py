@@ -22,7 +22,6 @@ when the source names one).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import json
 import os
@@ -101,7 +100,7 @@ class ModelRecord:
         from .space import load_space
 
         if model_cfg.space is not None:
-            arch = found.arch if isinstance(found, ModelRecord) else found[0]
+            arch, _ = arch_and_space(found)
             space = load_space(model_cfg.space, num_classes, input_size)
             try:
                 return cls.of_space(space, arch)
@@ -131,8 +130,6 @@ class ModelRecord:
         input_size = tuple(int(v) for v in input_size)
         if (int(num_classes), input_size) == (self.num_classes, self.input_size):
             return self
-        if self.kind == "zoo":
-            return dataclasses.replace(self, num_classes=num_classes, input_size=input_size)
         space = dict(self.space, num_classes=int(num_classes), input_size=list(input_size))
         return dataclasses.replace(self, num_classes=num_classes, input_size=input_size, space=space)
 
@@ -162,6 +159,8 @@ class ModelRecord:
         return space
 
     def _import_code(self, trust_code: Union[bool, str], base_dir: Optional[PathLike]) -> None:
+        from .space.loading import import_file
+
         if isinstance(trust_code, (str, os.PathLike)):
             files = [Path(trust_code)]
         else:
@@ -181,11 +180,7 @@ class ModelRecord:
             if not path.is_file():
                 raise FileNotFoundError(f"trust_code: code file {path} does not exist")
             print(f"trust_code: importing {path}", file=sys.stderr, flush=True)
-            name = f"nasdistill_record_code_{path.stem}_{abs(hash(str(path))) % 10**8}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            import_file(path, "nasdistill_record_code")
 
     def build(self, trust_code: Union[bool, str] = False, base_dir: Optional[PathLike] = None,
               for_weights: bool = False):
@@ -332,6 +327,14 @@ def read_model_source(value: Any, where: str = "model") -> "Union[ModelRecord, t
     return dict(raw), None
 
 
+def arch_and_space(found) -> "tuple[Optional[dict], Optional[str]]":
+    """``(arch, space_name)`` of what :func:`read_model_source` returned (``(None, None)`` for a
+    zoo record; the space name is None when the source names none)."""
+    if isinstance(found, ModelRecord):
+        return found.arch, (found.space or {}).get("name")
+    return found
+
+
 def _load_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
@@ -367,4 +370,4 @@ def _source_file(fn) -> Optional[str]:
     return os.path.abspath(path) if path and os.path.isfile(path) else None
 
 
-__all__ = ["FILENAME", "FORMAT", "ModelRecord", "VERSION", "read_model_source"]
+__all__ = ["FILENAME", "FORMAT", "ModelRecord", "VERSION", "arch_and_space", "read_model_source"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nasdistill.data import DATASETS, DatasetSplits, Split, load_dataset
-from nasdistill.data.cifar import URL
+from nasdistill.data.cifar import URL, write_cifar100
 
 
 def _rows(split: Split) -> Counter:
@@ -123,21 +123,20 @@ def _dump(path, obj, protocol=2):
         pickle.dump(obj, f, protocol=protocol)
 
 
-def _write_cifar100(folder, n_train=20, n_test=10, seed=0):
+def _write_cifar100(root, n_train=20, n_test=10, seed=0):
+    """Random CIFAR-100 files under ``root/cifar-100-python``; returns ``{part: (x, y)}``."""
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
     data = {}
     for part, n in (("train", n_train), ("test", n_test)):
         x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 100, n)]
-        _dump(folder / part, {b"data": x, b"fine_labels": y, b"coarse_labels": [0] * n})
         data[part] = (x, y)
-    _dump(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]})
+    write_cifar100(root, *data["train"], *data["test"], label_names=[f"c{i}" for i in range(100)])
     return data
 
 
 def test_cifar100_tiny_files_load(tmp_path):
-    data = _write_cifar100(tmp_path / "cifar-100-python")
+    data = _write_cifar100(tmp_path)
     for root in (tmp_path, tmp_path / "cifar-100-python"):  # parent or the folder itself
         d = load_dataset("cifar100", root=root)
         assert (len(d.train), len(d.test)) == (20, 10) and d.val is d.test
@@ -187,8 +186,8 @@ def test_cifar_missing_folder_says_where_and_what(tmp_path):
 
 
 def test_cifar_malformed_files_are_named(tmp_path):
+    _write_cifar100(tmp_path)
     folder = tmp_path / "cifar-100-python"
-    _write_cifar100(folder)
     _dump(folder / "test", {b"data": np.zeros((3, 100), np.uint8), b"fine_labels": [0, 1, 2]})
     with pytest.raises(ValueError, match=r"test: b'data' must be an N x 3072 uint8"):
         load_dataset("cifar100", root=tmp_path)
@@ -210,8 +209,8 @@ class _Evil:
 
 
 def test_cifar_unpickler_refuses_code(tmp_path):
+    _write_cifar100(tmp_path)
     folder = tmp_path / "cifar-100-python"
-    _write_cifar100(folder)
     marker = tmp_path / "pwned"
     _dump(folder / "train", {b"data": _Evil(marker), b"fine_labels": []})
     with pytest.raises(ValueError, match="refusing to load global"):

@@ -49,26 +49,23 @@ def add_arguments(parser) -> None:
 
 def _from_folder(source: Path, trust_code: bool):
     """(model, record) of a run directory or export folder."""
-    from ..artifact import load
-    from ..record import ModelRecord
+    from ..artifact import load_with_record
 
-    record = ModelRecord.read(source)
-    model = load(source, trust_code=trust_code)
-    return model, record
+    return load_with_record(source, trust_code=trust_code)
 
 
 def _from_json_file(path: Path, args):
     """(model, record) of a JSON file: fresh weights seeded by --seed."""
     import torch
 
-    from ..record import ModelRecord, read_model_source
+    from ..record import ModelRecord, arch_and_space, read_model_source
     from ..space import load_space
 
     found = read_model_source(str(path), str(path))
     if isinstance(found, ModelRecord) and args.space is None:
         record = found
     else:
-        arch, named = (found.arch, found.space["name"]) if isinstance(found, ModelRecord) else found
+        arch, named = arch_and_space(found)
         spec = args.space or named
         if spec is None:
             raise ValueError(f"{path} is an architecture without a space: pass --space NAME_OR_FILE.py")

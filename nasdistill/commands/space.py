@@ -45,10 +45,9 @@ def add_arguments(parser) -> None:
 def read_arch(text: str, space) -> dict:
     """An architecture of ``space`` from a JSON string, a JSON file (a bare mapping, ``{"arch": ...}``
     or a model record) or a folder holding ``model.json``."""
-    from ..record import ModelRecord, read_model_source
+    from ..record import arch_and_space, read_model_source
 
-    found = read_model_source(text, "architecture")
-    arch = found.arch if isinstance(found, ModelRecord) else found[0]
+    arch, _ = arch_and_space(read_model_source(text, "architecture"))
     if arch is None:
         raise ValueError(f"architecture {text!r} describes a zoo model, not an architecture of {space.name}")
     return space.validate(arch)

@@ -28,24 +28,30 @@ def _is_file_spec(spec: str) -> bool:
     return spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
 
 
+def import_file(path: "str | os.PathLike", prefix: str):
+    """Import the ``.py`` file ``path`` as a module named ``PREFIX_<stem>_<hash of its absolute
+    path>`` (registered in ``sys.modules``, removed again when the import fails)."""
+    path = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    mod_name = f"{prefix}_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return module
+
+
 def import_space_module(spec: str):
     """The module ``spec`` names: a module of ``search_spaces``, a dotted module path, or a
     ``.py`` file (imported under a name unique to its absolute path)."""
     if _is_file_spec(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"search space file {spec!r} does not exist")
-        path = os.path.abspath(spec)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        mod_name = f"nasdistill_user_space_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(mod_name, None)
-            raise
-        return module
+        return import_file(spec, "nasdistill_user_space")
     name = spec if "." in spec else f"search_spaces.{spec}"
     try:
         return importlib.import_module(name)
@@ -96,10 +102,7 @@ def load_space(spec: "str | SearchSpace | Mapping", num_classes: Optional[int] =
         space, where = base, f"{spec!r}: SPACE"
     if not isinstance(space, SearchSpace):
         raise ValueError(f"{where} must be a SearchSpace, got {type(space).__name__}")
-    space = space.adapted(num_classes, input_size)
-    if _is_file_spec(spec):
-        space.source_file = os.path.abspath(spec)  # in memory only: lets an export copy the code
-    return space
+    return space.adapted(num_classes, input_size)
 
 
 def available_spaces() -> list[str]:

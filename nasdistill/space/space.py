@@ -151,10 +151,7 @@ class SearchSpace:
             return self
         import dataclasses
 
-        out = dataclasses.replace(self, **changes)
-        if getattr(self, "source_file", None):
-            out.source_file = self.source_file
-        return out
+        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ description
     @property
