@@ -138,3 +138,77 @@ def test_console_script_subprocess(tmp_path):
     proc = subprocess.run([console_script(), "space", "show", "no_such_space"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "no search space named" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- --range, --graph
+def test_cost_range_digits_exact(capsys):
+    code, out, _ = run_cli(capsys, "cost", "digits_small", "--range")
+    assert code == 0
+    assert out.splitlines() == ["space digits_small: input 1x8x8, 10 classes",
+                                "MACs: 43,264 .. 14,625,024",
+                                "params: 3,770 .. 487,162"]
+
+
+def test_cost_range_adapts_to_input_size_and_classes(capsys):
+    code, out, _ = run_cli(capsys, "cost", "digits_small", "--range", "--json",
+                           "--input-size", "1,16,16", "--num-classes", "3")
+    assert code == 0
+    got = json.loads(out)
+    assert got == {"space": "digits_small", "input_size": [1, 16, 16], "num_classes": 3,
+                   "macs_min": 168_320, "macs_max": 58_495_360, "params_min": 2_867,
+                   "params_max": 486_259}
+    adapted = digits_small.make_space(num_classes=3, input_size=(1, 16, 16))
+    costs = [adapted.cost(a) for a in adapted.architectures()]
+    assert got["macs_min"] == min(c["macs"] for c in costs)
+    assert got["macs_max"] == max(c["macs"] for c in costs)
+    assert got["params_min"] == min(c["params"] for c in costs)
+    assert got["params_max"] == max(c["params"] for c in costs)
+
+
+def test_cost_of_an_arch_follows_the_input_size(capsys):
+    arch = DIGITS.sample(seed=2)
+    code, out, _ = run_cli(capsys, "cost", "digits_small", json.dumps(arch), "--json",
+                           "--input-size", "1,16,16")
+    assert code == 0
+    assert json.loads(out)["cost"] == digits_small.make_space(input_size=(1, 16, 16)).cost(arch)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["cost", "digits_small"], "either an architecture"),
+    (["cost", "digits_small", '{"layer1": "zero"}', "--range"], "either an architecture"),
+    (["cost", "digits_small", "--range", "--input-size", "8,8"], "C,H,W"),
+    (["cost", "digits_small", "--range", "--num-classes", "0"], "--num-classes"),
+])
+def test_cost_range_errors_exit_2(capsys, argv, needle):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and needle in err and out == "" and "Traceback" not in err
+
+
+def test_show_graph_text(capsys):
+    code, out, _ = run_cli(capsys, "show", "digits_small", "--graph")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "space digits_small: layered graph, 20 nodes, 71 edges, 15,625 paths (MACs per edge)"
+    assert lines[1] == "stem: 1x8x8 -> 16x8x8  9,216"
+    # layer 5 (64 wide, stride 2) reads the three shapes layers 3 and 4 can produce
+    block = out.split("layer 5 (layer5, 64 channels, stride 2): 3 arriving shape(s)\n")[1].split("layer 6")[0]
+    shapes = [l.strip() for l in block.splitlines() if not l.startswith("    ")]
+    assert shapes == ["32x8x8", "32x4x4", "16x8x8"]
+    assert {(c, hw) for c, hw in DIGITS.arriving_states(0, DIGITS.stem_shape())[4]} == {
+        (32, (8, 8)), (32, (4, 4)), (16, (8, 8))}
+    edges = [l.split() for l in block.split("  32x4x4\n")[1].split("  16x8x8")[0].splitlines()]
+    assert edges == [["k3_d2", "->", "64x2x2", "229,376"], ["k3_d4", "->", "64x2x2", "524,288"],
+                     ["k5_d2", "->", "64x2x2", "622,592"], ["identity", "->", "64x2x2", "0"],
+                     ["zero", "->", "32x4x4", "0"]]
+    assert DIGITS.layer_ops(4)["k5_d2"].cost(32, 64, 2, (4, 4))[0] == 622_592
+    head = out.split("head: 6 arriving shape(s), each with the head's cost\n")[1].splitlines()
+    assert head[0].split() == ["64x8x8", "525,568"]
+    assert DIGITS.head_cost(64, (8, 8))[0] == 525_568
+
+
+def test_show_graph_png(capsys, tmp_path):
+    path = tmp_path / "graph.png"
+    code, out, _ = run_cli(capsys, "show", "digits_small", "--graph-out", str(path))
+    assert code == 0 and str(path) in out
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

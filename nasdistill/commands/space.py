@@ -6,10 +6,12 @@ SPACE is a module of ``search_spaces`` (``gtn_cifar``, ``digits_small``, ...) or
 examples:
   nasdistill space list
   nasdistill space show gtn_cifar
+  nasdistill space show digits_small --graph --graph-out digits_graph.png
   nasdistill space sample gtn_cifar --seed 3 --describe
   nasdistill space sample digits_small --seed 3 --json > arch.json
   nasdistill space cost digits_small arch.json
   nasdistill space cost gtn_cifar '{"layer1": "k3_d2", "layer2": "zero", ...}'
+  nasdistill space cost gtn_cifar --range --input-size 3,64,64 --num-classes 200
 """
 from __future__ import annotations
 
@@ -25,6 +27,12 @@ def add_arguments(parser) -> None:
 
     p = sub.add_parser("show", help="layers, candidates, number of architectures, MACs/params range")
     p.add_argument("space", metavar="SPACE", help="module of search_spaces or path to a .py file")
+    p.add_argument("--graph", action="store_true",
+                   help="print the space as a layered graph: per layer the shapes that can arrive "
+                        "and each candidate with its MACs")
+    p.add_argument("--graph-out", default=None, metavar="FILE.png",
+                   help="also draw the layered graph into a PNG file")
+    _add_adapt_arguments(p)
 
     p = sub.add_parser("sample", help="a random architecture (deterministic per seed) with its cost")
     p.add_argument("space", metavar="SPACE", help="module of search_spaces or path to a .py file")
@@ -32,14 +40,39 @@ def add_arguments(parser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object {space, seed, id, arch, cost} and nothing else")
     p.add_argument("--describe", action="store_true", help="also print the layer table")
+    _add_adapt_arguments(p)
 
-    p = sub.add_parser("cost", help="MACs and params of an architecture, without training")
+    p = sub.add_parser("cost", help="MACs and params of an architecture (or, with --range, the "
+                                    "range the space can reach), without training")
     p.add_argument("space", metavar="SPACE", help="module of search_spaces or path to a .py file")
-    p.add_argument("arch", metavar="ARCH_JSON_OR_FILE",
+    p.add_argument("arch", metavar="ARCH_JSON_OR_FILE", nargs="?", default=None,
                    help="architecture as a JSON object, or a file holding one (the output of "
                         "`space sample --json` is accepted too)")
+    p.add_argument("--range", action="store_true",
+                   help="instead of one architecture: the minimum and maximum MACs and params "
+                        "over the whole space (exact)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--describe", action="store_true", help="also print the layer table")
+    _add_adapt_arguments(p)
+
+
+def _add_adapt_arguments(p) -> None:
+    p.add_argument("--input-size", default=None, metavar="C,H,W",
+                   help="adapt the space to inputs of this size (default: the space's own)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="adapt the space to this many classes (default: the space's own)")
+
+
+def _input_size(text):
+    if text is None:
+        return None
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) <= 0:
+        raise ValueError(f"--input-size {text!r}: expected three positive integers C,H,W, e.g. 3,32,32")
+    return size
 
 
 def read_arch(text: str, space) -> dict:
@@ -75,12 +108,46 @@ def run(args) -> int:
         for name in available_spaces():
             print(name)
         return 0
-    space = load_space(args.space)
+    if getattr(args, "num_classes", None) is not None and args.num_classes <= 0:
+        raise ValueError(f"--num-classes must be a positive integer, got {args.num_classes}")
+    space = load_space(args.space, getattr(args, "num_classes", None),
+                       _input_size(getattr(args, "input_size", None)))
     if args.space_command == "show":
-        print(space.summary())
+        _show(space, args)
     elif args.space_command == "sample":
         arch = space.sample(seed=args.seed)
         _report(space, arch, args.json, args.describe, {"seed": args.seed})
     elif args.space_command == "cost":
-        _report(space, read_arch(args.arch, space), args.json, args.describe, {})
+        if args.range == (args.arch is not None):
+            raise ValueError("space cost needs either an architecture (ARCH_JSON_OR_FILE) or --range, "
+                             "not both or neither")
+        if args.range:
+            _report_range(space, args.json)
+        else:
+            _report(space, read_arch(args.arch, space), args.json, args.describe, {})
     return 0
+
+
+def _show(space, args) -> None:
+    if not (args.graph or args.graph_out):
+        print(space.summary())
+        return
+    from ..space import space_graph
+
+    graph = space_graph(space)
+    if args.graph:
+        print(graph.render())
+    if args.graph_out:
+        print(f"wrote {graph.draw(args.graph_out)}")
+
+
+def _report_range(space, as_json: bool) -> None:
+    rng = space.cost_range()
+    c, h, w = space.input_size
+    if as_json:
+        print(json.dumps({"space": space.name, "input_size": [c, h, w], "num_classes": space.num_classes,
+                          **rng}))
+        return
+    print(f"space {space.name}: input {c}x{h}x{w}, {space.num_classes} classes")
+    print(f"MACs: {rng['macs_min']:,} .. {rng['macs_max']:,}")
+    print(f"params: {rng['params_min']:,} .. {rng['params_max']:,}")

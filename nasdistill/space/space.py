@@ -272,10 +272,11 @@ class SearchSpace:
         return hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def size(self) -> int:
-        """Number of distinct networks (distinct :meth:`canonical` forms) of the space."""
-        from .enumeration import count_networks
+        """Number of distinct networks (distinct :meth:`canonical` forms) of the space, counted
+        on its layered graph (:class:`~.graph.SpaceGraph`)."""
+        from .graph import space_graph
 
-        return count_networks(self)
+        return space_graph(self).count_networks()
 
     def architectures(self):
         """Iterate over every label assignment (beware: the space may be huge)."""
@@ -314,10 +315,11 @@ class SearchSpace:
         return {"macs": int(macs + m), "params": int(params + p)}
 
     def cost_range(self) -> dict:
-        """Minimum and maximum MACs and params over the space (exact, dynamic programming)."""
-        from .enumeration import cost_range
+        """Minimum and maximum MACs and params over the space (exact, dynamic programming over
+        its layered graph): ``{"macs_min", "macs_max", "params_min", "params_max"}``."""
+        from .graph import space_graph
 
-        return cost_range(self)
+        return space_graph(self).cost_range()
 
     def build(self, arch: Mapping) -> SpaceNet:
         """A standalone network (plain modules, fresh weights) for ``arch``."""
