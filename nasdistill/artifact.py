@@ -4,12 +4,23 @@ Both hold ``model.json`` (a :class:`~nasdistill.record.ModelRecord`: the network
 ``model.safetensors``; :func:`load` rebuilds the network from the record with no supernet class and
 no import of user code (custom ops need ``trust_code``, see :mod:`nasdistill.record`), then loads
 the weights strictly. Writing exports lives in :mod:`nasdistill.export`.
+
+**Digests.** Every weights file is checked against the SHA-256 its folder records before it is
+used (:func:`verify_file`): an export folder records one per file in ``export.json``
+(``files.<format>.sha256``), a run directory the digest of ``model.safetensors`` in
+``result.json`` (``weights_sha256``). A file that differs is refused with one sentence naming it
+and what to do. A folder that records no digest -- a run interrupted before its result, a folder
+written by hand or by an earlier version -- is loaded as it is: there is nothing to compare with,
+and refusing would make an interrupted run's weights unreadable; its safetensors header is still
+checked, and an export of it still refuses outputs that are not finite.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -17,11 +28,78 @@ from torch import nn
 from .engine.checkpoint import state_dict_diff as key_diff
 from .record import FILENAME, ModelRecord
 
-FILES = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
+FILES = {"safetensors": "model.safetensors", "python": "model.py", "pt2": "model.pt2",
+         "onnx": "model.onnx"}
+EXPORT_INFO = "export.json"   # an export folder's digests: files.<format>.sha256
+RUN_RESULT = "result.json"    # a run directory's digest of model.safetensors: weights_sha256
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
 ONNX_HINT = "pip install 'nasdistill[onnx]'  (onnx, onnxscript, onnxruntime)"
 
 PathLike = Union[str, os.PathLike]
+
+
+class DigestMismatch(ValueError):
+    """A file differs from the SHA-256 its folder records (damaged or changed since written)."""
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of the file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_digests(folder: PathLike) -> tuple[dict, Optional[Path]]:
+    """``({file name: SHA-256}, file that records them)`` of an export folder or run directory.
+
+    ``({}, None)`` when the folder records no digest (see the module docstring). A record that
+    exists but cannot be read is an error: the folder claims digests it cannot show.
+    """
+    folder = Path(folder)
+    for name, what in ((EXPORT_INFO, "export the model again with `nasdistill export`"),
+                       (RUN_RESULT, "rerun the run (--restart)")):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is not readable JSON ({type(err).__name__}), so the files of "
+                             f"{folder} cannot be checked against it; {what}") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"{path} is not a JSON mapping, so the files of {folder} cannot be checked "
+                             f"against it; {what}")
+        if name == EXPORT_INFO:
+            files = info.get("files") if isinstance(info.get("files"), dict) else {}
+            digests = {str(e["file"]): str(e["sha256"]) for e in files.values()
+                       if isinstance(e, dict) and e.get("file") and e.get("sha256")}
+        else:
+            digests = ({FILES["safetensors"]: str(info["weights_sha256"])}
+                       if info.get("weights_sha256") else {})
+        return digests, path
+    return {}, None
+
+
+def verify_file(path: PathLike) -> None:
+    """Refuse ``path`` when it differs from the SHA-256 its folder records for it.
+
+    Raises :class:`DigestMismatch` (a ``ValueError``) with one sentence naming the file and what to
+    do; returns quietly when the folder records no digest for it (see the module docstring).
+    """
+    path = Path(path)
+    digests, source = recorded_digests(path.parent)
+    expected = digests.get(path.name)
+    if expected is None or not path.is_file() or sha256_file(path) == expected:
+        return
+    if source.name == EXPORT_INFO:
+        raise DigestMismatch(f"{path} does not match the SHA-256 that {source} records for it (damaged or "
+                             f"changed since the export); export the model again with `nasdistill export "
+                             f"SOURCE --out {path.parent}`")
+    raise DigestMismatch(f"{path} does not match the SHA-256 that {source} records for it (damaged or "
+                         f"changed since the run finished); rerun the run with --restart (or restore the "
+                         "file from a copy)")
 
 
 def read_record(folder: PathLike) -> ModelRecord:
@@ -34,7 +112,8 @@ def read_record(folder: PathLike) -> ModelRecord:
 
 
 def load_weights(model: nn.Module, path: PathLike, device="cpu") -> None:
-    """Load ``path`` (safetensors) into ``model`` strictly; a clear error when missing or unfit."""
+    """Load ``path`` (safetensors) into ``model`` strictly, after :func:`verify_file`; a clear
+    error when missing, damaged or unfit."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -42,6 +121,7 @@ def load_weights(model: nn.Module, path: PathLike, device="cpu") -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the folder {path.parent} is incomplete (an "
                                 "unfinished run, or a partial copy); finish the run or re-export the model")
+    verify_file(path)
     try:
         weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as err:
@@ -58,8 +138,8 @@ def load(folder: PathLike, device="cpu", trust_code: Union[bool, str] = False) -
 
     Rebuilt from ``model.json`` (no user code is imported unless ``trust_code``: ``True`` imports
     the custom-op code saved in the folder, a path imports that file), then ``model.safetensors``
-    is loaded strictly. Raises ``FileNotFoundError`` / ``ValueError`` saying which file is missing
-    or corrupt.
+    is checked against the digest the folder records and loaded strictly. Raises
+    ``FileNotFoundError`` / ``ValueError`` saying which file is missing, damaged or corrupt.
     """
     return load_with_record(folder, device, trust_code)[0]
 
@@ -81,6 +161,7 @@ def load_pt2(folder: PathLike) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: export the model with `nasdistill export` "
                                 "(the pt2 export may have failed: see export.json)")
+    verify_file(path)
     try:
         program = torch.export.load(str(path))
     except Exception as err:  # torch raises a variety of errors on a damaged archive

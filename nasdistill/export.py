@@ -6,12 +6,16 @@ An export folder::
                        a zoo model, or a search-space architecture with the space described)
     code/              only for spaces with custom ops: their source, imported only on request
     model.safetensors  the weights (strict state dict of the rebuilt network)
+    model.py           the network as plain PyTorch source (needs torch and safetensors only):
+                       ``load()`` returns it with the weights of the folder (:mod:`nasdistill.model_source`)
     model.pt2          torch.export program of the network in eval mode (dynamic batch size)
     model.onnx         the same graph as ONNX (only with the ``onnx`` extra installed)
-    export.json        per format: file, size, and the max |difference| to the original on a batch
+    export.json        per format: file, size, SHA-256 and the max |difference| to the original on
+                       a batch (written last; :func:`nasdistill.load` checks the files against it)
 
 Every artifact is reloaded and run against the original network before :func:`export_model`
-returns, and each file is written to a temporary name and renamed, so a failed export leaves no
+returns (a difference that is not finite is an error: damaged weights never pass as an export),
+and each file is written to a temporary name and renamed, so a failed export leaves no
 half-written file. :func:`load` rebuilds the network from ``model.json`` + ``model.safetensors``
 with ``space.build(arch)`` (or the model zoo): no supernet class and no user code is involved.
 Every run directory (search, teacher, distill) holds the same two files, so :func:`load` reads
@@ -20,6 +24,8 @@ them too.
 from __future__ import annotations
 
 import logging
+import math
+import runpy
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,10 +44,11 @@ from .artifact import (  # noqa: F401  (re-exported: the public export API)
     load_pt2,
     load_weights,
     read_record,
+    sha256_file,
     supernet_modules,
 )
 from .atomic import atomic_path, write_json
-from .engine.rundir import sha256_file
+from .model_source import UnsupportedSource, model_source
 from .record import ModelRecord
 
 # ---------------------------------------------------------------------------- export
@@ -225,14 +232,29 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         x, check = _check_batches(model, input_size, example_input, seed)
         with torch.no_grad():
             ref_x, ref_check = model(x), model(check)
+        if not (torch.isfinite(ref_x).all() and torch.isfinite(ref_check).all()):
+            raise ValueError(f"export_model: the {rec.describe()} to export outputs NaN or inf on a random "
+                             "batch, so its weights are damaged or diverged; export the weights of a finished "
+                             "run whose files match their digests")
 
-        def compare(run, dynamic: bool = True) -> float:
+        def compare(run, dynamic: bool = True, name: str = "") -> float:
             with torch.no_grad():
                 diff = _max_diff(run(x), ref_x)
-                return max(diff, _max_diff(run(check), ref_check)) if dynamic else diff
+                diff = max(diff, _max_diff(run(check), ref_check)) if dynamic else diff
+            if not math.isfinite(diff):  # NaN compares as "no difference" everywhere else
+                raise ValueError(f"{out / name} reloaded gives outputs that differ from the original's by "
+                                 f"{diff} (not finite), so it does not reproduce the network; export the "
+                                 "model again")
+            return diff
 
         # model.json + weights are the export itself: any failure here raises
         diffs["safetensors"] = _write_weights(model, rec, out, compare, x.device)
+        try:
+            diffs["python"] = _write_model_py(rec, out, compare, x.device)
+        except UnsupportedSource as err:  # e.g. a torchvision network: recorded, not a failure
+            diffs["python"], skipped["python"] = None, str(err)
+        except Exception as err:
+            diffs["python"], errors["python"] = None, _brief(err)
         try:
             diffs["pt2"], extra["pt2_dynamic_batch"] = _write_pt2(model, x, out, compare)
         except Exception as err:  # whatever torch.export raises: report it, keep the other formats
@@ -267,9 +289,10 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
 def finished_export(out_dir: PathLike) -> Optional[dict]:
     """The ``export.json`` of a complete export in ``out_dir``, or None.
 
-    Complete means: ``export.json`` (written last) reads, ``model.json`` is there, and every file it
-    lists exists with the SHA-256 it records, so an export killed midway, or a file deleted or
-    damaged since, is exported again rather than reused.
+    Complete means: ``export.json`` (written last) reads, ``model.json`` is there, every file it
+    lists exists with the SHA-256 it records, and it accounts for every format (written, skipped
+    or failed), so an export killed midway, a file deleted or damaged since, or an export made
+    before a format existed is exported again rather than reused.
     """
     import json
 
@@ -280,6 +303,9 @@ def finished_export(out_dir: PathLike) -> Optional[dict]:
         return None
     files = info.get("files") if isinstance(info, dict) else None
     if not isinstance(files, dict) or "safetensors" not in files or not (out / "model.json").is_file():
+        return None
+    accounted = set(files) | set(info.get("skipped") or {}) | set(info.get("errors") or {})
+    if not set(FILES) <= accounted:
         return None
     for entry in files.values():
         path = out / str(entry.get("file", ""))
@@ -325,21 +351,32 @@ def _write_weights(model, rec, out: Path, compare, device) -> float:
     reloaded = load(out, device=device)
     if supernet_modules(reloaded):
         raise RuntimeError(f"reloaded model contains supernet modules {supernet_modules(reloaded)}")
-    return compare(reloaded)
+    return compare(reloaded, name=FILES["safetensors"])
+
+
+def _write_model_py(rec, out: Path, compare, device) -> float:
+    """model.py (plain PyTorch source), checked by running its ``load()`` on the folder's weights."""
+    text = model_source(rec, sha256_file(out / FILES["safetensors"]))
+    with atomic_path(out / FILES["python"]) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        # the temporary file lies in the folder, so its load() reads this folder's weights
+        namespace = runpy.run_path(str(tmp), run_name="nasdistill_export_check")
+        diff = compare(namespace["load"](device), name=FILES["python"])
+    return diff
 
 
 def _write_pt2(model, x, out: Path, compare) -> tuple[float, bool]:
     program, dynamic = _export_program(model, x)
     with atomic_path(out / FILES["pt2"]) as tmp:
         torch.export.save(program, str(tmp))
-        diff = compare(torch.export.load(str(tmp)).module(), dynamic)
+        diff = compare(torch.export.load(str(tmp)).module(), dynamic, FILES["pt2"])
     return diff, dynamic
 
 
 def _write_onnx(model, x, out: Path, compare) -> tuple[float, str]:
     with atomic_path(out / FILES["onnx"]) as tmp:
         exporter = _export_onnx(model, x, tmp)
-        diff = compare(lambda t: _run_onnx(tmp, t))
+        diff = compare(lambda t: _run_onnx(tmp, t), name=FILES["onnx"])
     return diff, exporter
 
 

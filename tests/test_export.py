@@ -1,5 +1,8 @@
-"""Export folders: model.json + safetensors + torch.export (+ ONNX) round trips, errors, CLI."""
+"""Export folders: model.json + safetensors + torch.export (+ ONNX) round trips, errors, CLI, and
+digests: a damaged file is refused by name, an export never passes outputs that are not finite."""
+import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -7,7 +10,7 @@ from safetensors.torch import save_file
 
 import nasdistill
 from nasdistill.cli import main
-from nasdistill.export import (export_model, load, load_pt2, onnx_available,
+from nasdistill.export import (export_model, finished_export, load, load_pt2, onnx_available,
                                supernet_modules)
 from nasdistill.models import create_model
 from nasdistill.record import ModelRecord
@@ -57,7 +60,7 @@ def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
     assert model.training  # the caller's mode is restored
     model.eval()
     names = {p.name for p in (tmp_path / "e").iterdir()}
-    assert names == {"model.json", "model.safetensors", "model.pt2", "export.json"}  # no temp files
+    assert names == {"model.json", "model.safetensors", "model.py", "model.pt2", "export.json"}  # no temp files
     rec = json.loads((tmp_path / "e" / "model.json").read_text())
     assert rec["space"] == describe_space(space) and rec["kind"] == "space" and rec["arch"] == ARCH
     assert rec["num_classes"] == 10 and rec["input_size"] == [1, 8, 8]
@@ -173,7 +176,7 @@ def test_failed_format_leaves_no_half_file(space, tmp_path, monkeypatch):
     result = export_model(space.build(ARCH), out, space=space, arch=ARCH, onnx=False, verbose=False)
     assert result["max_abs_diff"]["pt2"] is None and "disk full" in result["errors"]["pt2"]
     # neither the half file nor the stale pt2 of the earlier export remains
-    assert {p.name for p in out.iterdir()} == {"model.json", "model.safetensors", "export.json"}
+    assert {p.name for p in out.iterdir()} == {"model.json", "model.safetensors", "model.py", "export.json"}
 
 
 def test_onnx_auto_without_the_extra_says_why(space, tmp_path, monkeypatch, capsys):
@@ -273,3 +276,142 @@ def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path):
     saved = json.loads((tmp_path / "z" / "model.json").read_text())
     assert saved["options"] == {"width": 8, "weights": "DEFAULT"}
     assert max_diff(load(tmp_path / "z"), model, torch.randn(2, 1, 8, 8)) <= 1e-5
+
+
+def damage(path):
+    """Overwrite 1,000 bytes in the middle of a file's data with 0xff (NaN as float32); a safetensors
+    header stays intact, so only the digest can tell."""
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little") if path.suffix == ".safetensors" else 0
+    assert len(data) - header > 2000
+    start = header + (len(data) - header) // 2 - 500
+    data[start:start + 1000] = b"\xff" * 1000
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_files_of_an_export_are_refused_by_load_and_export(space, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "students" / "s1"
+    model = randomize(space.build(ARCH)).eval()
+    export_model(model, folder, space=space, arch=ARCH, onnx=False, verbose=False)
+    intact = tmp_path / "intact"
+    shutil.copytree(folder, intact)
+    damage(folder / "model.safetensors")
+    assert any(torch.isnan(t).any() for t in load_file(str(folder / "model.safetensors")).values())
+    with pytest.raises(ValueError, match=r"s1/model.safetensors does not match the SHA-256 that \S*s1/export.json "
+                                         r"records for it .*; export the model again"):
+        load(folder)
+    assert finished_export(folder) is None  # the main job exports it again
+    capsys.readouterr()
+    assert main(["export", str(folder), "--out", str(tmp_path / "re"), "--no-onnx"]) == 2
+    captured = capsys.readouterr()
+    assert "s1/model.safetensors does not match the SHA-256" in captured.err and "Traceback" not in captured.err
+    assert "max |diff|" not in captured.out and not (tmp_path / "re").exists()
+
+    damage(intact / "model.pt2")  # every weights file of the folder is checked, the pt2 program too
+    with pytest.raises(ValueError, match=r"intact/model.pt2 does not match the SHA-256"):
+        load_pt2(intact)
+    assert max_diff(load(intact), model, torch.randn(3, 1, 8, 8)) == 0.0  # its weights are intact
+    assert finished_export(intact) is None
+
+
+def test_damaged_weights_of_a_run_directory_are_refused(space, tmp_path, capsys):
+    run = tmp_path / "run"
+    student = _fake_search_run(space, run)
+    digest = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    (run / "result.json").write_text(json.dumps({"weights_sha256": digest, "epochs": 1}))
+    assert max_diff(load(run), student, torch.randn(3, 1, 8, 8)) == 0.0
+    damage(run / "model.safetensors")
+    with pytest.raises(ValueError, match=r"run/model.safetensors does not match the SHA-256 that \S*run/result.json "
+                                         r"records for it .*; rerun the run with --restart"):
+        load(run)
+    capsys.readouterr()
+    assert main(["export", str(run), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "run/model.safetensors does not match" in err and "Traceback" not in err
+    assert not (run / "export").exists()
+    (run / "result.json").write_text("{half a file")
+    with pytest.raises(ValueError, match=r"result.json is not readable JSON.*rerun the run"):
+        load(run)
+
+
+def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, monkeypatch):
+    import nasdistill.export as export
+
+    # a folder that records no digest (written by hand): it loads, but its network outputs NaN
+    handmade = tmp_path / "handmade"
+    _fake_search_run(space, handmade)
+    damage(handmade / "model.safetensors")
+    assert torch.isnan(load(handmade)(torch.randn(2, 1, 8, 8))).all()
+    capsys.readouterr()
+    assert main(["export", str(handmade), "--out", str(tmp_path / "o1"), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "outputs NaN or inf" in err and "Traceback" not in err and not (tmp_path / "o1" / "export.json").exists()
+
+    # the weights read back give NaN (a file damaged between writing and reading): an error, not "nan"
+    good = tmp_path / "good"
+    _fake_search_run(space, good)
+    real_load = export.load
+
+    def damaged_reload(folder, device="cpu"):
+        model = real_load(folder, device)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(export, "load", damaged_reload)
+    assert main(["export", str(good), "--out", str(tmp_path / "o2"), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "o2/model.safetensors reloaded gives outputs that differ from the original's by nan (not finite)" in err
+    assert "Traceback" not in err and not (tmp_path / "o2" / "export.json").exists()
+    monkeypatch.setattr(export, "load", real_load)
+
+    # another format read back as NaN fails that format: the command exits non-zero, never 0
+    class NanProgram:
+        def module(self):
+            return lambda x: torch.full((x.shape[0], 10), float("nan"))
+
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: NanProgram())
+    assert main(["export", str(good), "--out", str(tmp_path / "o3"), "--no-onnx"]) == 1
+    out = capsys.readouterr().out
+    assert "failed formats: pt2" in out and "model.pt2          FAILED: ValueError:" in out and "not finite" in out
+    info = json.loads((tmp_path / "o3" / "export.json").read_text())
+    assert info["max_abs_diff"]["pt2"] is None and not (tmp_path / "o3" / "model.pt2").exists()
+
+
+def test_main_job_exports_refuse_a_damaged_run_and_redo_a_damaged_export(space, tmp_path):
+    """`export_students` (the main job's last step) loads each student's run through the digest
+    check, and exports again a student whose export folder no longer matches its digests."""
+    from types import SimpleNamespace
+
+    from nasdistill.pipeline.steps import distill_dir, export_students
+
+    out = tmp_path / "job"
+    arch_id = space.arch_id(ARCH)
+    src = distill_dir(out, arch_id, "ce", "kd", 0)
+    src.parent.mkdir(parents=True)
+    student = _fake_search_run(space, src)
+    digest = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
+    (src / "result.json").write_text(json.dumps({"weights_sha256": digest, "epochs": 1}))
+    cfg = SimpleNamespace(distill=SimpleNamespace(seeds=[0]), export=SimpleNamespace(onnx=False))
+    splits = SimpleNamespace(test=SimpleNamespace(images=torch.rand(8, 1, 8, 8)), mean=(0.5,), std=(0.5,))
+    rows = [{"student": arch_id, "teacher": "ce", "method": "kd", "seed": 0, "test_acc": 90.0}]
+    log = SimpleNamespace(say=lambda text: None)
+
+    def export():
+        return export_students(cfg, out, [{"student": arch_id}], rows, [{"weights_sha256": digest}], splits, log)
+
+    [row] = export()
+    folder = out / "students" / arch_id
+    assert row["formats"]["safetensors"] == 0.0 and row["formats"]["python"] == 0.0
+    x = torch.randn(3, 1, 8, 8)
+    assert max_diff(load(folder), student, x) == 0.0
+    damage(folder / "model.safetensors")
+    export()  # the damaged export is made again from the run
+    assert max_diff(load(folder), student, x) == 0.0
+    damage(src / "model.safetensors")
+    shutil.rmtree(folder)
+    with pytest.raises(ValueError, match=r"kd_s0/model.safetensors does not match the SHA-256 that \S*result.json"):
+        export()
+    assert not (folder / "export.json").exists()

@@ -1,6 +1,7 @@
 """One model record, one space loader, one registry pattern: exports stand alone, a tampered folder
 never runs code, a user space with SPACE alone goes through search, distillation and export, and a
 new distiller is one file."""
+import hashlib
 import json
 import os
 import re
@@ -158,6 +159,37 @@ def test_a_run_directory_keeps_the_code_of_its_custom_ops(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", probe, str(run)], capture_output=True, text=True, env=ENV,
                             timeout=120)
     assert loaded.returncode == 0 and loaded.stdout.strip() == "SpaceNet", loaded.stderr
+
+
+def test_distillation_refuses_a_teacher_whose_weights_differ_from_their_digest(tmp_path, capsys):
+    """A finished teacher run whose model.safetensors was damaged since (header intact, 1,000 bytes
+    of its data overwritten) is refused naming the file, before any data is loaded or run written."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from nasdistill.distill.runner import finished_teacher, load_teacher
+    from nasdistill.models import create_model
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    ModelRecord.zoo("resnet8", 10, (1, 8, 8)).write(teacher)
+    save_file(create_model("resnet8", num_classes=10, in_channels=1).state_dict(), str(teacher / "model.safetensors"))
+    data = bytearray((teacher / "model.safetensors").read_bytes())
+    (teacher / "result.json").write_text(json.dumps({"weights_sha256": hashlib.sha256(data).hexdigest(), "epochs": 1}))
+    splits = SimpleNamespace(num_classes=10, input_size=(1, 8, 8), name="digits")
+    assert finished_teacher(teacher)["epochs"] == 1 and not load_teacher(teacher, splits, verbose=False)[0].training
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + 5000:header + 6000] = b"\xff" * 1000
+    (teacher / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"teacher/model.safetensors does not match the SHA-256 that \S*result.json"):
+        load_teacher(teacher, splits, verbose=False)
+    capsys.readouterr()
+    assert main(["distill", "examples/digits_distill.yaml", f"teacher={teacher}", *TINY_TRAIN,
+                 "--out-dir", str(tmp_path / "kd")]) == 2
+    err = capsys.readouterr().err
+    assert "teacher/model.safetensors does not match the SHA-256" in err and "rerun the run" in err, err
+    assert "Traceback" not in err and not (tmp_path / "kd" / "last.ckpt").exists()
 
 
 def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):

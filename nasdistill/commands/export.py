@@ -1,4 +1,4 @@
-"""Export a trained (or freshly built) network: model.json, safetensors, torch.export, ONNX.
+"""Export a trained (or freshly built) network: model.json, safetensors, model.py, torch.export, ONNX.
 
     nasdistill export SOURCE [--out DIR] [--onnx | --no-onnx] [--trust-code]
 
@@ -10,12 +10,14 @@ SOURCE is one of
     to inspect its graph.
 
 The folder (default SOURCE/export, or NAME-export next to a JSON file) receives model.json,
-model.safetensors, model.pt2 (torch.export) and model.onnx (with the onnx extra: pip install
-'nasdistill[onnx]'); each is reloaded and compared with the original on a batch, and the max
-absolute difference per format is printed and written to export.json. Reload the network with
+model.safetensors, model.py (the network as plain PyTorch source: torch and safetensors only),
+model.pt2 (torch.export) and model.onnx (with the onnx extra: pip install 'nasdistill[onnx]');
+each is reloaded and compared with the original on a batch, and the max absolute difference per
+format is printed and written to export.json with each file's SHA-256. Reload the network with
 `nasdistill.load(DIR)`: no supernet class and no code from the folder is involved. A space with
 custom ops needs them registered, or --trust-code, which imports the op code saved in SOURCE.
-Exit status 1 when a format failed.
+The weights of SOURCE are checked against the digest SOURCE records (export.json or result.json)
+first. Exit status 1 when a format failed, 2 when SOURCE cannot be exported (e.g. damaged).
 
 Example:
     nasdistill export runs/search1 --out students/s1
@@ -25,7 +27,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "export a network (search/teacher/distill run, or a JSON file) to safetensors, .pt2 and ONNX"
+HELP = "export a network (search/teacher/distill run, or a JSON file) to safetensors, model.py, .pt2, ONNX"
 
 
 def add_arguments(parser) -> None:
@@ -96,7 +98,8 @@ def run(args) -> int:
     if out.resolve() == source.resolve():
         raise ValueError(f"--out {out} is the source itself; export into another folder")
     result = export_model(model, out, record=record, onnx=args.onnx)
-    print(f"reload with: nasdistill.load({str(out)!r})")
+    print(f"reload with: nasdistill.load({str(out)!r})"
+          + (f", or without nasdistill: load() of {out / 'model.py'}" if "python" in result["files"] else ""))
     if result["errors"]:
         print(f"nasdistill export: failed formats: {', '.join(result['errors'])} (see {out / 'export.json'})")
         return 1

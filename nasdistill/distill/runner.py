@@ -43,7 +43,11 @@ def student_source(student) -> Optional[dict]:
 
 # ---------------------------------------------------------------------------- the teacher
 def finished_teacher(run_dir) -> dict:
-    """The ``result.json`` of the finished teacher run ``run_dir``; clear errors otherwise."""
+    """The ``result.json`` of the finished teacher run ``run_dir``; clear errors otherwise (weights
+    that differ from the digest ``result.json`` records are named, see
+    :func:`nasdistill.artifact.verify_file`)."""
+    from ..artifact import verify_file
+
     run_dir = Path(run_dir)
     hint = "train one with `nasdistill teacher CONFIG --out-dir DIR` and pass teacher=DIR"
     if not run_dir.is_dir():
@@ -51,6 +55,8 @@ def finished_teacher(run_dir) -> dict:
     if not (run_dir / "model.json").is_file():
         raise FileNotFoundError(f"teacher {run_dir}: no model.json, so it is not a run directory of "
                                 f"`nasdistill teacher`; {hint}")
+    if (run_dir / "model.safetensors").is_file():
+        verify_file(run_dir / "model.safetensors")
     result = RunDirectory(run_dir).finished_result()
     if result is None:
         raise FileNotFoundError(f"teacher {run_dir} has not finished (no result.json that agrees with its "
@@ -61,11 +67,12 @@ def finished_teacher(run_dir) -> dict:
 def load_teacher(run_dir, splits, device="cpu", verbose: bool = True, data_cfg=None):
     """The trained teacher of ``run_dir`` (``model.json`` + ``model.safetensors``), on ``device``.
 
-    Refuses a teacher whose classes or input size differ from the data's; warns when the teacher
-    was trained on another dataset or another train/val/test split (its training set may then
-    contain the student's test images). Returns ``(teacher, record mapping)``.
+    Refuses a teacher whose classes or input size differ from the data's, or whose weights differ
+    from their recorded digest; warns when the teacher was trained on another dataset or another
+    train/val/test split (its training set may then contain the student's test images). Returns
+    ``(teacher, record mapping)``.
     """
-    from ..artifact import load_weights
+    from ..artifact import load_with_record
 
     run_dir = Path(run_dir)
     finished_teacher(run_dir)
@@ -78,9 +85,8 @@ def load_teacher(run_dir, splits, device="cpu", verbose: bool = True, data_cfg=N
             "trained on this dataset (or set data.* to the teacher's dataset)")
     if verbose:
         _warn_other_data(run_dir, splits, data_cfg)
-    teacher = record.build(for_weights=True)
-    load_weights(teacher, run_dir / "model.safetensors")
-    return teacher.to(device).eval(), record.to_json()
+    teacher, record = load_with_record(run_dir, device)  # the weights checked against their digest
+    return teacher, record.to_json()
 
 
 def _warn_other_data(run_dir: Path, splits, data_cfg=None) -> None:
