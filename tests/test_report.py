@@ -554,3 +554,53 @@ def test_accuracy_plot_legend_and_axes(tmp_path, monkeypatch):
     assert "filled: searched" in texts and "hollow: sampled" in texts
     assert legend.get_bbox_to_anchor().transformed(ax.transAxes.inverted()).x0 >= 1.0  # outside the axes
     assert ax.get_xlabel() == "MACs (millions)" and ax.get_ylabel() == "test top-1 accuracy (%)"
+
+
+def test_accuracy_plot_draws_the_means_and_cuts_at_100(tmp_path, monkeypatch):
+    results, _, students, _ = make_run(n_students=4)
+    fig = drawn_figure(monkeypatch, plot_accuracy_vs_macs, results, tmp_path / "a.png", students=students)
+    ax = fig.axes[0]
+    squares = [line for line in ax.get_lines() if line.get_marker() == "s"]  # CE+KD: searched, then sampled
+    assert [len(line.get_ydata()) for line in squares] == [3, 1]
+    drawn = sorted(float(y) for line in squares for y in line.get_ydata())
+    means = sorted(np.mean([r["test_acc"] for r in results if r["student"] == s and r["teacher"] == "ce"])
+                   for s in sorted({r["student"] for r in results}))
+    assert drawn == pytest.approx(means)
+    assert "cut at 100%" not in ax.get_title() and ax.get_ylim()[1] < 100
+    for r in results:  # two seeds 95 and 99.9: the t interval reaches far above 100%
+        r["test_acc"] = 95.0 if r["seed"] == 0 else 99.9
+    two = [r for r in results if r["seed"] in (0, 1)]
+    fig = drawn_figure(monkeypatch, plot_accuracy_vs_macs, two, tmp_path / "b.png", students=students)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] == pytest.approx(100.5) and "cut at 100%" in ax.get_title()
+
+
+def test_entropy_plot_draws_each_label_and_the_mean(tmp_path, monkeypatch):
+    history = gate_history(True, epochs=4)
+    fig = drawn_figure(monkeypatch, plot_phi_entropy, history, tmp_path / "e.png", GATE_INFO)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(lines["l0"].get_xdata()) == [0, 1, 2, 3]
+    assert list(lines["l0"].get_ydata()) == pytest.approx([h["phi_entropy/l0"] for h in history])
+    assert list(lines["mean over labels"].get_ydata()) == pytest.approx([h["phi_entropy"] for h in history])
+    assert lines[f"uniform, ln 5 = {math.log(5):.2f}"].get_ydata()[0] == pytest.approx(math.log(5))
+
+
+def test_gate_exploration_plot_reads_back(tmp_path, monkeypatch):
+    history = gate_history(True, epochs=4)
+    fig = drawn_figure(monkeypatch, plot_gate_exploration, history, tmp_path / "g.png", GATE_INFO)
+    ax_a, ax_b = fig.axes
+    a = {line.get_label(): line for line in ax_a.get_lines()}
+    assert list(a) == ["l0", "l1", "mean over labels", "cap 0.6"]
+    assert list(a["l0"].get_ydata()) == pytest.approx([h["param_free_mass/l0"] for h in history])
+    assert list(a["mean over labels"].get_ydata()) == pytest.approx([h["param_free_mass"] for h in history])
+    assert a["cap 0.6"].get_ydata()[0] == pytest.approx(0.6)
+    assert ax_a.get_ylabel() == "probability of parameter-free choices" and ax_a.get_ylim() == (0, 1)
+    b = {line.get_label(): line for line in ax_b.get_lines()}
+    assert list(b) == ["pool (uniform samples), median", "sampled students, median"]
+    assert list(b["sampled students, median"].get_ydata()) == pytest.approx([h["sampled_macs_q50"] for h in history])
+    assert list(b["pool (uniform samples), median"].get_ydata()) == pytest.approx([2e6] * 4)
+    assert sorted(c.get_label() for c in ax_b.collections) == ["pool (uniform samples), q25-q75",
+                                                                "sampled students, q25-q75"]
+    assert ax_b.get_ylabel() == "MACs (millions)"
+    assert all(ax.get_xlabel() == "GTN epoch" for ax in (ax_a, ax_b))
+    assert fig._suptitle.get_text() == "GTN gate exploration"

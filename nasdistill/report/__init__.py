@@ -1,7 +1,8 @@
 """The run report: statistics, tables, plots and ``report.md``.
 
 ``write_report(run_dir, results, teachers, students, stage_times, phi_history, config_summary,
-title=..., metric=..., branch_history=..., *, gate_info=None, exports=None)`` writes ``report.md``,
+title=..., metric=..., branch_history=..., *, gate_info=None, exports=None, about=None,
+num_classes=None, kd_temperature=None)`` writes ``report.md``,
 ``results.csv`` and PNG plots into ``run_dir``, every file atomically with ordinary permissions
 (``0666`` minus the umask). Inputs (plain dicts):
 
@@ -32,17 +33,26 @@ title=..., metric=..., branch_history=..., *, gate_info=None, exports=None)`` wr
 
   older histories with bare ``<label>: entropy`` keys are still drawn.
 - ``config_summary``: any (nested) dict, shown as ``key.sub = value``.
-- ``branch_history``: per GTN epoch ``{"epoch", "teacher_acc", "branch<i>_acc"}`` (optional).
+- ``branch_history``: per epoch of each branch-trained teacher (GTN, SFTN) and teacher seed
+  ``{"epoch", "teacher" (absent: "gtn"), "teacher_seed", "teacher_acc", "branch<i>_acc"}`` plus, when
+  logged, ``"train_acc"``, ``"sampled_branch<i>_acc"``, ``"sampled_branch<i>_entropy"``,
+  ``"teacher_logit_std"``, ``"teacher_entropy_t1"``, ``"teacher_entropy_kd"`` (optional; see
+  :mod:`.branches`, whose :func:`branch_rows` makes them from a teacher's ``metrics.jsonl``). With the
+  latter keys the report checks the precondition of distilling from such a teacher (sampled branches
+  within 15 points of the teacher's training accuracy, KD targets below 0.95 ln K, K =
+  ``num_classes``) and warns in the Summary when it fails.
 - ``gate_info`` (optional): ``{"labels": [used labels], "choices": {label: K}, "param_free": {label:
   [names]}, "entropy_floor_frac": 0.5, "mass_cap": 0.6}``; the gates have *collapsed* when a used
   label ends with entropy < ``entropy_floor_frac`` * ln K or parameter-free mass > ``mass_cap``.
 - ``exports`` (optional): ``{"student", "folder" (relative to run_dir), "teacher", "method", "seed",
   "formats": {format: max_abs_diff or None}}``, described in words by :func:`describe_source`.
 """
+from .branches import branch_rows, plot_branch_fit
 from .exports import describe_source, export_line
 from .gates import gate_table, plot_gate_exploration, plot_phi_entropy
 from .markdown import gain_sentence, write_report
 from .plots import plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
+from .precondition import branch_teacher_section, precondition_table
 from .stats import bootstrap_ci, mean_ci, paired_test, significant, student_level_test
 from .tables import (MeanCI, accuracy_table, compare, comparison_table, condition_label, gain_table,
                      pareto_front, stage_table, students_table, teacher_table, write_results_csv)
@@ -52,4 +62,5 @@ __all__ = ["write_report", "gain_sentence", "mean_ci", "paired_test", "significa
            "students_table", "stage_table", "pareto_front", "condition_label", "write_results_csv",
            "plot_accuracy_vs_macs", "plot_gain", "plot_phi_entropy",
            "bootstrap_ci", "student_level_test", "describe_source", "export_line", "gate_table",
-           "plot_gate_exploration", "plot_branch_accuracy"]
+           "plot_gate_exploration", "plot_branch_accuracy", "plot_branch_fit", "branch_rows",
+           "branch_teacher_section", "precondition_table"]

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..atomic import write_text
+from .branches import by_teacher
 from .exports import exports_section
 from .fmt import (ALPHA, flatten, fmt_acc, fmt_count, fmt_mean_ci, fmt_p, fmt_range, fmt_seconds,
                   fmt_signed, join_words, md_table, p_eq, plural, verdict)
 from .gates import gate_section, plot_gate_exploration, plot_phi_entropy
 from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
+from .precondition import branch_teacher_section, precondition_plots
 from .stats import significant
 from .tables import (MISSED_TARGET_TOL, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
                      conditions, display_name, gain_table, stage_table, students_table, teacher_table,
@@ -240,7 +242,8 @@ def _plots_section(run_dir: Path, results, students, metric, branch_history=(),
             made.append((f"Gain GTN+{method.upper()} minus CE+{method.upper()} per student", path,
                          "no matched GTN and CE teacher runs"))
     if branch_history:
-        made.append(("Teacher and branch accuracy during GTN training",
+        which = " and ".join(display_name(t) for t in by_teacher(branch_history)) or "GTN"
+        made.append((f"Teacher and branch accuracy during {which} training",
                      plot_branch_accuracy(branch_history, run_dir / "branch_accuracy.png"),
                      "no branch accuracy history"))
     return (f"Accuracies are the {metric_axis(metric)}. The gate plots are in \"GTN gate exploration\".\n\n"
@@ -277,14 +280,19 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
                  phi_history: Sequence[dict] = (), config_summary: Optional[dict] = None,
                  title: str = "nasdistill report", metric: Optional[str] = None,
                  branch_history: Sequence[dict] = (), *, gate_info: Optional[dict] = None,
-                 exports: Optional[Sequence[dict]] = None, about: Optional[str] = None) -> Path:
+                 exports: Optional[Sequence[dict]] = None, about: Optional[str] = None,
+                 num_classes: Optional[int] = None, kd_temperature=None) -> Path:
     """Write ``report.md``, ``results.csv`` and the PNG plots into ``run_dir``; return report.md's path.
 
     ``metric`` is the accuracy compared (default: ``test_acc`` when the runs have it, else
     ``best_acc``). ``gate_info`` describes the GTN gates (labels, choices, thresholds) for the
     "GTN gate exploration" section; ``exports`` adds the "Exported students" section; ``about`` (text)
-    opens the report as its "Task" section: what the data is and why the comparison means something. Every file is
-    written atomically with ordinary permissions. See :mod:`nasdistill.report` for the input formats.
+    opens the report as its "Task" section: what the data is and why the comparison means something.
+    ``num_classes`` (K, for ln K) and ``kd_temperature`` (the temperature of the teachers' logged
+    ``teacher_entropy_kd``: one number or ``{teacher: T}``; a logged ``kd_temperature`` wins) serve the
+    "Branch-trained teachers" section, drawn from ``branch_history``'s precondition keys
+    (:mod:`.branches`, :mod:`.precondition`). Every file is written atomically with ordinary
+    permissions. See :mod:`nasdistill.report` for the input formats.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -310,6 +318,11 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
     if collapsed:
         summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
                     "saw a narrow part of the student pool; see \"GTN gate exploration\".")
+    branch_text, warning = branch_teacher_section(
+        branch_history, num_classes, kd_temperature,
+        precondition_plots(run_dir, branch_history, num_classes, kd_temperature))
+    if warning:
+        summary += "\n\n" + warning
 
     sections = ([("Task", about)] if about else []) + [
         ("Summary", summary),
@@ -318,6 +331,7 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         ("Accuracy by teacher", _accuracy_section(results, students, metric, comps)),
         ("Gain GTN − CE", _gain_section(results, gains)),
         ("GTN gate exploration", gates_text),
+    ] + ([("Branch-trained teachers", branch_text)] if branch_text else []) + [
         ("Plots", _plots_section(run_dir, results, students, metric, branch_history, gains)),
     ]
     if exports is not None:

@@ -2,17 +2,17 @@
 missing (no runs, no GTN/CE pairs, no phi history).
 
 Every axis is labelled in words with its unit; counts (MACs) get ``1.5M``-style ticks, epochs integer
-ticks, and legends sit outside the axes. The gate plots live in :mod:`.gates`. PNGs are written
-atomically (:func:`.figure.save_png`).
+ticks, and legends sit outside the axes. The gate plots live in :mod:`.gates`, the branch-trained
+teachers' in :mod:`.branches`. PNGs are written atomically (:func:`.figure.save_png`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .figure import count_axis, epoch_axis, finite_err, legend_outside, new_figure, save_png
+from .branches import plot_branch_accuracy
+from .figure import count_axis, finite_err, legend_outside, new_figure, save_png
 from .fmt import p_eq
-from .gates import series
 from .tables import (MeanCI, as_float, choose_metric, condition_label, conditions, gain_table, pareto_front,
                      student_info, student_order)
 
@@ -94,7 +94,11 @@ def plot_accuracy_vs_macs(results: Sequence[dict], path, metric: Optional[str] =
         ax.set_xscale("log")
     count_axis(ax, "x", macs_all)
     ax.set_ylabel(metric_axis(metric))
-    ax.set_title("Student accuracy vs MACs (mean over seeds, bars: 95% CI over seeds)", fontsize=9)
+    cut = ""
+    if ax.get_ylim()[1] > 100.0:  # wide t intervals (few seeds) would otherwise stretch the axis past 100%
+        ax.set_ylim(top=100.5)
+        cut = ", cut at 100%"
+    ax.set_title(f"Student accuracy vs MACs (mean over seeds, bars: 95% CI over seeds{cut})", fontsize=9)
     ax.grid(alpha=0.3)
     legend_outside(ax, handles)
     return save_png(fig, path)
@@ -137,31 +141,6 @@ def plot_gain(results: Sequence[dict], path, teacher: str = "gtn", reference: st
                  f"blue: searched, grey: sampled, red: mean over students with bootstrap 95% CI "
                  f"(t-test across students {p_eq(o['t_pvalue'])}); dots mark the values", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    return save_png(fig, path)
-
-
-def plot_branch_accuracy(history: Sequence[dict], path) -> Optional[Path]:
-    """Teacher and branch accuracy over GTN/SFTN epochs (the GTN supplement's Figure 1).
-
-    ``history`` rows hold ``epoch``, ``teacher_acc`` and ``branch<i>_acc`` (percent).
-    """
-    history = sorted((h for h in history or () if as_float(h.get("epoch")) is not None),
-                     key=lambda h: h["epoch"])
-    keys = sorted({k for h in history for k in h if k.startswith("branch") and k.endswith("_acc")})
-    if not history or not keys:
-        return None
-    epochs = [h["epoch"] for h in history]
-    fig = new_figure(9.0, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    if any(as_float(h.get("teacher_acc")) is not None for h in history):
-        ax.plot(epochs, series(history, "teacher_acc"), color="black", lw=2.2, label="teacher")
-    for k in keys:
-        ax.plot(epochs, series(history, k), lw=1.0, label=k.replace("_acc", "").replace("branch", "branch "))
-    epoch_axis(ax, "teacher training epoch")
-    ax.set_ylabel("validation top-1 accuracy (%)")
-    ax.set_title("Teacher and student-branch accuracy (branches on the most likely path)", fontsize=9)
-    ax.grid(alpha=0.3)
-    legend_outside(ax)
     return save_png(fig, path)
 
 
