@@ -1,7 +1,14 @@
 """Candidate operations of a reconfigurable layer.
 
-Every candidate knows three things for a given arriving shape: the shape it produces, how to build
-itself as plain modules, and its cost (MACs, parameters) without building anything.
+Every candidate knows, for a given arriving shape: the shape it produces, how to build itself as
+plain modules, and its cost (MACs, parameters) without building anything. For a supernet it also
+builds its own weight-sharing module and extracts its own standalone module from it
+(Once-for-All's ``get_active_subnet``, on each op):
+
+- :meth:`Op.build_shared` ``(in_widths, out, stride)``: one module that runs inputs of every width
+  in ``in_widths`` from one set of weights (allocated for the widest input, sliced per call);
+- :meth:`Op.extract` ``(shared, in, out, stride)``: ``build(in, out, stride)`` with deep copies of
+  the weights ``shared`` uses for ``in``-wide inputs, so its output equals the supernet's.
 
 Built-in candidates
 -------------------
@@ -11,21 +18,33 @@ Built-in candidates
                append zero channels up to the layer width (see :class:`~.blocks.ShapeIdentity`).
 ``zero``       the layer is skipped: its input passes through unchanged (channels and resolution).
 
+A built-in op family is an :class:`Op` subclass decorated with :func:`builtin_op`: its
+``from_name(name)`` recognises its names (``k3_d4``), so adding one is one module (the op class,
+its plain module and, if the generic sharing does not suit it, its weight-sharing module) plus its
+test; the space and the supernet only ask ops.
+
 Custom candidates are registered with :func:`register_op` (a builder ``(in, out, stride) ->
 nn.Module`` and, optionally, a cost function; by default the cost is measured once per shape
-with ``torch.utils.flop_counter``).
+with ``torch.utils.flop_counter``). They share weights through the default
+:meth:`Op.build_shared` (see :func:`nasdistill.supernet.elastic.share_widest`): one module built
+for the widest input, narrower inputs run the op built for their width with leading slices of its
+tensors, when that is the widest op on the zero-padded input (checked numerically); otherwise
+one copy per width, with the reason.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 from torch import nn
 
 from ..registry import Registry, did_you_mean
 from .blocks import ResStack, ShapeIdentity, Skip
+
+
+_RES_NAME = re.compile(r"^k(\d+)_d(\d+)$")
 
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
@@ -63,13 +82,77 @@ class Op:
     def describe(self) -> str:
         return self.name
 
+    # ------------------------------------------------------------------ weight sharing
+    def build_shared(self, in_widths: list[int], out_channels: int, stride: int) -> nn.Module:
+        """The module this op contributes to a supernet layer that inputs of every width in
+        ``in_widths`` can reach: one set of weights for all of them.
 
+        Default: :func:`~nasdistill.supernet.elastic.share_widest` (the op built for the widest
+        input, its tensors sliced for narrower ones, where that equals feeding the widest op the
+        zero-padded input; otherwise one copy per width, with the reason).
+        """
+        from ..supernet.elastic import share_widest
+
+        return share_widest(self, in_widths, out_channels, stride)
+
+    def extract(self, shared: nn.Module, in_channels: int, out_channels: int,
+                stride: int) -> nn.Module:
+        """A standalone ``build(in_channels, out_channels, stride)`` holding deep copies of the
+        weights ``shared`` (this op's :meth:`build_shared` module) uses for ``in_channels``-wide
+        inputs: its output equals ``shared``'s on such inputs.
+
+        Default: every tensor of the plain module copied from the same name in ``shared`` (or in
+        ``shared.weights_for(in_channels)`` where ``shared`` defines it), sliced to its shape.
+        """
+        from ..supernet.elastic import copy_sliced, weights_for
+
+        plain = self.build(in_channels, out_channels, stride)
+        copy_sliced(plain, weights_for(shared, in_channels))
+        return plain
+
+
+#: Built-in op families (:class:`Op` subclasses with ``from_name``), in registration order.
+BUILTIN_OPS: Registry[type] = Registry("built-in op family")
+
+
+def builtin_op(cls: type) -> type:
+    """Class decorator: make the :class:`Op` subclass ``cls`` a family of built-in candidates.
+
+    ``cls.from_name(name)`` returns the op a name denotes or ``None`` (it may raise ``ValueError``
+    for a name of its form with bad values); ``cls.name_form`` says how its names are written and
+    ``cls.name_examples`` lists a few (for error messages). Its names are reserved: no custom op
+    can be registered under them. Re-running a definition replaces it.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Op) and callable(getattr(cls, "from_name", None))):
+        raise TypeError(f"builtin_op: {cls!r} must be an Op subclass with a from_name(name) classmethod")
+    BUILTIN_OPS.register(f"{cls.__module__}.{cls.__qualname__}", cls, replace=True)
+    return cls
+
+
+def _builtin(name: str) -> Optional[Op]:
+    for _, family in BUILTIN_OPS.items():
+        op = family.from_name(name)
+        if op is not None:
+            return op
+    return None
+
+
+def _reserved(name: str) -> bool:
+    try:
+        return _builtin(name) is not None
+    except ValueError:  # a built-in form with bad values (k4_d2) is still that family's name
+        return True
+
+
+@builtin_op
 @dataclass(frozen=True)
 class ResBlocks(Op):
     """``depth // 2`` ResNet basic blocks of kernel ``kernel``."""
 
     kernel: int = 3
     depth: int = 2
+    name_form: ClassVar[str] = "k<kernel>_d<convs> (e.g. k3_d4)"
+    name_examples: ClassVar[tuple] = ("k3_d2", "k3_d4", "k3_d6", "k5_d2", "k5_d4", "k5_d6")
 
     def __post_init__(self):
         if self.depth < 2 or self.depth % 2:
@@ -77,6 +160,11 @@ class ResBlocks(Op):
                              f"got {self.depth}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"ResNet candidate kernel must be odd, got {self.kernel}")
+
+    @classmethod
+    def from_name(cls, name: str) -> Optional["ResBlocks"]:
+        m = _RES_NAME.match(name)
+        return cls(name=name, kernel=int(m.group(1)), depth=int(m.group(2))) if m else None
 
     @property
     def num_blocks(self) -> int:
@@ -87,6 +175,11 @@ class ResBlocks(Op):
 
     def build(self, in_ch, out_ch, stride):
         return ResStack(in_ch, out_ch, self.kernel, stride, self.num_blocks)
+
+    def build_shared(self, in_widths, out_channels, stride):
+        from ..supernet.elastic import ElasticResStack
+
+        return ElasticResStack(in_widths, out_channels, self.kernel, stride, self.num_blocks)
 
     def cost(self, in_ch, out_ch, stride, hw):
         macs = params = 0
@@ -105,15 +198,25 @@ class ResBlocks(Op):
         return f"ResBlock k{self.kernel} x{self.num_blocks} ({self.depth} convs)"
 
 
+@builtin_op
 @dataclass(frozen=True)
 class IdentityOp(Op):
     name: str = "identity"
+    name_form: ClassVar[str] = "'identity'"
+    name_examples: ClassVar[tuple] = ("identity",)
+
+    @classmethod
+    def from_name(cls, name: str) -> Optional["IdentityOp"]:
+        return cls() if name == "identity" else None
 
     def output_shape(self, in_ch, out_ch, stride, hw):
         return out_ch, (-(-hw[0] // stride), -(-hw[1] // stride))
 
     def build(self, in_ch, out_ch, stride):
         return ShapeIdentity(in_ch, out_ch, stride)
+
+    def build_shared(self, in_widths, out_channels, stride):
+        return ShapeIdentity(max(in_widths), out_channels, stride)  # pads whatever width arrives
 
     def cost(self, in_ch, out_ch, stride, hw):
         return 0, 0
@@ -122,15 +225,25 @@ class IdentityOp(Op):
         return "identity (parameter-free, onto the layer shape)"
 
 
+@builtin_op
 @dataclass(frozen=True)
 class ZeroOp(Op):
     name: str = "zero"
     skips_layer = True
+    name_form: ClassVar[str] = "'zero'"
+    name_examples: ClassVar[tuple] = ("zero",)
+
+    @classmethod
+    def from_name(cls, name: str) -> Optional["ZeroOp"]:
+        return cls() if name == "zero" else None
 
     def output_shape(self, in_ch, out_ch, stride, hw):
         return in_ch, hw
 
     def build(self, in_ch, out_ch, stride):
+        return Skip()
+
+    def build_shared(self, in_widths, out_channels, stride):
         return Skip()
 
     def cost(self, in_ch, out_ch, stride, hw):
@@ -150,7 +263,9 @@ class CustomOp(Op):
     ``builder(in_channels, out_channels, stride)`` returns an ``nn.Module`` mapping
     ``(N, in, H, W)`` to ``(N, out, H', W')``. ``cost(in, out, stride, (H, W))`` returns
     ``(macs, params)``; when omitted, the module is built once per shape and measured
-    (parameters counted, MACs = FLOPs / 2 from ``torch.utils.flop_counter``).
+    (parameters counted, MACs = FLOPs / 2 from ``torch.utils.flop_counter``). In a supernet it
+    shares one set of weights across arriving widths where slicing allows (the default
+    :meth:`Op.build_shared`), else keeps one copy per width and says why.
     """
 
     builder: Callable[[int, int, int], nn.Module] = field(default=None, compare=False)
@@ -193,9 +308,8 @@ class CustomOp(Op):
         return self.description or f"custom op {self.name}"
 
 
-#: Custom candidate ops by name (the built-in ``k{K}_d{D}``, ``identity`` and ``zero`` are parsed).
+#: Custom candidate ops by name (built-in names are recognised by their families, BUILTIN_OPS).
 OPS: Registry[Op] = Registry("candidate op")
-_RES_NAME = re.compile(r"^k(\d+)_d(\d+)$")
 
 
 def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
@@ -212,7 +326,7 @@ def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
         raise ValueError(f"op name {name!r} must start with a letter and use only letters, digits, _ and -")
-    if name in ("identity", "zero") or _RES_NAME.match(name):
+    if _reserved(name):
         raise ValueError(f"op name {name!r} is reserved for a built-in candidate")
     if not callable(builder):
         raise ValueError(f"register_op({name!r}): builder must be callable (in, out, stride) -> nn.Module")
@@ -227,18 +341,17 @@ def get_op(spec: "str | Op") -> Op:
         return spec
     if not isinstance(spec, str):
         raise ValueError(f"a candidate must be an op name or an Op, got {spec!r}")
-    if spec == "identity":
-        return IdentityOp()
-    if spec == "zero":
-        return ZeroOp()
-    m = _RES_NAME.match(spec)
-    if m:
-        return ResBlocks(name=spec, kernel=int(m.group(1)), depth=int(m.group(2)))
+    op = _builtin(spec)
+    if op is not None:
+        return op
     if spec in OPS:
         return OPS.get(spec)
-    raise ValueError(f"unknown candidate op {spec!r}:{did_you_mean(spec, ['identity', 'zero', *OPS])} "
-                     f"use k<kernel>_d<convs> (e.g. k3_d4), 'identity', 'zero', or register it with "
-                     f"nasdistill.space.register_op; registered: {sorted(OPS)}")
+    families = [family for _, family in BUILTIN_OPS.items()]
+    examples = [n for family in families for n in getattr(family, "name_examples", ())]
+    forms = ", ".join(getattr(family, "name_form", family.__name__) for family in families)
+    raise ValueError(f"unknown candidate op {spec!r}:{did_you_mean(spec, [*examples, *OPS])} "
+                     f"use {forms}, or register it with nasdistill.space.register_op; registered: "
+                     f"{sorted(OPS)}")
 
 
 def resnet_choices(kernels=(3, 5), depths=(2, 4, 6)) -> list[str]:
