@@ -8,13 +8,11 @@ The names a user reaches for first::
     teacher = nasdistill.create_model("resnet8", num_classes=10, in_channels=1)
     student = nasdistill.load("runs/search")        # any run directory or export folder
 """
-__version__ = "0.2.0"
-
-from .space import Layer, SearchSpace, load_space, register_op  # noqa: E402
-from .models import create_model  # noqa: E402
-from .supernet import Supernet  # noqa: E402
-from .record import ModelRecord  # noqa: E402
-from .artifact import load  # noqa: E402
+from .version import __version__
+from .space import Layer, SearchSpace, load_space, register_op
+from .models import create_model
+from .supernet import Supernet
+from .network import ModelRecord, load
 
 __all__ = ["Layer", "ModelRecord", "SearchSpace", "Supernet", "create_model", "load", "load_space",
            "register_op", "__version__"]

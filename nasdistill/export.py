@@ -2,7 +2,7 @@
 
 An export folder::
 
-    model.json         how to rebuild the network, as data (a :class:`~nasdistill.record.ModelRecord`:
+    model.json         how to rebuild the network, as data (a :class:`~nasdistill.network.ModelRecord`:
                        a zoo model, or a search-space architecture with the space described)
     code/              only for spaces with custom ops: their source, imported only on request
     model.safetensors  the weights (strict state dict of the rebuilt network)
@@ -34,22 +34,28 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .artifact import (  # noqa: F401  (re-exported: the public export API)
+from .atomic import atomic_path, write_json
+from .model_source import UnsupportedSource, model_source
+from .network import (  # noqa: F401  (re-exported: the public export API)
     FILES,
-    ONNX_HINT,
-    ONNX_MODULES,
-    PathLike,
-    key_diff,
+    RUN_FILES,
+    ModelRecord,
+    SourceNames,
     load,
     load_pt2,
     load_weights,
     read_record,
+    record_from_source,
     sha256_file,
+    state_dict_diff,
     supernet_modules,
+    write_weights,
 )
-from .atomic import atomic_path, write_json
-from .model_source import UnsupportedSource, model_source
-from .record import ModelRecord
+from .network.folder import PathLike
+
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
+ONNX_HINT = "pip install 'nasdistill[onnx]'  (onnx, onnxscript, onnxruntime)"
+
 
 # ---------------------------------------------------------------------------- export
 def onnx_available() -> Optional[str]:
@@ -149,7 +155,7 @@ def resolve_record(model: nn.Module, space=None, arch: Optional[Mapping] = None,
         if isinstance(record, Mapping) and record.get("kind") is None and "model" in record:
             record = dict(record, kind="zoo")
         return ModelRecord.from_json(record, "export_model(record=...)")
-    from .space import SearchSpace, load_space
+    from .space import SearchSpace
 
     arch = arch if arch is not None else getattr(model, "arch", None)
     space = space if space is not None else getattr(model, "space_name", None)
@@ -161,7 +167,7 @@ def resolve_record(model: nn.Module, space=None, arch: Optional[Mapping] = None,
         raise ValueError(f"export_model: space= is a SearchSpace or a space spec, got {type(space).__name__}")
     classes = getattr(getattr(model, "classifier", None), "out_features", None)
     size = tuple(example_input.shape[1:]) if example_input is not None else None
-    return ModelRecord.of_space(load_space(space, classes, size), arch)
+    return record_from_source(arch, space, classes, size, SourceNames("export_model: arch", "space"))
 
 
 def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optional[Mapping] = None,
@@ -176,7 +182,7 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         space, arch: the :class:`~nasdistill.space.SearchSpace` (or spec: module name or ``.py``
             path) and architecture the model was built from. For a ``SpaceNet`` both default to
             what the model records (the space by name, adapted to ``example_input``).
-        record: instead of ``space``/``arch``: a :class:`~nasdistill.record.ModelRecord` (e.g.
+        record: instead of ``space``/``arch``: a :class:`~nasdistill.network.ModelRecord` (e.g.
             ``ModelRecord.zoo("resnet8", 10, (1, 8, 8))`` or the record of a run directory) or its
             JSON mapping.
         example_input: the batch ``torch.export`` traces (default: 2 random inputs of the
@@ -189,8 +195,6 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
     {...}, "skipped": {...}, "errors": {...}, ...}``: a format that was skipped or failed has
     ``None`` and a reason, and its file is absent.
     """
-    from .engine.rundir import RUN_FILES
-
     if onnx not in ("auto", True, False):
         raise ValueError(f"export_model: onnx must be 'auto', True or False, got {onnx!r}")
     if supernet_modules(model):
@@ -214,7 +218,7 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         probe.load_state_dict(model.state_dict(), strict=True)
     except RuntimeError as err:
         raise ValueError(f"export_model: the model does not match its record ({rec.describe()}): "
-                         f"{str(err).splitlines()[0]} {key_diff(probe, model.state_dict())}") from None
+                         f"{str(err).splitlines()[0]} {state_dict_diff(probe, model.state_dict())}") from None
     del probe
     out.mkdir(parents=True, exist_ok=True)
 
@@ -341,12 +345,10 @@ def _brief(err: Exception, limit: int = 400) -> str:
 
 def _write_weights(model, rec, out: Path, compare, device) -> float:
     """model.safetensors + model.json, checked by rebuilding through :func:`load`."""
-    from safetensors.torch import save_file
-
-    with atomic_path(out / FILES["safetensors"]) as tmp:
-        # clone: safetensors refuses tensors that share storage
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
-                  str(tmp), metadata={"format": "nasdistill"})
+    # clone: safetensors refuses tensors that share storage
+    write_weights(out / FILES["safetensors"],
+                  {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
+                  metadata={"format": "nasdistill"})
     rec.write(out)
     reloaded = load(out, device=device)
     if supernet_modules(reloaded):

@@ -315,7 +315,7 @@ def _zoo_build(writer: SourceWriter, record) -> str:
 
 def model_source(record, weights_sha256: str) -> str:
     """The text of ``model.py`` for the network ``record`` describes (a
-    :class:`~nasdistill.record.ModelRecord`); ``weights_sha256``: the digest of the
+    :class:`~nasdistill.network.ModelRecord`); ``weights_sha256``: the digest of the
     ``model.safetensors`` it loads. Raises :class:`UnsupportedSource` with the reason when the
     network cannot be written as standalone source."""
     writer = SourceWriter()

@@ -256,6 +256,28 @@ def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
     assert "pass --space" in capsys.readouterr().err
 
 
+def test_cli_builds_a_record_file_for_the_data_asked_and_names_a_space_that_does_not_fit(space, tmp_path, capsys):
+    """A model record given as a JSON file is resolved like a config's student.arch: --num-classes and
+    --input-size rebuild it for that data, and a --space it does not fit is refused by name."""
+    _fake_search_run(space, tmp_path / "search")
+    record_file = tmp_path / "search" / "model.json"
+    assert main(["export", str(record_file), "--num-classes", "3", "--input-size", "1,16,16", "--no-onnx",
+                 "--out", str(tmp_path / "wide")]) == 0
+    rec = ModelRecord.read(tmp_path / "wide")
+    assert (rec.num_classes, rec.input_size, rec.arch) == (3, (1, 16, 16), ARCH)
+    assert load(tmp_path / "wide")(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    other = tmp_path / "two_layers.py"
+    other.write_text("from nasdistill.space import Layer, SearchSpace\n"
+                     "SPACE = SearchSpace(name='two_layers', input_size=(1, 8, 8), num_classes=10, stem_channels=8,\n"
+                     "                    layers=[Layer(8, 1, ['k3_d2', 'zero']), Layer(16, 2, ['k3_d2', 'zero'])])\n")
+    capsys.readouterr()
+    assert main(["export", str(record_file), "--space", str(other), "--no-onnx", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{record_file} is a network recorded with its own space ('digits_small'), and --space {other} does "
+            "not fit it") in err and "Drop --space to use the recorded space" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
 def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path):
     """A zoo model's builder options travel with the record; ``weights`` (a pretrained download)
     is dropped when the record is rebuilt to load trained weights."""

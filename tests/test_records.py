@@ -205,6 +205,82 @@ def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):
         read_model_source("no/such/file.json")
 
 
+def test_one_resolver_for_config_command_line_and_export_api(tmp_path):
+    """Config sections, `nasdistill export FILE` and export_model resolve "an architecture from
+    somewhere (+ a space)" with one function: the same record for the same source, adapted to the
+    data, and messages that name the inputs as each user wrote them."""
+    from types import SimpleNamespace
+
+    from nasdistill.export import resolve_record
+    from nasdistill.network import SourceNames, record_from_source
+
+    space = load_space("digits_small")
+    arch = space.sample(3)
+    searched = tmp_path / "search"
+    ModelRecord.of_space(space, arch).write(searched)
+
+    def cfg(arch=None, space=None, name=None):
+        return SimpleNamespace(name=name, arch=arch, space=space, options=None)
+
+    from_config = ModelRecord.from_config(cfg(str(searched)), 3, (1, 16, 16), "student")
+    assert (from_config.num_classes, from_config.input_size, from_config.arch) == (3, (1, 16, 16), arch)
+    assert from_config.space["input_size"] == [1, 16, 16]
+    for source in (searched, searched / "model.json", json.loads((searched / "model.json").read_text())):
+        assert record_from_source(source, None, 3, (1, 16, 16)).to_json() == from_config.to_json()
+    assert record_from_source(searched).to_json() == ModelRecord.read(searched).to_json()  # None keeps
+    assert record_from_source(arch, "digits_small", 3, (1, 16, 16)).to_json() == from_config.to_json()
+    assert resolve_record(space.build(arch), "digits_small", arch).to_json() == ModelRecord.of_space(space, arch).to_json()
+
+    # a bare architecture names no space
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps(arch))
+    with pytest.raises(ValueError, match=r"^student.arch is a bare architecture: name its search space with "
+                                         r"student.space \(a module"):
+        ModelRecord.from_config(cfg(str(arch_file)), 10, (1, 8, 8), "student")
+    with pytest.raises(ValueError, match=r"arch.json is an architecture without a space: pass --space NAME_OR_FILE.py$"):
+        record_from_source(arch_file, names=SourceNames.command_line(arch_file))
+
+    # a space that does not fit: a recorded network (say which space it has, and what to drop)
+    other = tmp_path / "bar.py"
+    other.write_text(USER_SPACE)
+    with pytest.raises(ValueError, match=(rf"^student.arch={re.escape(str(searched))} is a network recorded with "
+                                          rf"its own space \('digits_small'\), and student.space='{re.escape(str(other))}' "
+                                          r"does not fit it \(.*\). Drop student.space \(student.space=null\) to use")):
+        ModelRecord.from_config(cfg(str(searched), str(other)), 10, (1, 8, 8), "student")
+    with pytest.raises(ValueError, match=(rf"^{re.escape(str(searched))} is a network recorded with its own space "
+                                          rf"\('digits_small'\), and --space {re.escape(str(other))} does not fit "
+                                          r"it \(.*\). Drop --space to use the recorded space")):
+        record_from_source(searched, str(other), names=SourceNames.command_line(searched))
+    # ... or a bare architecture
+    with pytest.raises(ValueError, match=rf"^student.arch does not fit student.space='{re.escape(str(other))}': "):
+        ModelRecord.from_config(cfg(str(arch_file), str(other)), 10, (1, 8, 8), "student")
+    with pytest.raises(ValueError, match=r"^export_model: arch does not fit space='bar_space': "):
+        resolve_record(space.build(arch), load_space(str(other)), arch)
+
+    # a zoo record where a config expects an architecture; a command line takes it as it is
+    zoo = tmp_path / "zoo"
+    ModelRecord.zoo("resnet8", 10, (1, 8, 8)).write(zoo)
+    with pytest.raises(ValueError, match=r"^student.arch names a zoo model record \(resnet8\); set student.name"):
+        ModelRecord.from_config(cfg(str(zoo)), 10, (1, 8, 8), "student")
+    adapted = record_from_source(zoo / "model.json", None, 3, (3, 16, 16), SourceNames.command_line(zoo))
+    assert (adapted.kind, adapted.name, adapted.num_classes, adapted.input_size) == ("zoo", "resnet8", 3, (3, 16, 16))
+    assert adapted.build()(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_a_network_on_disk_needs_no_training_engine():
+    """Loading, exporting and the record import nothing of nasdistill.engine, and the version is a
+    module of its own (the engine's run manifest reads it without importing the package's API)."""
+    probe = ("import sys, nasdistill, nasdistill.network, nasdistill.export, nasdistill.artifact, nasdistill.record; "
+             "from nasdistill.version import __version__; assert nasdistill.__version__ == __version__; "
+             "print(sorted(m for m in sys.modules if m.startswith('nasdistill.engine')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    from nasdistill.engine.rundir import RUN_FILES
+    from nasdistill.network import RUN_FILES as REFUSED
+
+    assert set(RUN_FILES) <= set(REFUSED)  # an export refuses every folder the engine calls a run
+
+
 def test_space_loader_SPACE_alone_or_make_space(tmp_path):
     only = tmp_path / "only.py"
     only.write_text(USER_SPACE)

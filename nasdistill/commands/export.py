@@ -41,9 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--space", default=None,
                         help="search space (module of search_spaces or .py path) of an architecture file")
     parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of the space built for an architecture file (default: the space's)")
+                        help="classes of the network of a JSON file (default: the record's or the space's)")
     parser.add_argument("--input-size", default=None, metavar="C,H,W",
-                        help="input size of the space built for an architecture file (default: the space's)")
+                        help="input size of the network of a JSON file (default: the record's or the space's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh weights for a JSON file")
     parser.add_argument("--trust-code", action="store_true",
                         help="import the custom-op code saved in SOURCE (code/*.py): runs that code")
@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
 
 def _from_folder(source: Path, trust_code: bool):
     """(model, record) of a run directory or export folder."""
-    from ..artifact import load_with_record
+    from ..network import load_with_record
 
     return load_with_record(source, trust_code=trust_code)
 
@@ -60,24 +60,16 @@ def _from_json_file(path: Path, args):
     """(model, record) of a JSON file: fresh weights seeded by --seed."""
     import torch
 
-    from ..record import ModelRecord, arch_and_space, read_model_source
-    from ..space import load_space
+    from ..network import SourceNames, record_from_source
 
-    found = read_model_source(str(path), str(path))
-    if isinstance(found, ModelRecord) and args.space is None:
-        record = found
-    else:
-        arch, named = arch_and_space(found)
-        spec = args.space or named
-        if spec is None:
-            raise ValueError(f"{path} is an architecture without a space: pass --space NAME_OR_FILE.py")
-        input_size = None
-        if args.input_size is not None:
-            try:
-                input_size = tuple(int(v) for v in args.input_size.split(","))
-            except ValueError:
-                raise ValueError(f"--input-size {args.input_size!r}: expected C,H,W, e.g. 3,32,32") from None
-        record = ModelRecord.of_space(load_space(spec, args.num_classes, input_size), arch)
+    input_size = None
+    if args.input_size is not None:
+        try:
+            input_size = tuple(int(v) for v in args.input_size.split(","))
+        except ValueError:
+            raise ValueError(f"--input-size {args.input_size!r}: expected C,H,W, e.g. 3,32,32") from None
+    record = record_from_source(str(path), args.space, args.num_classes, input_size,
+                                SourceNames.command_line(path))
     torch.manual_seed(args.seed)
     return record.build(trust_code=args.trust_code, base_dir=path.parent), record
 

@@ -20,7 +20,7 @@ import torch
 
 from ..engine.run import NOT_IDENTITY, RunMethod, run_training
 from ..engine.rundir import RunDirectory
-from ..record import ModelRecord, read_model_source
+from ..network import ModelRecord, build_with_weights, read_model_source, read_record, verify_file
 from .task import DistillTask
 from .teacher_cache import TeacherLogitCache
 
@@ -45,9 +45,7 @@ def student_source(student) -> Optional[dict]:
 def finished_teacher(run_dir) -> dict:
     """The ``result.json`` of the finished teacher run ``run_dir``; clear errors otherwise (weights
     that differ from the digest ``result.json`` records are named, see
-    :func:`nasdistill.artifact.verify_file`)."""
-    from ..artifact import verify_file
-
+    :func:`nasdistill.network.verify_file`)."""
     run_dir = Path(run_dir)
     hint = "train one with `nasdistill teacher CONFIG --out-dir DIR` and pass teacher=DIR"
     if not run_dir.is_dir():
@@ -72,11 +70,9 @@ def load_teacher(run_dir, splits, device="cpu", verbose: bool = True, data_cfg=N
     train/val/test split (its training set may then contain the student's test images). Returns
     ``(teacher, record mapping)``.
     """
-    from ..artifact import load_with_record
-
     run_dir = Path(run_dir)
     finished_teacher(run_dir)
-    record = ModelRecord.read(run_dir)
+    record = read_record(run_dir)
     d_classes, d_size = int(splits.num_classes), tuple(int(v) for v in splits.input_size)
     if record.num_classes != d_classes or tuple(record.input_size) != d_size:
         raise ValueError(
@@ -85,7 +81,7 @@ def load_teacher(run_dir, splits, device="cpu", verbose: bool = True, data_cfg=N
             "trained on this dataset (or set data.* to the teacher's dataset)")
     if verbose:
         _warn_other_data(run_dir, splits, data_cfg)
-    teacher, record = load_with_record(run_dir, device)  # the weights checked against their digest
+    teacher = build_with_weights(record, run_dir, device)  # the weights checked against their digest
     return teacher, record.to_json()
 
 
