@@ -311,3 +311,22 @@ def test_bench_latency_table_covers_every_path(tmp_path, digits):
         assert cm.of_arch(arch) > 0
     sn = Supernet(small)
     assert cm.expected(sn.gates).item() > 0
+
+
+def test_frozen_bn_stats_gives_the_train_mode_output_and_keeps_every_buffer(digits):
+    from nasdistill.supernet.gates import frozen_bn_stats
+
+    torch.manual_seed(0)
+    sn = Supernet(digits).train()
+    sn.gates.use_path({l: "k3_d2" for l in digits.labels})
+    x = torch.randn(6, 1, 8, 8)
+    sn(x)  # running statistics away from their initial values
+    sn.stages[0].eval()  # an eval-mode layer keeps normalizing with its running statistics
+    buffers = {k: v.clone() for k, v in sn.state_dict().items() if "running" in k or "num_batches" in k}
+    with frozen_bn_stats(sn):
+        frozen = sn(x)
+    after = sn.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in buffers.items())
+    bns = [m for m in sn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.track_running_stats for m in bns)
+    assert torch.equal(frozen, sn(x))  # the ordinary forward: same batch statistics, same output

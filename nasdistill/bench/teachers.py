@@ -5,6 +5,14 @@ alike) with the engine's step: ``task.training_step``, backward, the optimizer t
 Reported: the median epoch time per method and the ratios to CE; for GTN also the time of its
 weight iterations and of its phi iterations, to show where the time goes. With ``--json`` the last
 line has ``gtn_over_ce`` and ``sftn_over_ce``.
+
+``--main-job`` times what the main job's teacher table reports instead: whole epochs of the
+engine's trainer (steps, evaluation, the method's epoch metrics, the checkpoint: the
+``wall_time_s`` of a teacher run) with the main job's teacher settings (``nasdistill run``'s
+defaults: resnet8 on digits, batch 64, lr 0.1 cosine, 30 epochs, ``gtn.phi_lr`` 0.02, one
+thread), CE and GTN epochs interleaved, and prints the GTN / CE ratio of the summed epoch times
+with where GTN's time goes. ``key=value`` overrides of the main job's config apply
+(``teachers.train.epochs=5``, ``teachers.gtn.mode=full``).
 """
 from __future__ import annotations
 
@@ -34,6 +42,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--main-job", action="store_true",
+                        help="time whole trainer epochs of the main job's teacher settings (CE vs GTN)")
+    parser.add_argument("--methods", default="ce,gtn", help="--main-job: methods, CE first (default ce,gtn)")
+    parser.add_argument("overrides", nargs="*", default=[],
+                        help="--main-job: key=value overrides of the main job's config")
 
 
 def build_tasks(args, splits, device):
@@ -107,6 +120,10 @@ def run(args) -> int:
     from ..data import DeviceLoader, load_dataset
     from ..engine import distributed
 
+    if args.main_job:
+        return run_main_job(args)
+    if args.overrides:
+        raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) apply only with --main-job")
     if args.threads:
         torch.set_num_threads(args.threads)
     opts = {"size": args.size, "channels": args.channels} if args.dataset == "synthetic" else {}
@@ -146,6 +163,131 @@ def run(args) -> int:
               "gtn_over_ce": round(med["gtn"] / med["ce"], 3),
               "sftn_flops_over_ce": round(flops["sftn"] / flops["ce"], 3),
               "gtn_flops_over_ce": round(flops["gtn"] / flops["ce"], 3)}
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------- --main-job
+class _Clock:
+    """Seconds spent in wrapped callables, by name."""
+
+    def __init__(self):
+        self.spent: dict = {}
+
+    def wrap(self, name: str, fn):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+
+def _split_steps(tr, clock: _Clock):
+    """``tr._step_tensors`` timed as "steps", and for a task with phi iterations also split into
+    "weight steps" and "phi steps"."""
+    step = tr._step_tensors
+    is_phi = getattr(tr.task, "is_phi_step", None)
+    timed = {False: clock.wrap("weight steps", step), True: clock.wrap("phi steps", step)}
+
+    def run(batch):
+        t0 = time.perf_counter()
+        try:
+            if is_phi is None:
+                return step(batch)
+            return timed[bool(is_phi(tr._ctx.step))](batch)
+        finally:
+            clock.spent["steps"] = clock.spent.get("steps", 0.0) + time.perf_counter() - t0
+    return run
+
+
+def main_job_trainers(pcfg, methods, root, device):
+    """``{method: (trainer, log)}``: the main job's teacher of seed 0 per method, as its stage
+    would build it (sections as :func:`~nasdistill.pipeline.steps.train_teachers` sets them)."""
+    import dataclasses
+
+    from ..engine.distributed import world as current_world
+    from ..engine.checkpoint import seed_everything
+    from ..engine.rundir import MetricsLog
+    from ..engine.run import default_loaders
+    from ..engine.trainer import Trainer
+    from ..registry import config_sections
+    from ..teachers import TEACHERS, teacher_config_class
+    from ..teachers.runner import TEACHER_RUN
+
+    cls = teacher_config_class()
+    sections = {name: getattr(pcfg.teachers, name) for name, _ in config_sections(TEACHERS)}
+    sections["gtn"] = dataclasses.replace(sections["gtn"], space=pcfg.space)
+    world = current_world()
+    splits = pcfg.data.load()
+    out = {}
+    for m in methods:
+        cfg = cls(seed=0, out_dir=str(root / m), method=m, model=pcfg.teachers.model, data=pcfg.data,
+                  train=pcfg.teachers.train, **sections)
+        seed_everything(cfg.seed)
+        loaders = default_loaders(cfg, splits, device, world)
+        task = TEACHER_RUN.build(cfg, splits, loaders, device, world)
+        trainer = Trainer(cfg.train, task, loaders.train, loaders.val, root / m, seed=cfg.seed,
+                          device=device, verbose=False)
+        out[m] = (trainer, MetricsLog(root / m, 0, tensorboard=False))
+    return out
+
+
+def run_main_job(args) -> int:
+    """Whole epochs of the main job's CE and GTN teachers, interleaved (module docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..engine import distributed, trainer as trainer_module
+    from ..engine.config import load_config
+    from ..pipeline.config import PipelineConfig
+
+    pcfg = load_config(PipelineConfig, None, list(args.overrides))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if methods[:1] != ["ce"]:
+        raise ValueError(f"--methods must start with ce (the reference of the ratio), got {args.methods!r}")
+    torch.set_num_threads(args.threads or pcfg.threads or 1)
+    device = distributed.resolve_device(args.device, 0)
+    epochs = pcfg.teachers.train.epochs
+    clocks = {m: _Clock() for m in methods}
+    saved = trainer_module.save_checkpoint, trainer_module.evaluate
+    with tempfile.TemporaryDirectory(prefix="nasdistill-bench-") as tmp:
+        trainers = main_job_trainers(pcfg, methods, Path(tmp), device)
+        for m, (tr, _) in trainers.items():
+            tr.task.epoch_metrics = clocks[m].wrap("epoch_metrics", tr.task.epoch_metrics)
+            tr._step_tensors = _split_steps(tr, clocks[m])
+        times = {m: [] for m in methods}
+        try:
+            for epoch in range(epochs):
+                for m in methods:  # interleaved: machine noise hits every method alike
+                    tr, log = trainers[m]
+                    trainer_module.save_checkpoint = clocks[m].wrap("checkpoint", saved[0])
+                    trainer_module.evaluate = clocks[m].wrap("evaluation", saved[1])
+                    times[m].append(tr.run_epoch(epoch, log)["epoch_time_s"])
+        finally:
+            trainer_module.save_checkpoint, trainer_module.evaluate = saved
+            for _, log in trainers.values():
+                log.close()
+    total = {m: sum(v) for m, v in times.items()}
+    print(f"main job's teachers ({pcfg.teachers.model.name} on {pcfg.data.name}, batch "
+          f"{pcfg.teachers.train.batch_size}, lr {pcfg.teachers.train.lr:g} {pcfg.teachers.train.schedule}, "
+          f"gtn.phi_lr {pcfg.teachers.gtn.phi_lr:g}, gtn.mode {pcfg.teachers.gtn.mode}, "
+          f"{torch.get_num_threads()} thread(s)), {epochs} epochs interleaved, device {device}")
+    print(f"{'method':8} {'wall s (sum of epochs)':>23} {'x CE':>6} {'steps s':>8} {'eval s':>7} "
+          f"{'epoch metrics s':>16} {'checkpoint s':>13}")
+    for m in methods:
+        c = clocks[m].spent
+        print(f"{m:8} {total[m]:>23.2f} {total[m] / total['ce']:>6.2f} {c.get('steps', 0):>8.2f} "
+              f"{c.get('evaluation', 0):>7.2f} {c.get('epoch_metrics', 0):>16.2f} {c.get('checkpoint', 0):>13.2f}")
+    for m in methods:
+        c = clocks[m].spent
+        if "phi steps" in c:
+            print(f"{m} steps: weight iterations {c['weight steps']:.2f} s, phi iterations "
+                  f"{c['phi steps']:.2f} s")
+    result = {f"{m}_wall_s": round(total[m], 3) for m in methods}
+    result.update({f"{m}_over_ce": round(total[m] / total["ce"], 3) for m in methods if m != "ce"})
     if args.json:
         print(json.dumps(result))
     return 0

@@ -56,6 +56,7 @@ Modes:
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager, nullcontext
 from typing import Mapping, Optional
 
@@ -65,22 +66,40 @@ from torch import nn
 MODES = ("full", "two", "all")
 
 
+_BN_LISTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def batchnorms(module: nn.Module) -> list:
+    """The BatchNorm modules of ``module``, cached per module: walking a supernet's module tree
+    costs about a millisecond and the estimator's backward asks for it at every layer of every phi
+    step. The cache is checked against the number of direct submodules of ``module`` and rebuilt
+    when it changed (a supernet's structure is fixed once built)."""
+    n = len(module._modules)
+    cached = _BN_LISTS.get(module)
+    if cached is None or cached[0] != n:
+        cached = (n, [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
+        _BN_LISTS[module] = cached
+    return cached[1]
+
+
 @contextmanager
 def frozen_bn_stats(module: nn.Module):
-    """Run BatchNorm in batch-statistics mode without touching running statistics."""
-    saved = []
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            saved.append((m, m.momentum, m.num_batches_tracked.clone()
-                          if m.num_batches_tracked is not None else None))
-            m.momentum = 0.0
+    """Run BatchNorm in batch-statistics mode without touching running statistics.
+
+    A BatchNorm in train mode normalizes with the batch's statistics whether or not it tracks
+    running ones; turning ``track_running_stats`` off for the block leaves its output exactly as it
+    was and skips the running-statistics and ``num_batches_tracked`` updates (nothing to save and
+    copy back: one flag per BatchNorm).
+    """
+    flipped = [m for m in batchnorms(module) if m.training and m.track_running_stats]
+    # a plain attribute: object.__setattr__ skips nn.Module's parameter/buffer bookkeeping
+    for m in flipped:
+        object.__setattr__(m, "track_running_stats", False)
     try:
         yield
     finally:
-        for m, momentum, nbt in saved:
-            m.momentum = momentum
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
+        for m in flipped:
+            object.__setattr__(m, "track_running_stats", True)
 
 
 def autocast_state(t: torch.Tensor) -> Optional[tuple]:
@@ -117,17 +136,20 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class GateGrad(torch.autograd.Function):
     """Identity on the active path's output ``y``; backward also returns ``dL/dg`` (module doc).
 
-    ``layer`` provides ``run_candidate(j, x)``, ``downstream_loss(h, path, candidate)`` (the loss
-    with ``h`` as this layer's output and the later layers on ``path``, a detached tensor; raises,
-    naming ``candidate``, when it cannot be computed; leaves the BatchNorm running statistics of
-    the layers it runs alone) and ``active_loss(y, path, candidate)`` (the same for the active
-    path, possibly cached). The candidates run under :func:`frozen_bn_stats` of ``layer``.
+    ``layer`` provides ``run_candidate(j, x)``, ``downstream_loss(h, path, candidate, loss)``
+    (the loss with ``h`` as this layer's output and the later layers on ``path``, a detached
+    tensor; raises, naming ``candidate``, when it cannot be computed; leaves the BatchNorm running
+    statistics of the layers it runs alone) and ``active_loss(y, path, candidate, loss)`` (the
+    same for the active path, cached in ``loss``). ``loss`` is the path loss of the forward that
+    built this node (:class:`~.supernet.PathLoss`, or None): it lives in this node's context, so a
+    later forward never reuses its value. The candidates run under :func:`frozen_bn_stats` of
+    ``layer``.
     """
 
     @staticmethod
-    def forward(ctx, y, gate, x, layer, active, indices):
+    def forward(ctx, y, gate, x, layer, active, indices, loss=None):
         ctx.save_for_backward(x, y)
-        ctx.layer, ctx.active, ctx.indices = layer, active, tuple(indices)
+        ctx.layer, ctx.active, ctx.indices, ctx.loss = layer, active, tuple(indices), loss
         ctx.n, ctx.gate_device = gate.shape[0], gate.device
         ctx.autocast = autocast_state(x)
         ctx.path = dict(layer.gates.current)  # the path this forward ran (downstream layers)
@@ -150,12 +172,12 @@ class GateGrad(torch.autograd.Function):
                         dgate[j] = _dot(o, grad)
                         continue
                     if loss_active is None:
-                        loss_active = layer.active_loss(y, ctx.path, candidate=j)
-                    loss_j = layer.downstream_loss(o, ctx.path, candidate=j)
+                        loss_active = layer.active_loss(y, ctx.path, j, ctx.loss)
+                    loss_j = layer.downstream_loss(o, ctx.path, j, ctx.loss)
                     # the difference in float64, rounded to float32 before the offset is added
                     dgate[j] = offset + (loss_j - loss_active).float()
         layer.last_dgate = dgate.detach()
-        return grad, dgate.to(ctx.gate_device), None, None, None, None
+        return grad, dgate.to(ctx.gate_device), None, None, None, None, None
 
 
 class ArchGates(nn.Module):

@@ -11,9 +11,13 @@ share one ``ArchGates`` so that phi is shared by label across branches.
 Architecture steps (see :mod:`.gates` for the estimator): at a layer where some candidate changes
 the output shape (the zero candidate at a strided or widening layer), phi's gradient needs the exact
 loss with that candidate in place, so the layer runs the rest of its supernet
-(:meth:`Supernet.forward_from`) and the supernet's :attr:`Supernet.path_loss` in backward. Set
-``supernet.path_loss`` -- logits of this supernet for the current batch -> the scalar loss whose phi
-gradient is estimated -- before the backward of an architecture step.
+(:meth:`Supernet.forward_from`) and that forward's path loss in backward: ``logits of this
+supernet for this batch -> the scalar loss whose phi gradient is estimated``. Pass it with the
+forward, ``supernet(x, path_loss=fn)``; it belongs to that forward's autograd graph (a
+:class:`PathLoss` held by the gates' autograd nodes, with the cached loss of the active path), so
+two forwards never share a loss or its cache. Setting the attribute ``supernet.path_loss = fn``
+(before backward) still works for a forward given none: it is read in backward, and the cache
+still belongs to the forward.
 """
 from __future__ import annotations
 
@@ -24,11 +28,29 @@ import torch
 from torch import nn
 
 from ..models.staged import StagedModel
-from ..space.blocks import ConvBNReLU, ShapeIdentity, Skip
-from ..space.ops import CustomOp, IdentityOp, ResBlocks, ZeroOp
-from .elastic import (ElasticConvBNReLU, ElasticLinear, ElasticResStack, PerWidth,
-                      copy_sliced)
+from ..space.blocks import ConvBNReLU
+from .elastic import ElasticConvBNReLU, ElasticLinear, copy_sliced
 from .gates import ArchGates, GateGrad, frozen_bn_stats
+
+
+class PathLoss:
+    """The path loss of one forward of a :class:`Supernet` and its cache (module docstring).
+
+    ``fn`` (``logits -> scalar``) was given with the forward; None reads the owning supernet's
+    :attr:`Supernet.path_loss` attribute when backward first needs it. ``cache`` holds the loss of
+    the path the forward ran (the same whichever layer continues from it): computed once per
+    forward, by the deepest layer that needs it.
+    """
+
+    __slots__ = ("owner", "fn", "cache")
+
+    def __init__(self, owner, fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        self.owner, self.fn, self.cache = owner, fn, None
+
+    def resolve(self) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        if self.fn is not None:
+            return self.fn
+        return None if self.owner is None else self.owner.path_loss
 
 
 class MixedLayer(nn.Module):
@@ -43,22 +65,12 @@ class MixedLayer(nn.Module):
         # in the module tree or state_dict; deepcopy maps it to the copy)
         self.__dict__["owner"] = None
         self.last_dgate: Optional[torch.Tensor] = None  # dL/dg of the last backward (diagnostics)
-        ops = {}
-        for name, op in space.layer_ops(index).items():
-            if isinstance(op, ResBlocks):
-                ops[name] = ElasticResStack(in_widths, layer.out_channels, op.kernel, layer.stride,
-                                            op.num_blocks)
-            elif isinstance(op, IdentityOp):
-                ops[name] = ShapeIdentity(max(in_widths), layer.out_channels, layer.stride)
-            elif isinstance(op, ZeroOp):
-                ops[name] = Skip()
-            elif isinstance(op, CustomOp):
-                ops[name] = PerWidth(op.builder, in_widths, layer.out_channels, layer.stride)
-            else:
-                raise ValueError(f"supernet: unsupported candidate type {type(op).__name__}")
-        self.ops = nn.ModuleDict(ops)
-        self.names = list(ops)
-        self.zero_index = next((i for i, n in enumerate(self.names) if isinstance(ops[n], Skip)), None)
+        candidates = space.layer_ops(index)
+        # each op builds its own weight-sharing module (and extracts from it, Supernet.extract)
+        self.ops = nn.ModuleDict({name: op.build_shared(in_widths, layer.out_channels, layer.stride)
+                                  for name, op in candidates.items()})
+        self.names = list(candidates)
+        self.zero_index = next((i for i, n in enumerate(self.names) if candidates[n].skips_layer), None)
 
     def run_candidate(self, j: int, x: torch.Tensor) -> torch.Tensor:
         """Output of candidate ``j`` on ``x``; the zero candidate skips the layer: ``x`` itself."""
@@ -66,16 +78,20 @@ class MixedLayer(nn.Module):
             return x
         return self.ops[self.names[j]](x)
 
-    def downstream_loss(self, h: torch.Tensor, path: Mapping[str, int], candidate: int) -> torch.Tensor:
-        """The owning supernet's ``path_loss`` with ``h`` as this layer's output and the layers
-        after it on ``path`` (label -> index), as a detached float64 tensor on the loss's device
-        (no host sync); ``candidate`` (an index) names the shape-changing candidate that needs it
-        in the error raised when ``path_loss`` is not set. The BatchNorm running statistics of the
-        supernet are left alone. Call under ``no_grad``."""
+    def downstream_loss(self, h: torch.Tensor, path: Mapping[str, int], candidate: int,
+                        loss: Optional[PathLoss] = None) -> torch.Tensor:
+        """The path loss (``loss``, the :class:`PathLoss` of the forward being differentiated;
+        None: the owning supernet's ``path_loss`` attribute) with ``h`` as this layer's output and
+        the layers after it on ``path`` (label -> index), as a detached float64 tensor on the
+        loss's device (no host sync); ``candidate`` (an index) names the shape-changing candidate
+        that needs it in the error raised when there is no loss. The BatchNorm running statistics
+        of the supernet are left alone. Call under ``no_grad``."""
         owner = self.__dict__.get("owner")
-        if owner is None or owner.path_loss is None:
+        fn = (loss if loss is not None else PathLoss(owner)).resolve()
+        if owner is None or fn is None:
             where = ("this layer belongs to no Supernet" if owner is None else
-                     "set `supernet.path_loss = lambda logits: loss(logits)` on the Supernet that "
+                     "pass it with the forward, `supernet(x, path_loss=fn)`, or set "
+                     "`supernet.path_loss = lambda logits: loss(logits)` on the Supernet that "
                      "holds this layer (the loss of its logits for the current batch) before "
                      "backward")
             raise RuntimeError(
@@ -84,20 +100,20 @@ class MixedLayer(nn.Module):
                 f"exact loss with it in place; {where}")
         with frozen_bn_stats(owner):
             logits = owner.forward_from(self.index + 1, h, path=path)
-        return torch.as_tensor(owner.path_loss(logits)).detach().double()
+        return torch.as_tensor(fn(logits)).detach().double()
 
-    def active_loss(self, y: torch.Tensor, path: Mapping[str, int], candidate: int) -> torch.Tensor:
+    def active_loss(self, y: torch.Tensor, path: Mapping[str, int], candidate: int,
+                    loss: Optional[PathLoss] = None) -> torch.Tensor:
         """The loss of the path the forward ran: the same for every layer of the owning supernet
-        (whichever layer's output it continues from), so it is computed once per ``path_loss``
-        and path -- by the deepest layer that needs it, the cheapest downstream -- and reused
-        (setting ``path_loss`` clears the cache)."""
-        owner = self.__dict__.get("owner")
+        (whichever layer's output it continues from), so it is computed once per forward (in
+        ``loss.cache``) -- by the deepest layer that needs it, the cheapest downstream -- and
+        reused by the others. Without ``loss`` nothing is cached."""
         key = tuple(sorted(path.items()))
-        cached = getattr(owner, "_active_loss", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        value = self.downstream_loss(y, path, candidate)  # raises when there is no owner
-        owner._active_loss = (key, value)
+        if loss is not None and loss.cache is not None and loss.cache[0] == key:
+            return loss.cache[1]
+        value = self.downstream_loss(y, path, candidate, loss)  # raises when there is no owner
+        if loss is not None:
+            loss.cache = (key, value)
         return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +127,13 @@ class MixedLayer(nn.Module):
         active, gate, indices = gates.active(self.label)
         y = self.run_candidate(active, x)
         if gate is not None and torch.is_grad_enabled():
+            # the path loss of the supernet forward running now (a layer called on its own gets
+            # one of its own: nothing is shared with another forward)
+            owner = self.__dict__.get("owner")
+            loss = owner.__dict__.get("_forward_loss") if owner is not None else None
+            loss = loss if loss is not None else PathLoss(owner)
             # also when zero is active (y is x): phi gets a gradient and dL/dy flows on to x
-            y = GateGrad.apply(y, gate, x, self, active, indices)
+            y = GateGrad.apply(y, gate, x, self, active, indices, loss)
         return y
 
 
@@ -126,12 +147,16 @@ class Supernet(StagedModel):
         gates: share an existing :class:`ArchGates` (GTN branches) instead of creating one.
         start: first layer held (``0``: the whole network with its stem).
 
+    ``supernet(x, path_loss=fn)``: ``fn`` is ``logits -> scalar loss`` for this batch, the loss
+    (this supernet's share of it) whose phi gradient an architecture step estimates; needed in
+    backward wherever a candidate changes a layer's output shape. It and the cached loss of the
+    active path belong to this forward only. Suffix supernets sharing one ``ArchGates`` each get
+    their own (e.g. GTN: each branch's term, divided by the number of branches).
+
     Attributes:
-        path_loss: ``logits -> scalar loss`` for the current batch, the loss (this supernet's share
-            of it) whose phi gradient an architecture step estimates; ``None`` until the task sets
-            it. Needed in backward wherever a candidate changes a layer's output shape. Suffix
-            supernets sharing one ``ArchGates`` each set their own (e.g. GTN: each branch's term,
-            divided by the number of branches).
+        path_loss: the same, for forwards given none: read in backward (so it may be set after
+            the forward); ``None`` until set. A closure over "the current batch" set once is safe:
+            no loss value is kept from one forward to the next.
     """
 
     def __init__(self, space, mode: str = "full", seed: int = 0, gates: Optional[ArchGates] = None,
@@ -160,8 +185,9 @@ class Supernet(StagedModel):
         self.space, self.start, self.input_state = space, start, state
         self.gates = gates
         #: logits of this supernet for the current batch -> the scalar loss whose phi gradient is
-        #: estimated (this supernet's share of it); needed in architecture steps (module doc)
+        #: estimated, for forwards given no ``path_loss`` (class docstring)
         self.path_loss = None
+        self.__dict__["_forward_loss"] = None  # the PathLoss of the forward running now
         for layer in self.stages:
             layer.__dict__["owner"] = self
 
@@ -171,9 +197,19 @@ class Supernet(StagedModel):
 
     @path_loss.setter
     def path_loss(self, fn: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> None:
-        # a new loss (a new batch): the cached loss of the active path no longer holds
+        # no cache to clear: the active path's loss is cached per forward (PathLoss)
         self.__dict__["_path_loss"] = fn
-        self.__dict__["_active_loss"] = None
+
+    def forward(self, x: torch.Tensor,
+                path_loss: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """Logits of the current path; ``path_loss`` (``logits -> scalar``): the loss whose phi
+        gradient backward estimates, for this forward only (class docstring)."""
+        outer = self.__dict__.get("_forward_loss")
+        self.__dict__["_forward_loss"] = PathLoss(self, path_loss)
+        try:
+            return super().forward(x)
+        finally:
+            self.__dict__["_forward_loss"] = outer
 
     def forward_from(self, index: int, h: torch.Tensor,
                      path: Optional[Mapping[str, int]] = None) -> torch.Tensor:
@@ -219,11 +255,12 @@ class Supernet(StagedModel):
             raise ValueError("extract() needs a supernet that starts at layer 0")
         model = self.space.build(arch)
         copy_sliced(model.stem, self.stem)
-        for r, plain, mixed in zip(self.space.resolve(arch), model.stages, self.stages):
-            source = mixed.ops[r.choice]
-            if isinstance(source, PerWidth):
-                source = source.for_width(r.in_channels)
-            copy_sliced(plain, source)
+        # each op extracts its standalone module from its weight-sharing one; they are built again
+        # (and filled with copies), so leave the global RNG as space.build left it
+        with torch.random.fork_rng(devices=[]):
+            for r, mixed in zip(self.space.resolve(arch), self.stages):
+                model.stages[r.index] = r.op.extract(mixed.ops[r.choice], r.in_channels,
+                                                     self.space.layers[r.index].out_channels, r.stride)
         copy_sliced(model.embed, self.embed)
         copy_sliced(model.classifier, self.classifier)
         return model.train(self.training)

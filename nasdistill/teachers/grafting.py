@@ -17,7 +17,7 @@ The SFTN loss (eq. 3-6) on the teacher logits ``z_T`` and the branch logits ``z_
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,8 +91,11 @@ class Branch(nn.Module):
         super().__init__()
         self.transform, self.suffix = transform, suffix
 
-    def forward(self, feature):
-        return self.suffix(self.transform(feature))
+    def forward(self, feature, path_loss=None):
+        """Branch logits; ``path_loss`` (``logits -> scalar``) goes with this forward to a supernet
+        suffix (its architecture step's loss, see :class:`~nasdistill.supernet.Supernet`)."""
+        h = self.transform(feature)
+        return self.suffix(h) if path_loss is None else self.suffix(h, path_loss=path_loss)
 
 
 class BranchedTeacher(nn.Module):
@@ -117,15 +120,24 @@ class BranchedTeacher(nn.Module):
             feats.append(h)
         return feats, self.teacher.classifier(self.teacher.embed(h))
 
-    def forward(self, x, teacher_grad: bool = True, branch_ids: Optional[Sequence[int]] = None):
-        """Teacher logits and the logits of branches ``branch_ids`` (default: all)."""
+    def forward(self, x, teacher_grad: bool = True, branch_ids: Optional[Sequence[int]] = None,
+                branch_loss: Optional[Callable] = None):
+        """Teacher logits and the logits of branches ``branch_ids`` (default: all).
+
+        ``branch_loss(z_branch, z_teacher) -> scalar``: each branch's path loss for an
+        architecture step, passed with this forward to its supernet suffix (with this forward's
+        teacher logits).
+        """
         if teacher_grad:
             feats, z_t = self.teacher_features(x)
         else:
             with torch.no_grad():
                 feats, z_t = self.teacher_features(x)
         ids = range(len(self.branches)) if branch_ids is None else branch_ids
-        return z_t, [self.branches[i](feats[i]) for i in ids]
+        if branch_loss is None:
+            return z_t, [self.branches[i](feats[i]) for i in ids]
+        fn = lambda z: branch_loss(z, z_t)  # noqa: E731
+        return z_t, [self.branches[i](feats[i], path_loss=fn) for i in ids]
 
 
 def block_output_shapes(teacher, blocks, input_size) -> list[tuple]:

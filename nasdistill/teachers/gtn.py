@@ -24,8 +24,19 @@ Alternating optimization (``gtn.phi_every`` = 2):
   epoch logs the entropy and parameter-free mass per label and the MACs of the trained students
   against the pool's, with a warning when the gates collapse anyway.
 
+The phi step passes each branch's share of L_phi with its forward (``branch_loss``): the loss the
+estimator's exact terms evaluate belongs to that forward alone (see :mod:`nasdistill.supernet`).
+phi's gradient is exact only in those terms (candidates that change a layer's shape); elsewhere it
+is ProxylessNAS's first-order, biased estimate.
+
 Branch accuracies are measured with branch BatchNorm statistics recalibrated on training batches
 for the branches' most likely paths (``gtn.branch_eval_batches``; restored after the evaluation).
+Every epoch also logs the weight steps' own branch accuracies and entropies on the sampled paths
+and the teacher's logit spread and entropies (:mod:`.branch_stats`).
+
+Warm-up (the supplement's EfficientNet-b0 recipe): ``gtn.init_from`` starts the teacher from a
+finished teacher run (:mod:`.runner`), ``gtn.freeze_teacher_epochs`` keeps it frozen while the
+branches and phi train first (:class:`~.sftn.BranchTeacherTask`).
 
 The saved ``model.safetensors`` is the plain teacher; branches + phi go to ``branches.safetensors``
 and ``phi.json`` (with the gate statistics the report reads).
@@ -49,7 +60,7 @@ from .exploration import ExplorationMonitor, clamp_logits, kl_to_uniform, projec
 from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, kl_branch_teacher,
                        sftn_loss, split_even, teacher_blocks)
 from .registry import register_teacher
-from .sftn import BranchTeacherTask
+from .sftn import BranchTeacherTask, check_warmup_keys
 
 DEFAULT_SPACES = {"cifar100": "gtn_cifar", "cifar10": "gtn_cifar", "imagefolder": "gtn_cifar",
                   "digits": "digits_small", "synthetic": "digits_small"}
@@ -78,6 +89,8 @@ class GTNConfig:
                                                # in the paper); an unbiased estimate of the branch
                                                # mean that cuts the branches' cost by k / 3
     freeze_teacher_epochs: int = 0             # EfficientNet recipe: warm branches 60 epochs first
+    init_from: Optional[str] = None            # a finished teacher run: start from its weights
+    kd_temperature: float = 4.0                # KD's T, for the logged teacher_entropy_kd
     # balanced exploration of the pool (nasdistill.teachers.exploration; defaults from the ablation)
     explore_entropy_weight: float = 0.0        # lambda of lambda * sum_l KL(p_l || uniform) in L_phi
     entropy_floor: Optional[float] = 0.6       # keep H(p_l) >= entropy_floor * ln K (None: off)
@@ -100,6 +113,7 @@ class GTNConfig:
         require(0 <= self.explore_uniform_mix < 1, "explore_uniform_mix", "must be in [0, 1)")
         require(self.logit_bound is None or self.logit_bound > 0, "logit_bound", "must be > 0")
         require(self.branch_eval_batches >= 0, "branch_eval_batches", "must be >= 0")
+        check_warmup_keys(self.freeze_teacher_epochs, self.kd_temperature)
 
 
 def layer_blocks(n_layers: int, n_blocks: int, sizes=None) -> list[list[int]]:
@@ -136,7 +150,7 @@ def build_gtn(teacher, space, input_size, cfg: GTNConfig, seed: int = 0):
 
 class GTNTask(BranchTeacherTask):
     def __init__(self, branched, gates: list[ArchGates], cfg: GTNConfig):
-        super().__init__(branched, cfg.freeze_teacher_epochs)
+        super().__init__(branched, cfg.freeze_teacher_epochs, cfg.kd_temperature)
         self.cfg, self.gates = cfg, gates
         first = min(b.suffix.start for b in branched.branches)
         space = gates[0].space
@@ -193,23 +207,32 @@ class GTNTask(BranchTeacherTask):
             z_t, zs = self.branched(x, teacher_grad=not frozen, branch_ids=ids)
             loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.alpha, c.lam_ce,
                                    c.temperature)
+            self.step_stats.add(z_t, zs, y, ids)
             return StepOutput(loss, z_t, logs)
         # phi iteration: teacher and weights fixed, gradient only to phi
         ids = self._sample(arch_grad=True)
+        n = len(self.branched.branches) if ids is None else len(ids)
+
+        def phi_loss(ce, kl):
+            return c.phi_ce * ce - abs(c.phi_alpha) * kl
+
+        def branch_share(z, z_teacher):
+            # this branch's share of L_phi, for candidates that change a layer's shape (the
+            # estimator compares their exact losses); it goes with this forward only
+            return phi_loss(F.cross_entropy(z.float(), y),
+                            kl_branch_teacher(z.float(), z_teacher.detach().float(), c.temperature)) / n
+
         for p in self._branch_weights:
             p.requires_grad_(False)
         try:
             # batch statistics as in the weight steps, but no running-statistics update: a phi
             # iteration changes phi and nothing else
             with frozen_bn_stats(self.branched):
-                z_t, zs = self.branched(x, teacher_grad=False, branch_ids=ids)
+                z_t, zs = self.branched(x, teacher_grad=False, branch_ids=ids, branch_loss=branch_share)
         finally:
             for p in self._branch_weights:
                 p.requires_grad_(True)
         z_ref = z_t.detach().float()  # the teacher ran without gradient
-
-        def phi_loss(ce, kl):
-            return c.phi_ce * ce - abs(c.phi_alpha) * kl
 
         ce = torch.stack([F.cross_entropy(z.float(), y) for z in zs]).mean()
         kl = torch.stack([kl_branch_teacher(z.float(), z_ref, c.temperature) for z in zs]).mean()
@@ -219,12 +242,6 @@ class GTNTask(BranchTeacherTask):
             spread = sum(kl_to_uniform(g, self.used_labels) for g in self.gates)
             loss = loss + c.explore_entropy_weight * spread
             logs["phi_kl_uniform"] = spread.detach()
-        n = len(zs)
-        for i in (range(len(self.branched.branches)) if ids is None else ids):
-            # this branch's share of L_phi, for candidates that change a layer's shape (the estimator
-            # compares their exact losses)
-            self.branched.branches[i].suffix.path_loss = lambda z: phi_loss(
-                F.cross_entropy(z.float(), y), kl_branch_teacher(z.float(), z_ref, c.temperature)) / n
         return StepOutput(loss, None, logs, optimizer="phi")
 
     def after_optimizer_step(self, name: str, ctx) -> None:
@@ -247,16 +264,11 @@ class GTNTask(BranchTeacherTask):
         for g in seen.values():
             g.use_path(g.export())
 
-    def _drop_step_state(self) -> None:
-        """Forget the last phi step's loss closures (they hold the batch and its logits)."""
-        for b in self.branched.branches:
-            b.suffix.path_loss = None
-
     def epoch_metrics(self, epoch: int, loaders) -> dict:
         c = self.cfg
-        self._drop_step_state()
-        out = self.branch_metrics(loaders, before_batch=self._argmax_paths,
-                                  recalibrate_batches=c.branch_eval_batches)
+        out = self.step_stats.metrics()
+        out.update(self.branch_metrics(loaders, before_batch=self._argmax_paths,
+                                       recalibrate_batches=c.branch_eval_batches))
         for k, (g, monitor) in enumerate(zip(self.gates, self.monitors)):
             prefix = "" if len(self.gates) == 1 else f"g{k}/"
             out.update(monitor.epoch_metrics(g, prefix))

@@ -5,6 +5,9 @@ i+1..N (deep copies, trained jointly) onto teacher block i through a transform. 
 (:func:`~.grafting.sftn_loss`), CIFAR defaults lam_T = 1, lam_KL = 3, lam_CE = 1, tau~ = 1
 (ImageNet: lam_KL = 1). Branch gradients reach the teacher. After training only the plain teacher
 is saved as ``model.safetensors``; the branches go to ``branches.safetensors``.
+
+Pretrained teachers (section 4.6): ``sftn.init_from`` starts from a finished teacher run and
+``sftn.freeze_teacher_epochs`` trains the branches alone first (the paper: 30 of 60 epochs).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from ..atomic import atomic_path
 from ..engine.config import ModelConfig
 from ..engine.task import StepOutput, TrainTask
 from .branch_eval import branch_accuracies
+from .branch_stats import BranchStepStats
 from .grafting import (Branch, BranchedTeacher, StudentSuffix, Transform, blocks_from_sizes,
                        block_output_shapes, sftn_loss, split_even, teacher_blocks)
 from .registry import register_teacher
@@ -35,16 +39,38 @@ class SFTNConfig:
     lam_ce: float = 1.0
     temperature: float = 1.0
     freeze_teacher_epochs: int = 0               # warm the branches with a frozen teacher first
+    init_from: Optional[str] = None              # a finished teacher run: start from its weights
+    kd_temperature: float = 4.0                  # KD's T, for the logged teacher_entropy_kd
+
+    def __post_init__(self):
+        check_warmup_keys(self.freeze_teacher_epochs, self.kd_temperature)
+
+
+def check_warmup_keys(freeze_teacher_epochs: int, kd_temperature: float) -> None:
+    """Range checks of the warm-up and logging keys SFTN and GTN share."""
+    from ..engine.config import require
+
+    require(freeze_teacher_epochs >= 0, "freeze_teacher_epochs", f"must be >= 0, got {freeze_teacher_epochs}")
+    require(kd_temperature > 0, "kd_temperature", f"must be > 0, got {kd_temperature}")
 
 
 class BranchTeacherTask(TrainTask):
-    """Shared by SFTN and GTN: eval/final weights are the plain teacher; branches saved apart."""
+    """Shared by SFTN and GTN: eval/final weights are the plain teacher; branches saved apart.
+
+    Warm-up (``freeze_teacher_epochs`` = N): for the first N epochs the teacher is frozen -- run in
+    eval mode (its BatchNorm statistics unchanged) and without gradient, so its parameters get no
+    gradient and the optimizer skips them (no weight decay, no momentum) -- while the branches
+    train on its features; then everything trains jointly. The weight steps' branch and teacher
+    statistics are logged every epoch (:mod:`.branch_stats`).
+    """
 
     compilable = False
 
-    def __init__(self, branched: BranchedTeacher, freeze_teacher_epochs: int = 0):
+    def __init__(self, branched: BranchedTeacher, freeze_teacher_epochs: int = 0,
+                 kd_temperature: float = 4.0):
         super().__init__(branched)
         self.freeze_teacher_epochs = freeze_teacher_epochs
+        self.step_stats = BranchStepStats(len(branched.branches), kd_temperature)
 
     @property
     def branched(self) -> BranchedTeacher:
@@ -85,7 +111,7 @@ class BranchTeacherTask(TrainTask):
 
 class SFTNTask(BranchTeacherTask):
     def __init__(self, branched, cfg: SFTNConfig):
-        super().__init__(branched, cfg.freeze_teacher_epochs)
+        super().__init__(branched, cfg.freeze_teacher_epochs, cfg.kd_temperature)
         self.cfg = cfg
 
     def training_step(self, batch, ctx) -> StepOutput:
@@ -95,10 +121,11 @@ class SFTNTask(BranchTeacherTask):
         z_t, zs = self.branched(x, teacher_grad=not frozen)
         c = self.cfg
         loss, logs = sftn_loss(z_t, zs, y, 0.0 if frozen else c.lam_t, c.lam_kl, c.lam_ce, c.temperature)
+        self.step_stats.add(z_t, zs, y)
         return StepOutput(loss, z_t, logs)
 
     def epoch_metrics(self, epoch: int, loaders) -> dict:
-        return self.branch_metrics(loaders)
+        return {**self.step_stats.metrics(), **self.branch_metrics(loaders)}
 
 
 def graft_student(teacher, student, input_size, n_blocks, t_sizes=None, s_sizes=None) -> BranchedTeacher:
