@@ -43,6 +43,7 @@ def run(args) -> int:
     from ..engine.config import ConfigError
     from ..engine.distributed import init_distributed, shutdown_distributed
     from ..pipeline import pipeline_config_class, run_pipeline
+    from .training import attributed
 
     if args.resume and args.restart:
         raise ConfigError("--resume and --restart: choose one (--resume is the default)")
@@ -51,6 +52,8 @@ def run(args) -> int:
     init_distributed("auto")  # under torchrun every stage trains on all ranks
     try:
         run_pipeline(cfg, cfg.out_dir, verbose=not args.quiet, mode="restart" if args.restart else "resume")
+    except ConfigError as err:
+        raise attributed(err, args) from None
     finally:
         shutdown_distributed()
     return 0

@@ -16,6 +16,11 @@ import torch
 from ..atomic import atomic_open
 
 
+class UnusableCheckpoint(ValueError):
+    """A checkpoint that cannot be continued from: unreadable, not a nasdistill checkpoint, or one
+    of another model or method. ``--restart`` moves it aside and starts the run over."""
+
+
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
     with atomic_open(path, "wb") as f:
@@ -35,11 +40,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unpickling refused, ...
         first = str(err).splitlines()[0].split(". ")[0] if str(err) else "damaged file"
-        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first}): it was cut "
-                         "short or overwritten. Start the run over with --restart (or delete the file)") from None
+        raise UnusableCheckpoint(
+            f"checkpoint {path} is unreadable ({type(err).__name__}: {first}): it was cut short or "
+            "overwritten. Start the run over with --restart (the file is moved aside, to "
+            "last.ckpt.unreadable-<time>), or delete the file to train the run again from epoch 0") from None
     if not isinstance(state, dict) or "epoch" not in state:
-        raise ValueError(f"checkpoint {path} is not a nasdistill checkpoint (no epoch); start the run "
-                         "over with --restart")
+        raise UnusableCheckpoint(f"checkpoint {path} is not a nasdistill checkpoint (no epoch); start the "
+                                 "run over with --restart (the file is moved aside)")
     return state
 
 

@@ -1,8 +1,11 @@
 """The one run lifecycle: search, teacher and distillation runs (and the main job's stages) all go
 through :func:`run_training`; a method supplies only how to build its task (:class:`RunMethod`).
 
-Steps: device and world -> threads -> run directory (lock, configuration identity, what is already
-there) -> data -> seed -> build -> fit -> finish -> result.
+Steps: checks -> device and world -> threads -> data (and the method's checks of it) -> run directory
+(lock, configuration identity, what is already there) -> seed -> build -> the run's files
+(``run.json``, ``config.yaml``) -> fit -> finish -> result. Everything that can refuse a run (a
+value, the data, the model that cannot be built) does so before the first file is written: a
+refused command leaves its folder as it was, and the corrected command simply runs.
 
 **Reuse modes** (``mode``; the CLI flags in brackets):
 
@@ -13,9 +16,16 @@ there) -> data -> seed -> build -> fit -> finish -> result.
 - ``amend`` (``--resume --amend``): like ``resume``, but continues with changed keys (e.g. a lower
   ``train.lr`` after a non-finite loss); ``config.yaml`` then states the new values and
   ``run.json`` records which keys changed at which epoch;
-- ``restart`` (``--restart``): everything the run wrote is removed and it starts over;
+- ``restart`` (``--restart``): everything the run wrote is removed and it starts over; an
+  unreadable checkpoint is moved aside (``last.ckpt.unreadable-<time>``, said on stderr) rather
+  than deleted;
 - ``update`` (the main job's ``--restart``): ``resume`` when the configuration is the run's,
-  ``restart`` when it differs.
+  ``restart`` when it differs or when the run cannot be continued (a damaged ``run.json`` or
+  ``metrics.jsonl``; an unreadable checkpoint, moved aside as above, or one the model or method
+  cannot use, moved aside to ``last.ckpt.unused-<time>``).
+
+**A full disk** while the run writes is one paragraph naming the run folder, the last good
+checkpoint kept and how to continue (:func:`disk_full_error`).
 
 **Configuration identity.** Every run directory records in ``run.json`` the keys that decide its
 result (the whole configuration but :data:`NOT_IDENTITY`: where it runs, how fast, where it writes)
@@ -29,15 +39,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
+from ..atomic import is_disk_full, reworded
 from . import distributed
-from .checkpoint import seed_everything
+from .checkpoint import UnusableCheckpoint, seed_everything
 from .config import ConfigError, flatten, save_yaml, to_dict
 from .rundir import RunDirectory
 from .task import Loaders, TrainTask
@@ -93,7 +104,9 @@ class RunMethod:
     (default :func:`config_identity`; a method may drop keys that do not matter to it and add what
     else its result depends on). ``saved_config(cfg)`` is the configuration
     written to ``config.yaml`` (default ``cfg``; e.g. with a student file resolved to its
-    architecture). ``check(cfg)`` refuses combinations no single key can reject.
+    architecture). ``check(cfg)`` refuses combinations no single key can reject;
+    ``check_data(cfg, splits)`` refuses what only the loaded data can tell (e.g. a cost target the
+    space cannot reach for the data's input size). Both run before any file is written.
     """
 
     kind: str
@@ -101,6 +114,7 @@ class RunMethod:
     identity: Optional[Callable[[Any], dict]] = None
     saved_config: Optional[Callable[[Any], Any]] = None
     check: Optional[Callable[[Any], None]] = None
+    check_data: Optional[Callable[[Any, Any], None]] = None
 
     def identity_of(self, cfg) -> dict:
         """The run's identity: :attr:`identity` or, by default, :func:`config_identity`."""
@@ -132,6 +146,10 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     device = (distributed.resolve_device(cfg.train.device, world.local_rank) if device is None
               else torch.device(device))
     use_threads(cfg.train.threads)
+    if splits is None:
+        splits = cfg.data.load()  # missing files are refused before the folder is touched
+    if method.check_data is not None:
+        method.check_data(cfg, splits)
     if run_dir is None:
         return _train(cfg, method, None, splits, device, world, verbose)
     rd = RunDirectory(run_dir)
@@ -141,93 +159,162 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
             raise RuntimeError(f"rank 0 stopped: {decision['error']}")
         if decision["reused"] is not None:
             return decision["reused"]
-        return _train(cfg, method, rd.path, splits, device, world, verbose)
+        return _train(cfg, method, rd, splits, device, world, verbose, mode=mode)
     try:
         rd.lock()
         identity = method.identity_of(cfg)  # rank 0 only (a distillation's hashes its teacher's weights)
-        reused = _prepare(cfg, method, rd, identity, mode)
+        plan = _decide(cfg, method, rd, identity, mode)
     except Exception as err:
         rd.unlock()
         if world.distributed:
             distributed.broadcast_object({"error": str(err)})
         raise
     try:
+        reused = plan.get("reused")
         if world.distributed:
             distributed.broadcast_object({"reused": reused})
         if reused is not None:
             if verbose:
                 print(f"{rd.path}: finished run reused (same configuration)", flush=True)
             return reused
-        return _train(cfg, method, rd.path, splits, device, world, verbose)
+        return _train(cfg, method, rd, splits, device, world, verbose, plan=plan, mode=mode)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(err, rd) from None
+        raise
     finally:
         rd.unlock()
 
 
-def _prepare(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str) -> Optional[dict]:
-    """Decide what happens in ``rd`` (holding its lock); return the result of a reusable run."""
-    amendments = []
+def disk_full_error(err: OSError, rd: "RunDirectory") -> OSError:
+    """One paragraph for a full disk during a run: the folder, what is kept, how to continue."""
+    epoch = rd.checkpoint_epoch()
+    failed = f"{err.filename} could not be written" if err.filename else "a write failed"
+    if epoch:
+        kept, then = (f"its last good checkpoint, last.ckpt (epoch {epoch}), and the files written before are "
+                      "kept unchanged"), f"continues from epoch {epoch}"
+    else:
+        kept, then = "no epoch was checkpointed yet; the files written before are kept", "starts at epoch 1"
+    return reworded(err, f"no space left on the device holding the run folder {rd.path}: {failed}. The run "
+                         f"stopped; {kept}, and no partial file is left. Free some space, then run the same "
+                         f"command again with --resume: the run {then}", err.filename or rd.path)
+
+
+def _decide(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str) -> dict:
+    """Decide what happens in ``rd`` (holding its lock), writing nothing: ``{"reused": result}``
+    for a reusable run, else what :func:`_commit` writes (``wipe``, ``clear_result``, ``amendments``,
+    ``set_aside``) before training."""
+    plan: dict = {"identity": identity, "amendments": [], "wipe": False, "clear_result": False,
+                  "set_aside": False}
+    ckpt = rd.path / "last.ckpt"
+    unreadable = ckpt.is_file() and rd.checkpoint_epoch() is None
     if mode == "restart" or (not rd.holds_run() and rd.present()):
-        rd.wipe()  # (a folder whose run never trained an epoch holds nothing to keep)
-    elif rd.holds_run():
-        if mode == "new":
-            raise FileExistsError(
-                f"{rd.path} already holds a run ({', '.join(rd.present())}); continue or reuse it with "
-                "--resume, start it over with --restart, or choose another --out-dir")
+        # (a folder whose run never trained an epoch holds nothing to keep)
+        plan.update(wipe=True, set_aside=unreadable and "is unreadable")
+        return plan
+    if not rd.holds_run():
+        return plan
+    if mode == "new":
+        raise FileExistsError(
+            f"{rd.path} already holds a run ({', '.join(rd.present())}); continue or reuse it with "
+            "--resume, start it over with --restart, or choose another --out-dir")
+    try:
         manifest = rd.read_manifest()
-        if manifest is None:
-            if mode not in ("amend", "update"):
-                raise ConfigMismatch(
-                    f"{rd.path} holds a run without run.json (written by an earlier version or another "
-                    "tool), so its configuration cannot be checked; continue it with --resume --amend "
-                    "(taking this configuration), start it over with --restart, or use another --out-dir")
-            old = {}
-        else:
-            if manifest.get("kind") not in (None, method.kind):
-                raise ConfigMismatch(f"{rd.path} holds a {manifest.get('kind')} run, not a {method.kind} "
-                                     "run; use another --out-dir")
-            old = manifest.get("identity") or {}
-            amendments = list(manifest.get("amendments") or [])
-        diff = identity_diff(old, identity)
-        if not diff:
-            done = rd.finished_result()
-            if done is not None:
-                return done
-        elif mode == "update":
-            rd.wipe()
-            amendments = []
-        elif mode == "amend":
-            amendments.append({"at_epoch": rd.checkpoint_epoch() or 0, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                               "changed": {k: [a, b] for k, a, b in diff}})
-            rd.clear_result()
-        else:
+    except ValueError:
+        if mode != "update":
+            raise
+        manifest = None
+    if mode == "update" and (unreadable or manifest is None or rd.damaged_metrics()):
+        plan.update(wipe=True, set_aside=unreadable and "is unreadable")  # cannot be continued: start over
+        return plan
+    if manifest is None:
+        if mode != "amend":
             raise ConfigMismatch(
-                f"{rd.path} was written with another configuration: {describe_diff(diff)}. Rerun with "
-                "the run's values, choose another --out-dir for the new ones, continue this run with "
-                "--resume --amend (the change is recorded), or start it over with --restart")
+                f"{rd.path} holds a run without run.json (written by an earlier version or another "
+                "tool), so its configuration cannot be checked; continue it with --resume --amend "
+                "(taking this configuration), start it over with --restart, or use another --out-dir")
+        old = {}
+    else:
+        if manifest.get("kind") not in (None, method.kind):
+            raise ConfigMismatch(f"{rd.path} holds a {manifest.get('kind')} run, not a {method.kind} "
+                                 "run; use another --out-dir")
+        old = manifest.get("identity") or {}
+        plan["amendments"] = list(manifest.get("amendments") or [])
+    diff = identity_diff(old, identity)
+    if not diff:
+        done = rd.finished_result()
+        if done is not None:
+            return {"reused": done}
+    elif mode == "update":
+        plan.update(wipe=True, amendments=[])
+    elif mode == "amend":
+        plan["amendments"].append({"at_epoch": rd.checkpoint_epoch() or 0,
+                                   "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "changed": {k: [a, b] for k, a, b in diff}})
+        plan["clear_result"] = True
+    else:
+        raise ConfigMismatch(
+            f"{rd.path} was written with another configuration: {describe_diff(diff)}. Rerun with "
+            "the run's values, choose another --out-dir for the new ones, continue this run with "
+            "--resume --amend (the change is recorded), or start it over with --restart")
+    return plan
+
+
+def _commit(cfg, method: RunMethod, rd: RunDirectory, plan: dict) -> None:
+    """Write what :func:`_decide` planned (the task was built: nothing refused the run)."""
+    if plan["set_aside"]:
+        aside = rd.set_aside("last.ckpt", "unreadable" if "unreadable" in plan["set_aside"] else "unused")
+        print(f"{rd.path / 'last.ckpt'} {plan['set_aside']}: moved aside to {aside}; the run starts over",
+              file=sys.stderr, flush=True)
+    if plan["wipe"]:
+        rd.wipe()
+    if plan["clear_result"]:
+        rd.clear_result()
     saved = method.saved_config(cfg) if method.saved_config is not None else cfg
     from .. import __version__
 
+    identity = plan["identity"]
     rd.write_manifest({"kind": method.kind, "fingerprint": fingerprint(identity), "identity": identity,
-                       "amendments": amendments, "nasdistill": __version__})
+                       "amendments": plan["amendments"], "nasdistill": __version__})
     save_yaml(saved, rd.path / "config.yaml")
-    return None
 
 
-def _train(cfg, method: RunMethod, run_dir: Optional[Path], splits, device, world, verbose: bool) -> dict:
-    if splits is None:
-        splits = cfg.data.load()
+def _train(cfg, method: RunMethod, rd: Optional[RunDirectory], splits, device, world, verbose: bool,
+           plan: Optional[dict] = None, mode: str = "resume") -> dict:
     seed_everything(cfg.seed)
     loaders = default_loaders(cfg, splits, device, world)
     task = method.build(cfg, splits, loaders, device, world)
+    if rd is not None:
+        if plan is not None:  # rank 0
+            _commit(cfg, method, rd, plan)
+        distributed.barrier()  # every rank sees the folder as rank 0 left it
+    run_dir = rd.path if rd is not None else None
     trainer = Trainer(cfg.train, task, loaders.train, loaders.val, run_dir, seed=cfg.seed, resume=True,
                       test_loader=loaders.test, device=device, verbose=verbose)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except UnusableCheckpoint:
+        if rd is None or mode != "update":
+            raise
+        # the main job's --restart: a checkpoint this model or method cannot use is moved aside
+        # and the run starts over (the task, partly loaded from it, is built again)
+        if plan is not None:
+            _commit(cfg, method, rd, {**plan, "set_aside": "cannot be used by this run's model or method",
+                                      "wipe": True, "clear_result": False, "amendments": []})
+        distributed.barrier()
+        seed_everything(cfg.seed)
+        loaders = default_loaders(cfg, splits, device, world)
+        task = method.build(cfg, splits, loaders, device, world)
+        trainer = Trainer(cfg.train, task, loaders.train, loaders.val, run_dir, seed=cfg.seed, resume=True,
+                          test_loader=loaders.test, device=device, verbose=verbose)
+        result = trainer.fit()
     if run_dir is not None:
-        saved = RunDirectory(run_dir).read_result()
+        saved = rd.read_result()
         if saved is not None:
             return saved
     return result
 
 
 __all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunMethod", "config_identity", "default_loaders",
+           "disk_full_error",
            "fingerprint", "flatten", "identity_diff", "run_training"]

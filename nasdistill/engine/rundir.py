@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -121,6 +122,30 @@ class RunDirectory:
         """Remove the result and weights of an earlier finish (the run is being trained again)."""
         for name in ("result.json", "model.safetensors"):
             (self.path / name).unlink(missing_ok=True)
+
+    def set_aside(self, name: str, tag: str = "unreadable") -> Path:
+        """Rename the file ``name`` to ``<name>.<tag>-<time>`` (kept for inspection, never read
+        again); return the new path."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path / f"{name}.{tag}-{stamp}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path / f"{name}.{tag}-{stamp}-{n}"
+        os.replace(self.path / name, target)
+        return target
+
+    def damaged_metrics(self) -> bool:
+        """Whether ``metrics.jsonl`` has a damaged line before its last (a torn last line is not
+        damage: resuming drops it)."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return False
+        try:
+            _read_rows(path)
+        except ValueError:
+            return True
+        return False
 
     def wipe(self) -> None:
         """Remove everything a run wrote here (``--restart``); other files are left alone."""

@@ -24,8 +24,8 @@ from typing import Optional
 import torch
 
 from . import distributed
-from .checkpoint import (capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything,
-                         state_dict_diff)
+from .checkpoint import (UnusableCheckpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
+                         seed_everything, state_dict_diff)
 from .cuda_graphs import graphed_step_for, is_capturing
 from .meter import EpochMeter, NonFiniteGuard, step_values
 from .optim import build_optimizer, lr_at, set_lr
@@ -225,13 +225,15 @@ class Trainer:
         try:
             self.task.model.load_state_dict(state["model"])
         except RuntimeError:
-            raise ValueError(f"{where} was written for another model {state_dict_diff(self.task.model, state['model'])}"
-                             f": the run's model or method changed since. Start it over with "
-                             "--restart, or use another --out-dir") from None
+            raise UnusableCheckpoint(
+                f"{where} was written for another model {state_dict_diff(self.task.model, state['model'])}: "
+                "the run's model or method changed since. Start it over with --restart, or use another "
+                "--out-dir") from None
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:
-                raise ValueError(f"{where}: no state for optimizer {name!r}; it was written by another "
-                                 "method: start over with --restart or use another --out-dir")
+                raise UnusableCheckpoint(
+                    f"{where}: no state for optimizer {name!r}; it was written by another method: start "
+                    "over with --restart or use another --out-dir")
             opt.load_state_dict(state["optimizers"][name])
         restore_rng(state["rng"])
         self.task.load_state_dict(state["task"])
@@ -253,7 +255,8 @@ class Trainer:
         start = self.restore()
         if start > epochs:
             raise ValueError(f"{self.ckpt_path} already holds {start} epochs but train.epochs={epochs}; "
-                             "raise train.epochs, or start over with --restart")
+                             f"continue with train.epochs={start} or more (--resume --amend records the "
+                             "change), or start over with --restart")
         if start and start < epochs:
             self._say(f"resuming {self.run_dir} after epoch {start}/{epochs}")
         elif start == epochs:

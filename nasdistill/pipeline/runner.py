@@ -6,8 +6,13 @@ lifecycle (:func:`~nasdistill.engine.run.run_training`): a stage whose directory
 run of the same configuration is reused, an interrupted one resumes from its last checkpoint, and
 one of another configuration is refused -- or, with ``--restart``, recomputed. The main folder's
 own ``run.json`` records the whole job's configuration: rerunning with other values is refused
-(naming the keys) unless ``--restart`` asks to recompute the stages they change. The folder is
-locked while the job runs, and worker processes end with it (:mod:`.workers`).
+(naming the keys) unless ``--restart`` asks to recompute the stages they change -- or unless no
+stage made progress yet (nothing to keep: the job takes the folder over). The folder is locked
+while the job runs, and worker processes end with it (:mod:`.workers`).
+
+Everything that can refuse the job runs before its first file is written: the configuration's
+own checks, the data (missing files), the space, the search targets against the costs the space can
+reach (:mod:`.checks`). A full disk is one paragraph naming the folder and how to continue.
 """
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import write_json
+from ..atomic import is_disk_full, reworded, write_json
 from ..engine import distributed
 from ..engine.config import save_yaml, to_dict
 from ..engine.run import NOT_IDENTITY as RUN_NOT_IDENTITY
 from ..engine.run import ConfigMismatch, config_identity, describe_diff, fingerprint, identity_diff
 from ..engine.rundir import RunDirectory
+from .checks import check_job_inputs
 from .stage import Progress, Stage
 from .steps import (describe_task, distill_students, export_students, gtn_histories, sample_students,
                     search_students, teacher_rows, train_teachers)
@@ -43,16 +49,33 @@ def check_job(cfg, out: Path, mode: str) -> tuple[dict, str]:
     """Compare the job with the one that wrote ``out``; return (manifest, stage mode)."""
     identity = job_identity(cfg)
     rd = RunDirectory(out)
-    manifest = rd.read_manifest()
+    manifest = rd.read_manifest() if mode != "restart" else None  # (--restart rewrites a damaged one)
     stage_mode = "update" if mode == "restart" else "resume"
     if manifest is not None and mode != "restart":
         diff = identity_diff(manifest.get("identity") or {}, identity)
-        if diff:
+        if diff and stages_hold_progress(out):
             raise ConfigMismatch(
                 f"{out} holds a main job with another configuration: {describe_diff(diff)}. Rerun with "
                 f"those values to reuse it, choose another --out-dir, or add --restart to recompute "
                 "the stages these keys change (the others are reused)")
     return {"kind": "pipeline", "fingerprint": fingerprint(identity), "identity": identity}, stage_mode
+
+
+def stages_hold_progress(out: Path) -> bool:
+    """Whether a run of any stage under ``out`` made progress (a job that stopped before holds
+    nothing to keep, whatever its configuration)."""
+    folders = [*out.glob("search/*"), *out.glob("teachers/*"), *out.glob("distill/*/*")]
+    return any(RunDirectory(f).holds_run() for f in folders if f.is_dir())
+
+
+def job_disk_full(err: OSError, out: Path) -> OSError:
+    """A full disk during the main job: one paragraph naming the folder and how to continue."""
+    failed = f"writing {err.filename} failed" if err.filename else "a write failed"
+    return reworded(err, f"no space left on the device holding the main job's folder {out}: {failed}. The "
+                         "job stopped; every finished run and each interrupted run's last good checkpoint "
+                         "are kept, and no partial file is left. Free some space, then run the same "
+                         "`nasdistill run` command again: finished runs are reused and the others continue "
+                         "from their last checkpoint", err.filename or out)
 
 
 def run_pipeline(cfg, out_dir=None, verbose: bool = True, mode: str = "resume") -> dict:
@@ -66,19 +89,24 @@ def run_pipeline(cfg, out_dir=None, verbose: bool = True, mode: str = "resume") 
     cfg.check()
     world = distributed.world()
     out = Path(out_dir or cfg.out_dir)
+    splits = cfg.data.load()  # missing files are refused before the folder is touched
+    space = check_job_inputs(cfg, splits)
     rd = RunDirectory(out)
     if world.is_main:
         rd.lock()
     try:
-        return _run(cfg, out, rd, mode, world, verbose)
+        return _run(cfg, out, rd, mode, world, verbose, splits, space)
+    except OSError as err:
+        if is_disk_full(err):
+            raise job_disk_full(err, out) from None
+        raise
     finally:
         rd.unlock()
 
 
-def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> dict:
+def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, splits, space) -> dict:
     from ..engine.threads import use_threads
     from ..report import write_report
-    from ..space import load_space
 
     manifest, stage_mode = check_job(cfg, out, mode)
     if world.is_main:
@@ -89,13 +117,11 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> d
     device = distributed.resolve_device(cfg.teachers.train.device, world.local_rank)
     t_start = time.perf_counter()
     times: dict = {}
-    splits = cfg.data.load()
-    space = load_space(cfg.space, splits.num_classes, splits.input_size)
     log.say(f"nasdistill run: data {cfg.data.name} ({len(splits.train)} train images), space {space.name} "
             f"({space.size():,} architectures) -> {out}")
     previous_path = out / "stage_times.json"
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
-    stage = Stage(cfg, stage_mode, log)
+    stage = Stage(cfg, stage_mode, log, root=out)
 
     def timed(name: str, fn):
         t0, ran = time.perf_counter(), stage.ran
@@ -128,7 +154,9 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool) -> d
     report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
                           branch_history=branch_acc, gate_info=gate_info or None,
                           exports=exported if cfg.export.enabled else None,
-                          about=describe_task(cfg, splits))
+                          about=describe_task(cfg, splits), num_classes=splits.num_classes,
+                          kd_temperature={m: getattr(getattr(cfg.teachers, m, None), "kd_temperature",
+                                                     cfg.distill.kd.temperature) for m in cfg.teachers.methods})
     times["report"] = time.perf_counter() - t0
     write_json(previous_path, {**previous, **times})
     log.say(f"report: {report}")

@@ -32,8 +32,9 @@ class Progress:
 class Stage:
     """Runs one stage's jobs and turns a run's failure into a sentence that names the stage."""
 
-    def __init__(self, cfg, mode: str, log: Progress):
+    def __init__(self, cfg, mode: str, log: Progress, root: Optional[Path] = None):
         self.cfg, self.mode, self.log = cfg, mode, log
+        self.root = Path(root) if root is not None else None   # run folders are named relative to it
         self.ran = 0   # runs executed (not reused) so far
 
     def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
@@ -53,9 +54,18 @@ class Stage:
             self.log.say(f"{name}: {len(payloads)} runs, {len(payloads) - len(todo)} reused"
                          + (f", {len(todo)} to run ({how})" if todo else ""))
         bar = self.log.bar(len(todo), name) if todo else None
+
+        def finished(i: int, result: dict) -> None:
+            # as each run ends (not when the stage does): the bar, its ETA, and a line for the run
+            line = f"  done {self._name(todo[i]['run_dir'])}: {_accuracy(result)}, {result.get('wall_time_s') or 0:.1f}s"
+            if bar is not None and not bar.disable:
+                bar.write(line)
+                bar.update(1)
+            else:
+                self.log.say(line)
+
         try:
-            ran = run_jobs(todo, self.cfg.workers, on_done=lambda i, r: bar.update(1) if bar else None,
-                           parallel=parallel)
+            ran = run_jobs(todo, self.cfg.workers, on_done=finished, parallel=parallel)
         except FloatingPointError as err:
             raise _stage_error(err, name) from None
         finally:
@@ -63,6 +73,25 @@ class Stage:
                 bar.close()
         fresh = iter(ran)
         return [r if r is not None else next(fresh) for r in reused]
+
+
+    def _name(self, run_dir: str) -> str:
+        path = Path(run_dir)
+        if self.root is not None:
+            try:
+                return str(path.relative_to(self.root))
+            except ValueError:
+                pass
+        return str(path)
+
+
+def _accuracy(result: dict) -> str:
+    """The run's accuracy for its progress line: test, else best validation."""
+    for key, what in (("test_acc", "test"), ("best_acc", "best val")):
+        value = result.get(key)
+        if isinstance(value, (int, float)):
+            return f"{what} {value:.2f}%"
+    return "no accuracy"
 
 
 def _reusable_result(payload: dict) -> Optional[dict]:

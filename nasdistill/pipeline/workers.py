@@ -1,35 +1,60 @@
 """Training runs of the main job in worker processes that never outlive the main process.
 
 :func:`run_jobs` runs job payloads (``{"kind": "search"|"teacher"|"distill", "config": {...},
-"run_dir": ..., "mode": ...}``) with ``workers`` spawn processes, or in this process (one worker,
-or under torchrun where every rank takes part in every run). Each run takes its own run
-directory's lock, so a worker left over from a killed job could never write the same folder as a
-new one; and no worker is left over: each worker asks the kernel to kill it when its parent dies
-(``PR_SET_PDEATHSIG``, Linux) and also watches its parent's PID (any POSIX system), so killing the
-main process -- SIGKILL included -- ends its workers within a second.
+"run_dir": ..., "mode": ...}``) with ``workers`` processes, or in this process (one worker, or
+under torchrun where every rank takes part in every run), and reports each run as it finishes.
+
+**No orphans.** Each worker is a fresh Python (running :func:`serve`) started
+with ``subprocess.Popen``; between its fork and its exec the kernel is asked to kill it when its
+parent dies (``PR_SET_PDEATHSIG``, Linux; it survives the exec), so it dies with the main process
+-- SIGKILL included -- from its first instruction on, even while it is still importing torch. It
+also watches its parent's PID (any POSIX system; within half a second). Jobs and results travel as
+length-prefixed pickles over two pipes: no multiprocessing pool, so no semaphores and no resource
+tracker to warn about leaked ones when the main process is killed. Each run also takes its own run
+directory's lock, so a worker could never write the folder of a new job.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import selectors
 import signal
+import struct
+import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import traceback
 from typing import Callable, Optional
 
+_PR_SET_PDEATHSIG = 1
 
-def _die_with_parent(parent: int) -> None:
-    """Called first in every worker: end this process as soon as ``parent`` is gone."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
 
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
+def _libc_prctl():
+    """``prctl`` of the C library (None off Linux), looked up before any fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _arm_pdeathsig(prctl, parent: int) -> Callable[[], None]:
+    """The ``preexec_fn`` of a worker: SIGKILL this process when ``parent`` dies (armed before exec)."""
+    def arm() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+    return arm
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: end this process as soon as ``parent`` is gone (where PDEATHSIG is missing)."""
+    if os.getppid() != parent:
         os._exit(1)
 
     def watch() -> None:
@@ -39,6 +64,37 @@ def _die_with_parent(parent: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+# ---------------------------------------------------------------------------- framing
+def _send(fd: int, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(struct.pack("<Q", len(data)) + data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int) -> Optional[bytes]:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None  # the other end closed
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd: int):
+    """The next object on ``fd``; raises EOFError when the other end closed."""
+    head = _read_exact(fd, 8)
+    if head is None:
+        raise EOFError
+    data = _read_exact(fd, struct.unpack("<Q", head)[0])
+    if data is None:
+        raise EOFError
+    return pickle.loads(data)
 
 
 def job_kind(kind: str) -> tuple:
@@ -79,10 +135,11 @@ def run_job(payload: dict) -> dict:
 
 def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int, dict], None]] = None,
              parallel: bool = True) -> list[dict]:
-    """Run every payload; return their results in order. ``on_done(i, result)`` after each.
+    """Run every payload; return their results in order. ``on_done(i, result)`` as each finishes.
 
-    With ``workers > 1`` and ``parallel`` the runs go to spawn worker processes; the first failure
-    cancels what has not started, stops the workers and is raised here.
+    With ``workers > 1`` and ``parallel`` the runs go to worker processes (see the module
+    docstring); the first failure cancels what has not started, ends the workers and is raised
+    here (with its attributes, e.g. a FloatingPointError's ``detail`` and ``run_dir``).
     """
     results: list = [None] * len(payloads)
     if workers <= 1 or not parallel or len(payloads) <= 1:
@@ -94,36 +151,173 @@ def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int
             if on_done is not None:
                 on_done(i, results[i])
         return results
-    import multiprocessing as mp
-
-    pool = ProcessPoolExecutor(min(workers, len(payloads)), mp_context=mp.get_context("spawn"),
-                               initializer=_die_with_parent, initargs=(os.getpid(),))
+    pool = _WorkerPool(min(workers, len(payloads)))
     try:
-        futures = {pool.submit(run_job, p): i for i, p in enumerate(payloads)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                i = futures[f]
-                results[i] = f.result()  # raises the worker's error
-                if on_done is not None:
-                    on_done(i, results[i])
+        queue = list(enumerate(payloads))
+        for w in pool.workers:  # one run each to start with
+            if queue:
+                w.give(*queue.pop(0))
+        left = len(payloads)
+        while left:
+            w, i, status, value = pool.next_result()
+            if status == "error":
+                raise value
+            results[i] = value
+            left -= 1
+            if queue:
+                w.give(*queue.pop(0))
+            if on_done is not None:
+                on_done(i, value)
     except BaseException:
-        _stop(pool)
+        pool.kill()
         raise
-    pool.shutdown(wait=True)
+    pool.close()
     return results
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued runs and end the workers now (a run in progress keeps its last checkpoint)."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in processes:
-        if p.is_alive():
-            p.kill()
-    for p in processes:
-        p.join(timeout=5)
+class _Worker:
+    """One worker process, its job pipe and its result pipe."""
+
+    def __init__(self, parent: int, prctl, prepare: dict):
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        cmd = [sys.executable, "-c", f"from nasdistill.pipeline.workers import serve; serve({job_r}, {res_w}, {parent})"]
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(job_r, res_w), preexec_fn=_arm_pdeathsig(prctl, parent),
+                                         stdin=subprocess.DEVNULL, env=_worker_env())
+        finally:
+            os.close(job_r)
+            os.close(res_w)
+        self.jobs, self.results = job_w, res_r
+        self.index: Optional[int] = None
+        self.run_dir: Optional[str] = None
+        _send(self.jobs, prepare)
+
+    def give(self, i: int, payload: dict) -> None:
+        self.index, self.run_dir = i, payload.get("run_dir")
+        try:
+            _send(self.jobs, (i, payload))
+        except BrokenPipeError:
+            pass  # the worker died: its result pipe ends, and next_result says so
+
+    def close(self) -> None:
+        for fd in (self.jobs, self.results):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
-__all__ = ["job_config", "job_kind", "run_job", "run_jobs"]
+class _WorkerPool:
+    def __init__(self, n: int):
+        import multiprocessing.spawn as mp_spawn
+
+        parent, prctl = os.getpid(), _libc_prctl()
+        # what a spawn child needs to resemble this process (sys.path, cwd, the main module: its
+        # registrations of methods and ops run in the worker too)
+        prepare = mp_spawn.get_preparation_data("nasdistill-worker")
+        prepare.pop("authkey", None)
+        self.workers: list[_Worker] = []
+        self.selector = selectors.DefaultSelector()
+        try:
+            for _ in range(n):
+                w = _Worker(parent, prctl, prepare)
+                self.workers.append(w)
+                self.selector.register(w.results, selectors.EVENT_READ, w)
+        except BaseException:
+            self.kill()
+            raise
+
+    def next_result(self):
+        """``(worker, index, "ok"|"error", result or exception)`` of the next run to finish."""
+        while True:
+            for key, _ in self.selector.select():
+                w = key.data
+                try:
+                    i, status, value, text = _recv(w.results)
+                except EOFError:
+                    code = w.proc.wait()
+                    where = f" while running {w.run_dir}" if w.run_dir else ""
+                    return w, w.index, "error", ChildProcessError(
+                        f"a worker process ended unexpectedly (exit status {code}){where}; rerun the same "
+                        "command: finished runs are reused and this one continues from its last checkpoint")
+                if status == "error":
+                    value = _exception(value, text)
+                w.index = w.run_dir = None
+                return w, i, status, value
+
+    def close(self) -> None:
+        """Let the workers end (their job pipe closes) and wait for them."""
+        for w in self.workers:
+            try:
+                os.close(w.jobs)
+            except OSError:
+                pass
+        for w in self.workers:
+            try:
+                w.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            w.close()
+        self.selector.close()
+
+    def kill(self) -> None:
+        """End every worker now (a run in progress keeps its last checkpoint)."""
+        for w in self.workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+        for w in self.workers:
+            w.proc.wait()
+            w.close()
+        self.selector.close()
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    # the worker must import this very nasdistill, wherever it was imported from
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _exception(blob: bytes, text: str) -> BaseException:
+    """The worker's exception, rebuilt (a plain RuntimeError with its text when it cannot be)."""
+    try:
+        err = pickle.loads(blob)
+    except Exception:
+        return RuntimeError(text.strip().splitlines()[-1] if text.strip() else "a worker failed")
+    err.worker_traceback = text
+    return err
+
+
+def serve(jobs: int, results: int, parent: int) -> None:
+    """A worker's life: prepare like the parent, then run jobs until the job pipe closes."""
+    _watch_parent(parent)
+    import multiprocessing.spawn as mp_spawn
+
+    try:
+        prepare = _recv(jobs)
+    except EOFError:
+        return
+    mp_spawn.prepare(prepare)
+    while True:
+        try:
+            i, payload = _recv(jobs)
+        except EOFError:
+            return
+        try:
+            _send(results, (i, "ok", run_job(payload), ""))
+        except BaseException as err:  # sent to the parent, which raises it
+            text = traceback.format_exc()
+            try:
+                blob = pickle.dumps(err)
+                pickle.loads(blob)
+            except Exception:
+                blob = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
+            _send(results, (i, "error", blob, text))
+            if not isinstance(err, Exception):
+                return
+
+
+__all__ = ["job_config", "job_kind", "run_job", "run_jobs", "serve"]

@@ -1,0 +1,90 @@
+"""What the main job and `nasdistill search` check before any file of a run is written.
+
+A value the configuration alone can refuse is refused when it is read (``PipelineConfig.check``);
+these checks need the loaded data: the space adapted to the data's classes and input size, and
+whether each cost target lies in the range of costs that space can reach
+(:meth:`~nasdistill.space.SearchSpace.cost_range`, exact). A target outside it could only give the
+smallest or the largest network after the whole search, so it is refused at once, with the range.
+Each message names the key the user wrote (``search.targets``, ``search.target``).
+"""
+from __future__ import annotations
+
+from ..engine.config import ConfigError
+
+
+def _number(x: float) -> str:
+    return f"{x:,.0f}" if float(x) == int(x) else f"{x:,}"
+
+
+def check_cost_targets(space, targets, metric: str, key: str) -> None:
+    """Refuse a target of ``targets`` outside the ``metric`` range ``space`` reaches (``key``: the
+    key the targets came from). Latency targets are not checked (their table decides)."""
+    if metric not in ("macs", "params") or not targets:
+        return
+    bounds = space.cost_range()
+    lo, hi = bounds[f"{metric}_min"], bounds[f"{metric}_max"]
+    bad = [t for t in targets if not lo <= float(t) <= hi]
+    if bad:
+        c, h, w = space.input_size
+        unit = "MACs" if metric == "macs" else "parameters"
+        raise ConfigError.for_key(
+            key, f"holds {', '.join(_number(t) for t in bad)}, outside the {unit} the space {space.name!r} "
+                 f"can reach for this data ({c}x{h}x{w} inputs, {space.num_classes} classes): "
+                 f"{_number(lo)} to {_number(hi)}; choose targets in that range")
+
+
+def check_search_targets(cfg, splits) -> None:
+    """`nasdistill search`: the space loads for the data, and ``search.target`` (or each of
+    ``search.targets``) is a cost the space can reach (``cfg``: a SearchConfig)."""
+    from ..space import load_space
+
+    s = cfg.search
+    space = load_space(s.space, splits.num_classes, splits.input_size)
+    targets = list(getattr(s, "targets", None) or [])
+    if targets:
+        check_cost_targets(space, targets, s.cost_metric, "search.targets")
+    if s.target is not None:
+        check_cost_targets(space, [s.target], s.cost_metric, "search.target")
+
+
+def check_job_inputs(cfg, splits):
+    """The main job's checks of the loaded data (before its folder is touched); return the space.
+
+    The space must load for the data, every ``search.targets`` entry be a MACs cost the space can
+    reach, the search have a held-out split, and each distillation method's configuration pass its
+    own check (e.g. ``distill.cache_teacher_logits`` with a feature method)."""
+    from ..space import load_space
+
+    space = load_space(cfg.space, splits.num_classes, splits.input_size)
+    check_cost_targets(space, cfg.search.targets, "macs", "search.targets")
+    if cfg.search.targets and (len(splits.val) == 0 or splits.val is splits.test):
+        raise ConfigError.for_key(
+            "data.val_size", f"is needed: the search tunes phi on a held-out split, and data "
+                             f"{cfg.data.name!r} has none of its own (phi must not be tuned on test data); "
+                             "set data.val_size, e.g. data.val_size=5000, or search.targets=[] to skip the search")
+    _check_distill_sections(cfg, space)
+    return space
+
+
+def _check_distill_sections(cfg, space) -> None:
+    """Each distillation method's own check, on a stand-in student (the real ones come later)."""
+    from ..distill import DISTILLERS, distill_config_class
+    from ..engine.config import ModelConfig
+    from ..registry import config_sections
+
+    cls = distill_config_class()
+    sections = {name: getattr(cfg.distill, name) for name, _ in config_sections(DISTILLERS)
+                if hasattr(cfg.distill, name)}
+    student = ModelConfig(space=cfg.space, arch=dict(space.sample(seed=0)))
+    for method in cfg.distill.methods:
+        dcfg = cls(seed=cfg.distill.seeds[0], out_dir="", teacher="<teacher run>", method=method,
+                   student=student, data=cfg.data, train=cfg.distill.train,
+                   cache_teacher_logits=cfg.distill.cache_teacher_logits, **sections)
+        try:
+            dcfg.check()
+        except ConfigError as err:
+            text = str(err).replace("cache_teacher_logits=", "distill.cache_teacher_logits=")
+            raise ConfigError(f"distill.methods={cfg.distill.methods}: {text}", "distill.methods") from None
+
+
+__all__ = ["check_cost_targets", "check_job_inputs", "check_search_targets"]
