@@ -34,7 +34,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, is_disk_full, write_json
 from .model_source import UnsupportedSource, model_source
 from .network import (  # noqa: F401  (re-exported: the public export API)
     FILES,
@@ -258,10 +258,14 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         except UnsupportedSource as err:  # e.g. a torchvision network: recorded, not a failure
             diffs["python"], skipped["python"] = None, str(err)
         except Exception as err:
+            if is_disk_full(err):  # a full disk is the user's to fix, not a failed format
+                raise
             diffs["python"], errors["python"] = None, _brief(err)
         try:
             diffs["pt2"], extra["pt2_dynamic_batch"] = _write_pt2(model, x, out, compare)
         except Exception as err:  # whatever torch.export raises: report it, keep the other formats
+            if is_disk_full(err):  # a full disk is the user's to fix, not a failed format
+                raise
             diffs["pt2"], errors["pt2"] = None, _brief(err)
         if onnx is False or onnx_missing:
             diffs["onnx"], skipped["onnx"] = None, onnx_missing or "disabled (--no-onnx)"
@@ -269,6 +273,8 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
             try:
                 diffs["onnx"], extra["onnx_exporter"] = _write_onnx(model, x, out, compare)
             except Exception as err:
+                if is_disk_full(err):  # a full disk is the user's to fix, not a failed format
+                    raise
                 diffs["onnx"], errors["onnx"] = None, _brief(err)
     finally:
         model.train(was_training)

@@ -140,3 +140,19 @@ def test_a_real_full_tmpfs(tmp_path):
         assert json.loads((run / "result.json").read_text())["epochs"] == 2
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_while_writing_model_pt2_is_raised_not_recorded_as_a_failed_format(tmp_path, monkeypatch):
+    import nasdistill.export as export
+    from nasdistill.models import create_model
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "_write_pt2", no_space)
+    model = create_model("resnet8", num_classes=10, in_channels=1)
+    record = export.ModelRecord.zoo("resnet8", 10, (1, 8, 8))
+    with pytest.raises(OSError) as info:
+        export.export_model(model, tmp_path / "e", record=record, onnx=False, verbose=False)
+    assert info.value.errno == errno.ENOSPC
+    assert not (tmp_path / "e" / "export.json").exists()  # never a finished export

@@ -604,3 +604,13 @@ def test_gate_exploration_plot_reads_back(tmp_path, monkeypatch):
     assert ax_b.get_ylabel() == "MACs (millions)"
     assert all(ax.get_xlabel() == "GTN epoch" for ax in (ax_a, ax_b))
     assert fig._suptitle.get_text() == "GTN gate exploration"
+
+
+def test_teacher_cost_counts_the_epochs_of_the_run_it_was_warmed_from():
+    ce = {"teacher": "ce", "seed": 0, "wall_time_s": 10.0, "test_acc": 90.0}
+    warmed = {"teacher": "gtn", "seed": 0, "wall_time_s": 20.0, "init_wall_time_s": 10.0,
+              "total_wall_time_s": 30.0, "test_acc": 90.0}
+    rows = {r["teacher"]: r for r in teacher_table([ce, warmed])}
+    assert rows["gtn"]["wall_time_s"] == pytest.approx(20.0)   # its own epochs
+    assert rows["gtn"]["cost_vs_ce"] == pytest.approx(3.0)     # (20 + 10) / 10
+    assert rows["ce"]["cost_vs_ce"] == pytest.approx(1.0)

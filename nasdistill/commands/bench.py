@@ -1,19 +1,15 @@
 """Benchmarks that print side-by-side ratios measured in one run.
 
-Each benchmark lives in ``nasdistill.bench.<name>`` (registered in :data:`BENCHES`) and prints a
-human table; with ``--json`` its last line is a JSON object with the measured ratios.
+Each benchmark lives in ``nasdistill.bench.<name>`` (registered in :data:`BENCHES` by that package)
+and prints a human table; with ``--json`` its last line is a JSON object with the measured ratios.
 """
 from __future__ import annotations
 
 import importlib
 
-from ..registry import Registry
+from ..bench import BENCHES
 
-HELP = "measure speed and memory ratios (loader, supernet, latency, teachers, kd)"
-#: benchmark name -> module (imported when the CLI is built)
-BENCHES: Registry[str] = Registry("benchmark")
-for _name in ("loader", "supernet", "latency", "teachers", "kd"):
-    BENCHES.register(_name, f"nasdistill.bench.{_name}")
+HELP = f"measure speed and memory ratios ({', '.join(BENCHES.names())})"
 
 
 def add_arguments(parser) -> None:

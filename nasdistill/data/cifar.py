@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, split_sizes, stratified_holdout
+from nasdistill.data.registry import register_dataset
 
 try:  # numpy >= 2 moved the internals; old pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct, scalar
@@ -214,3 +216,9 @@ def write_synthetic_cifar100(root, n_train: int = 5000, n_test: int = 1000, seed
 
     (xt, yt), (xs, ys) = draw(n_train), draw(n_test)
     return write_cifar100(root, xt, yt, xs, ys)
+
+
+register_dataset("cifar10", partial(load_cifar_splits, "cifar10"), takes_root=True, default_space="gtn_cifar",
+                 order=30)
+register_dataset("cifar100", partial(load_cifar_splits, "cifar100"), takes_root=True, default_space="gtn_cifar",
+                 order=40)

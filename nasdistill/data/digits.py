@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, channel_stats, split_sizes, stratified_holdout
+from nasdistill.data.registry import register_dataset
 
 
 def load_digits_splits(seed: int = 0, val_size: float | int = 0.1,
@@ -39,3 +40,6 @@ def load_digits_splits(seed: int = 0, val_size: float | int = 0.1,
         num_classes=10, input_size=(1, 8, 8), mean=mean, std=std, augment=False,
         class_names=tuple(str(d) for d in range(10)),
     )
+
+
+register_dataset("digits", load_digits_splits, default_space="digits_small", order=10)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, split_sizes, stratified_holdout
+from nasdistill.data.registry import register_dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,3 +85,6 @@ def load_imagefolder_splits(root: str | os.PathLike | None, seed: int = 0,
         input_size=(3, image_size, image_size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
         augment=True, class_names=tuple(classes),
     )
+
+
+register_dataset("imagefolder", load_imagefolder_splits, takes_root=True, default_space="gtn_cifar", order=50)

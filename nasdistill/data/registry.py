@@ -1,26 +1,37 @@
-"""`load_dataset(name, ...)`: one entry point for every dataset, by name (:data:`DATASETS`)."""
+"""`load_dataset(name, ...)`: one entry point for every dataset, by name (:data:`DATASETS`).
+
+A dataset is one module of :mod:`nasdistill.data` that registers itself (the package imports every
+module in it)::
+
+    register_dataset("digits", load_digits_splits, default_space="digits_small", order=10)
+
+Dataset names are compared through one normaliser, :func:`normalize_dataset_name` (case, ``-``
+and ``_`` do not matter: ``CIFAR-100`` is ``cifar100``); :func:`same_dataset` uses it.
+"""
 from __future__ import annotations
 
 import inspect
 import os
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable
+from typing import Callable, Optional
 
-from nasdistill.data.cifar import load_cifar_splits
-from nasdistill.data.digits import load_digits_splits
-from nasdistill.data.imagefolder import load_imagefolder_splits
 from nasdistill.data.splits import DatasetSplits
-from nasdistill.data.synthetic import load_synthetic_splits
 from nasdistill.registry import Registry, did_you_mean
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """How to load one dataset: ``loader(seed=, [val_size=], [root=], **options) -> DatasetSplits``."""
+    """How to load one dataset: ``loader(seed=, [val_size=], [root=], **options) -> DatasetSplits``.
+
+    ``default_space``: the search space sized for this data (GTN's space when ``gtn.space`` is not
+    set); ``order``: its place in listings; ``display_name``: how reports write it.
+    """
 
     loader: Callable[..., DatasetSplits]
     takes_root: bool = False
+    default_space: Optional[str] = None
+    order: Optional[float] = None
+    display_name: Optional[str] = None
 
     def options(self) -> list[str]:
         """The dataset-specific keyword options of the loader (``data.options`` keys)."""
@@ -28,12 +39,34 @@ class DatasetEntry:
                 if p not in ("root", "seed", "val_size")]
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset", normalize=lambda s: s.lower().replace("-", "").replace("_", ""))
-DATASETS.register("digits", DatasetEntry(load_digits_splits))
-DATASETS.register("synthetic", DatasetEntry(load_synthetic_splits))
-DATASETS.register("cifar10", DatasetEntry(partial(load_cifar_splits, "cifar10"), takes_root=True))
-DATASETS.register("cifar100", DatasetEntry(partial(load_cifar_splits, "cifar100"), takes_root=True))
-DATASETS.register("imagefolder", DatasetEntry(load_imagefolder_splits, takes_root=True))
+def normalize_dataset_name(name: str) -> str:
+    """The one dataset-name normaliser: lower case, without ``-`` and ``_`` (``CIFAR-100`` -> ``cifar100``)."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two dataset names denote the same dataset (``cifar_100`` and ``CIFAR100`` do)."""
+    return normalize_dataset_name(a) == normalize_dataset_name(b)
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset", normalize=normalize_dataset_name)
+
+
+def register_dataset(name: str, loader: Callable[..., DatasetSplits], takes_root: bool = False,
+                     default_space: Optional[str] = None, order: Optional[float] = None,
+                     display_name: Optional[str] = None) -> DatasetEntry:
+    """Register dataset ``name``: ``loader(seed=, [val_size=], [root=] when takes_root, **options)``
+    returns its :class:`DatasetSplits`; see :class:`DatasetEntry` for the metadata. Re-running a
+    definition replaces it."""
+    if not callable(loader):
+        raise TypeError(f"register_dataset({name!r}): loader must be callable, got {loader!r}")
+    entry = DatasetEntry(loader, takes_root, default_space, order, display_name)
+    return DATASETS.register(name, entry, replace=True)
+
+
+def default_space(name: str) -> Optional[str]:
+    """The search space declared for dataset ``name`` (None: unknown dataset, or none declared)."""
+    return DATASETS.meta(name, "default_space")
 
 
 def unknown_option(name: str, options: dict):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, channel_stats
+from nasdistill.data.registry import register_dataset
 
 _CALIBRATION_SAMPLES = 4096
 
@@ -160,3 +161,6 @@ def load_synthetic_splits(seed: int = 0, val_size: int = 500, num_classes: int =
         input_size=(channels, size, size), mean=mean, std=std, augment=False,
         class_names=tuple(f"class{k}" for k in range(num_classes)), source_model=model,
     )
+
+
+register_dataset("synthetic", load_synthetic_splits, default_space="digits_small", order=20)

@@ -13,19 +13,16 @@ both: the keywords override the instance's fields).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from typing import Optional
 
-from ..registry import config_sections, did_you_mean
+from ..registry import config_sections, did_you_mean, import_submodules
 from .base import Distiller, FeatureDistiller, FeatureKDConfig
 from .losses import (at_loss, attention_map, dkd_loss, fitnet_loss, kd_loss, pairwise_distances,
                      pkt_loss, pool_to_smaller, rkd_loss, sp_loss)
 from .pairing import pair_stages
 from .registry import BuildContext, DISTILLERS, get_distiller, logits_only, register_distiller
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__)
 
 from .at import ATConfig, ATDistiller  # noqa: E402
 from .config import DistillConfigBase, distill_config_class  # noqa: E402

@@ -25,6 +25,7 @@ class ATConfig(FeatureKDConfig):
 class ATDistiller(FeatureDistiller):
     config_class = ATConfig
     name = "at"
+    display_name = "AT"
 
     def __init__(self, student, teacher, cfg=None):
         super().__init__(student, teacher, cfg)

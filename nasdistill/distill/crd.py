@@ -167,6 +167,7 @@ class CRDDistiller(FeatureDistiller):
 
     config_class = CRDConfig
     name = "crd"
+    display_name = "CRD"
 
     @classmethod
     def build(cls, student, teacher, cfg=None, context=None):

@@ -40,6 +40,8 @@ class DKDDistiller(Distiller):
 
     config_class = DKDConfig
     name = "dkd"
+    display_name = "DKD"
+    order = 20
     reads_features = False
     graph_safe = True
 

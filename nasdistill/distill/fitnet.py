@@ -67,6 +67,7 @@ class HintRegressor(nn.Module):
 class FitNetDistiller(FeatureDistiller):
     config_class = FitNetConfig
     name = "fitnet"
+    display_name = "FitNets"
 
     @classmethod
     def build(cls, student, teacher, cfg=None, context=None):

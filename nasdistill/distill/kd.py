@@ -29,6 +29,8 @@ class KDDistiller(Distiller):
 
     config_class = KDConfig
     name = "kd"
+    display_name = "KD"
+    order = 10
     reads_features = False
     graph_safe = True
 

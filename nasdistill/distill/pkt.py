@@ -24,6 +24,7 @@ class PKTConfig(FeatureKDConfig):
 class PKTDistiller(FeatureDistiller):
     config_class = PKTConfig
     name = "pkt"
+    display_name = "PKT"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return pkt_loss(feats_s.embedding, feats_t.embedding, self.cfg.eps)

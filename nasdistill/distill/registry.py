@@ -11,7 +11,12 @@ logits) or needs a teacher at all (``needs_teacher``), and, when its constructor
         name = "kd"
         config_class = KDConfig
         reads_features = False
+        order = 10                 # its place in listings and reports (optional)
+        display_name = "KD"        # how reports write it (optional; default: upper-cased name)
         ...
+
+``order`` and ``display_name`` are read from the class itself, not inherited: a subclass of
+``KDDistiller`` is listed and named as itself.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ def register_distiller(cls):
     """Class decorator: register ``cls`` under ``cls.name``."""
     if not getattr(cls, "name", None):
         raise ValueError(f"{cls.__qualname__}: a distiller declares its name (class attribute `name`)")
+    for field in ("order", "display_name"):   # metadata of this method, never a parent's
+        setattr(cls, field, vars(cls).get(field))
     DISTILLERS.register(cls.name, cls, replace=True)
     return cls
 

@@ -25,6 +25,7 @@ class RKDConfig(FeatureKDConfig):
 class RKDDistiller(FeatureDistiller):
     config_class = RKDConfig
     name = "rkd"
+    display_name = "RKD"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return rkd_loss(feats_s.embedding, feats_t.embedding,

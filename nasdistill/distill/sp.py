@@ -22,6 +22,7 @@ class SPConfig(FeatureKDConfig):
 class SPDistiller(FeatureDistiller):
     config_class = SPConfig
     name = "sp"
+    display_name = "SP"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return sp_loss(feats_s.stages[-1], feats_t.stages[-1])

@@ -13,6 +13,7 @@ class VanillaDistiller(Distiller):
     """Keys: ``loss_ce``. No teacher, no hyper-parameters (method ``none``)."""
 
     name = "none"
+    order = 0                          # the baseline comes first in reports
     config_class = None
     reads_features = False
     needs_teacher = False

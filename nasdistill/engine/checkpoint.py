@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_open
+from ..network.loading import state_dict_diff  # noqa: F401  (re-exported: one key-diff helper)
 
 
 class UnusableCheckpoint(ValueError):
@@ -48,18 +49,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise UnusableCheckpoint(f"checkpoint {path} is not a nasdistill checkpoint (no epoch); start the "
                                  "run over with --restart (the file is moved aside)")
     return state
-
-
-def state_dict_diff(model: torch.nn.Module, state) -> str:
-    """``(missing [...]; unexpected [...])``: how the keys of ``state`` differ from ``model``'s."""
-    expected, got = set(model.state_dict()), set(state)
-    missing, unexpected = sorted(expected - got), sorted(got - expected)
-    parts = []
-    if missing:
-        parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    if unexpected:
-        parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-    return "(" + "; ".join(parts) + ")" if parts else "(shape mismatch)"
 
 
 def capture_rng() -> dict:

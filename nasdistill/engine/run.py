@@ -271,7 +271,7 @@ def _commit(cfg, method: RunMethod, rd: RunDirectory, plan: dict) -> None:
     if plan["clear_result"]:
         rd.clear_result()
     saved = method.saved_config(cfg) if method.saved_config is not None else cfg
-    from .. import __version__
+    from ..version import __version__
 
     identity = plan["identity"]
     rd.write_manifest({"kind": method.kind, "fingerprint": fingerprint(identity), "identity": identity,

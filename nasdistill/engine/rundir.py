@@ -9,7 +9,7 @@
     metrics.jsonl      the same rows, one JSON object a line
     last.ckpt          atomic checkpoint after every epoch (resume point)
     model.safetensors  final weights
-    model.json         how to rebuild the network (nasdistill.record.ModelRecord)
+    model.json         how to rebuild the network (nasdistill.network.ModelRecord)
     result.json        best / last / test accuracy, epochs, wall time, the weights' SHA-256 -- last
     tb/                TensorBoard scalars (when tensorboard imports)
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import json
 import math
@@ -32,9 +31,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import atomic_open, reworded, write_json
+#: RUN_FILES: files whose presence means "a run is here" (one list for the trainer, the lifecycle
+#: and export); the digest and the weights writer: the network-on-disk package owns them
+from ..network.folder import RUN_FILES, sha256_file, write_weights  # noqa: F401  (re-exported)
 
-#: Files whose presence means "a run is here" (one list for the trainer, the lifecycle and export).
-RUN_FILES = ("run.json", "config.yaml", "last.ckpt", "metrics.jsonl", "result.json")
 #: Everything a run writes (removed by a restart); never anything else in the folder.
 RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "branches.safetensors",
                            "phi.json", "tb", "code")
@@ -47,24 +47,6 @@ LOCK = ".lock"
 
 class RunLocked(RuntimeError):
     """Another live process holds the run directory."""
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_weights(path, weights: dict) -> str:
-    """Write ``weights`` (CPU tensors) to ``path`` as safetensors atomically; return its SHA-256."""
-    from safetensors.torch import save
-
-    data = save(weights)
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-    return hashlib.sha256(data).hexdigest()
 
 
 class RunDirectory:

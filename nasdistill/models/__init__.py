@@ -10,16 +10,10 @@ the input size; torchvision adapters are registered too and need ``nasdistill[vi
 from nasdistill.models.registry import MODELS, create_model, list_models, register_model
 from nasdistill.models.staged import Features, StagedModel
 
-# Importing the family modules registers their models.
-from nasdistill.models import (  # noqa: F401  (imported for registration)
-    mobilenetv2,
-    resnet,
-    resnetv2,
-    shufflenetv1,
-    shufflenetv2,
-    torchvision_models,
-    vgg,
-    wrn,
-)
+from nasdistill.registry import import_submodules
+
+# Every module of this package is imported; a family module registers its models (`register_model`):
+# adding a family is one file here.
+import_submodules(__name__)
 
 __all__ = ["MODELS", "create_model", "register_model", "list_models", "StagedModel", "Features"]

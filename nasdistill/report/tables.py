@@ -31,8 +31,9 @@ RESULT_COLUMNS = ("student", "student_kind", "target_macs", "macs", "params", "t
                   "teacher_seed", "best_acc", "last_acc", "test_acc", "wall_time_s")
 REQUIRED_KEYS = ("student", "teacher", "method", "seed")
 BASELINE = ("none", "none")
-TEACHER_ORDER = ("none", "ce", "gtn", "sftn", "mse", "soteacher")
-METHOD_ORDER = ("none", "kd", "dkd")
+# Report names and order come from the registries: a teacher (nasdistill.teachers) or a
+# distillation method (nasdistill.distill) declares its ``display_name`` and ``order``;
+# TEACHER_ORDER, METHOD_ORDER and DISPLAY_NAMES are views of them (see ``__getattr__``).
 #: A searched student whose MACs are off its target by more than this fraction is flagged.
 MISSED_TARGET_TOL = 0.10
 
@@ -55,27 +56,72 @@ def condition_label(teacher: str, method: str) -> str:
     """``("none", "none") -> "baseline"``, ``("gtn", "kd") -> "GTN+KD"``."""
     if (teacher, method) == BASELINE:
         return "baseline"
-    return f"{display_name(teacher)}+{display_name(method)}"
+    return f"{display_name(teacher, 'teacher')}+{display_name(method, 'method')}"
 
 
-#: How method names are written in reports (the papers' spelling); others are upper-cased.
-DISPLAY_NAMES = {"soteacher": "SoTeacher", "fitnet": "FitNets"}
+def _registries(kind: Optional[str] = None) -> list:
+    """The registries whose entries reports name: ``kind`` "teacher", "method", or None (both,
+    teachers first). Imported when asked: importing the report does not import every teacher
+    and method module."""
+    from ..distill.registry import DISTILLERS
+    from ..teachers.registry import TEACHERS
+
+    return {"teacher": [TEACHERS], "method": [DISTILLERS], None: [TEACHERS, DISTILLERS]}[kind]
 
 
-def display_name(name: str) -> str:
-    """A teacher or method name as reports write it: ``"gtn" -> "GTN"``, ``"fitnet" -> "FitNets"``."""
-    return DISPLAY_NAMES.get(name, name.upper())
+def display_name(name: str, kind: Optional[str] = None) -> str:
+    """A teacher or method name as reports write it: the registered entry's ``display_name``
+    (``"fitnet" -> "FitNets"``), else upper-cased (``"gtn" -> "GTN"``). ``kind``: ``"teacher"``
+    or ``"method"`` when the name could be either."""
+    for registry in _registries(kind):
+        shown = registry.display_name(name)
+        if shown:
+            return shown
+    return name.upper()
 
 
-def _rank(value: str, order: Sequence[str]) -> tuple:
-    return (order.index(value), "") if value in order else (len(order), value)
+def _rank(name: str, kind: str) -> tuple:
+    """Sort key in report order: ``none`` (the baseline) first, then the entries that declare an
+    ``order``, then the others (unregistered ones too) by name."""
+    if name == "none":
+        return (0, 0, "")
+    order = _registries(kind)[0].order(name)
+    return (1, order, "") if order is not None else (2, 0, str(name))
+
+
+def teacher_rank(name: str) -> tuple:
+    """Sort key of teacher ``name`` in reports (``none``, CE, GTN, SFTN, MSE, SoTeacher, others)."""
+    return _rank(name, "teacher")
+
+
+def method_rank(name: str) -> tuple:
+    """Sort key of distillation method ``name`` in reports (``none``, KD, DKD, others)."""
+    return _rank(name, "method")
+
+
+def _report_order(kind: str) -> tuple:
+    registry = _registries(kind)[0]
+    return ("none", *sorted((n for n in registry.names() if n != "none" and registry.order(n) is not None),
+                            key=lambda n: registry.order(n)))
+
+
+def __getattr__(name: str):
+    """``TEACHER_ORDER``, ``METHOD_ORDER``, ``DISPLAY_NAMES``: read from the registries when asked."""
+    if name == "TEACHER_ORDER":
+        return _report_order("teacher")
+    if name == "METHOD_ORDER":
+        return _report_order("method")
+    if name == "DISPLAY_NAMES":
+        return {n: r.display_name(n) for r in reversed(_registries()) for n in r.names() if r.display_name(n)}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def conditions(results: Iterable[dict]) -> list[tuple[str, str]]:
     """The (teacher, method) pairs present: baseline, then KD, then DKD (then other methods), each
-    with its teachers in the order CE, GTN, SFTN, MSE, SoTeacher, others."""
+    with its teachers in the order CE, GTN, SFTN, MSE, SoTeacher, others (the registries'
+    ``order``)."""
     found = {(r["teacher"], r["method"]) for r in results}
-    return sorted(found, key=lambda c: (_rank(c[1], METHOD_ORDER), _rank(c[0], TEACHER_ORDER)))
+    return sorted(found, key=lambda c: (method_rank(c[1]), teacher_rank(c[0])))
 
 
 def choose_metric(results: Sequence[dict]) -> str:
@@ -140,8 +186,10 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
 
     Columns: ``teacher, model, n`` (entries), ``n_seeds`` (distinct ``seed`` / ``teacher_seed``
     values, else ``n``), ``test_acc`` (:class:`MeanCI` over the entries), ``best_acc, epochs,
-    wall_time_s`` (means), ``cost_vs_ce`` (wall time / the CE teacher's; NaN without a CE teacher),
-    and ``ece``, ``posterior_mse`` when any entry has them.
+    wall_time_s`` (means), ``cost_vs_ce`` (total training time / the CE teacher's; NaN without a CE
+    teacher), and ``ece``, ``posterior_mse`` when any entry has them. A teacher started from another
+    run (``teachers.init_from_ce``) records ``total_wall_time_s``, its own time plus its source's:
+    the cost counts the epochs it was warmed with.
     """
     groups: dict = {}
     for t in teachers:
@@ -150,16 +198,17 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
     if "ce" in groups:
         ce_time = MeanCI.of([as_float(t.get("wall_time_s")) for t in groups["ce"]]).mean
     rows = []
-    for name in sorted(groups, key=lambda n: _rank(n, TEACHER_ORDER)):
+    for name in sorted(groups, key=teacher_rank):
         ts = groups[name]
         time = MeanCI.of([as_float(t.get("wall_time_s")) for t in ts]).mean
+        total = MeanCI.of([as_float(t.get("total_wall_time_s", t.get("wall_time_s"))) for t in ts]).mean
         seeds = {t.get("teacher_seed", t.get("seed")) for t in ts} - {None}
         row = {"teacher": name, "model": ts[0].get("model", ""), "n": len(ts),
                "n_seeds": len(seeds) if seeds else len(ts),
                "test_acc": MeanCI.of([as_float(t.get("test_acc")) for t in ts]),
                "best_acc": MeanCI.of([as_float(t.get("best_acc")) for t in ts]).mean,
                "epochs": ts[0].get("epochs"), "wall_time_s": time,
-               "cost_vs_ce": time / ce_time if ce_time and math.isfinite(time) else math.nan}
+               "cost_vs_ce": total / ce_time if ce_time and math.isfinite(total) else math.nan}
         for extra in ("ece", "posterior_mse"):
             if any(as_float(t.get(extra)) is not None for t in teachers):
                 row[extra] = MeanCI.of([as_float(t.get(extra)) for t in ts]).mean

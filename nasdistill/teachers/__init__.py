@@ -3,14 +3,11 @@ that calls :func:`register_teacher`).
 
 Importing this package imports every module in it, so adding a method is one file here.
 """
-import importlib
-import pkgutil
-
+from ..registry import import_submodules
 from .registry import (TEACHERS, TeacherConfig, TeacherMethod, available_teachers, get_teacher,
-                       register_teacher, teacher_config_class)
+                       pipeline_section_defaults, register_teacher, teacher_config_class)
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__)
 
 __all__ = ["TEACHERS", "TeacherConfig", "TeacherMethod", "available_teachers", "get_teacher",
-           "register_teacher", "teacher_config_class"]
+           "pipeline_section_defaults", "register_teacher", "teacher_config_class"]

@@ -43,4 +43,4 @@ def make_ce_task(cfg, model, splits) -> CETask:
     return CETask(model, cfg.ce.label_smoothing)
 
 
-register_teacher("ce", CEConfig, make_ce_task, help="plain cross-entropy")
+register_teacher("ce", CEConfig, make_ce_task, help="plain cross-entropy", display_name="CE", order=10)

@@ -88,4 +88,5 @@ def make_mse_task(cfg, model, splits) -> MSETask:
     return MSETask(model, cfg.mse.reduction, cfg.mse.weight)
 
 
-register_teacher("mse", MSEConfig, make_mse_task, help="Brier loss MSE(softmax(z), one-hot(y))")
+register_teacher("mse", MSEConfig, make_mse_task, help="Brier loss MSE(softmax(z), one-hot(y))",
+                 display_name="MSE", order=40)

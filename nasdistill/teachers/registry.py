@@ -1,8 +1,13 @@
 """Teacher-training methods by name (:data:`TEACHERS`), and the teacher config that grows with them.
 
-A method registers a config section (a dataclass, or None) and a task factory::
+A method is one module of :mod:`nasdistill.teachers` that registers a config section (a dataclass,
+or None), a task factory and its metadata::
 
-    register_teacher("mse", MSEConfig, make_mse_task)
+    register_teacher("mse", MSEConfig, make_mse_task, display_name="MSE", order=40)
+
+``order`` places it in listings and reports (CE, GTN, SFTN, MSE, SoTeacher); ``display_name`` is
+how reports write it (default: the name upper-cased); ``pipeline_defaults`` overrides fields of
+its section in the main job's short embedded run (:func:`pipeline_section_defaults`).
 
 :func:`teacher_config_class` returns :class:`TeacherConfig` extended with one field per registered
 section (``ce``, ``mse``, ``soteacher``, ...), so ``mse.some_knob=...`` is type-checked like every
@@ -25,6 +30,9 @@ class TeacherMethod:
     config_class: Optional[type]
     task_factory: Callable
     help: str = ""
+    display_name: Optional[str] = None
+    order: Optional[float] = None
+    pipeline_defaults: Optional[dict] = field(default=None, hash=False)
 
 
 TEACHERS: Registry[TeacherMethod] = Registry("teacher method")
@@ -46,13 +54,40 @@ class TeacherConfig:
             raise ConfigError.for_key("method", f"names no teacher method: {TEACHERS.unknown_message(self.method)}")
 
 
-def register_teacher(name: str, config_cls: Optional[type], task_factory: Callable, help: str = "") -> None:
-    """Register teacher method ``name`` with its config section ``config_cls`` (dataclass or None)."""
+#: Metadata of the methods whose modules do not declare it yet (gtn.py, sftn.py): used only where
+#: their register_teacher call passes none; delete an entry once its module declares it.
+_UNTIL_DECLARED = {"gtn": {"order": 20, "pipeline_defaults": {"phi_lr": 0.02}}, "sftn": {"order": 30}}
+
+
+def register_teacher(name: str, config_cls: Optional[type], task_factory: Callable, help: str = "",
+                     display_name: Optional[str] = None, order: Optional[float] = None,
+                     pipeline_defaults: Optional[dict] = None) -> None:
+    """Register teacher method ``name`` with its config section ``config_cls`` (dataclass or None),
+    its report name ``display_name``, its place ``order`` in listings and reports, and
+    ``pipeline_defaults`` (fields of its section the main job sets differently)."""
     if config_cls is not None and not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"register_teacher({name!r}): config_cls must be a dataclass or None")
     if name in {f.name for f in dataclasses.fields(TeacherConfig)}:
         raise ValueError(f"register_teacher: {name!r} clashes with a TeacherConfig field")
-    TEACHERS.register(name, TeacherMethod(name, config_cls, task_factory, help), replace=True)
+    if order is None:
+        order = _UNTIL_DECLARED.get(name, {}).get("order")
+    if pipeline_defaults is None:
+        pipeline_defaults = _UNTIL_DECLARED.get(name, {}).get("pipeline_defaults")
+    if pipeline_defaults:
+        fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls is not None else set()
+        unknown = sorted(set(pipeline_defaults) - fields)
+        if unknown:
+            raise ValueError(f"register_teacher({name!r}): pipeline_defaults names {unknown}, not fields of "
+                             f"its config section ({', '.join(sorted(fields)) or 'none'})")
+    TEACHERS.register(name, TeacherMethod(name, config_cls, task_factory, help, display_name, order,
+                                          dict(pipeline_defaults) if pipeline_defaults else None),
+                      replace=True)
+
+
+def pipeline_section_defaults() -> dict:
+    """``{method: {field: value}}``: the ``pipeline_defaults`` every registered method declares
+    (the ``defaults`` of the main job's teacher sections)."""
+    return {name: dict(entry.pipeline_defaults) for name, entry in TEACHERS.items() if entry.pipeline_defaults}
 
 
 def get_teacher(name: str) -> TeacherMethod:

@@ -185,4 +185,5 @@ def make_soteacher_task(cfg, model, splits) -> SoTeacherTask:
 
 
 register_teacher("soteacher", SoTeacherConfig, make_soteacher_task,
-                 help="CE + Lipschitz + consistency to running per-sample targets")
+                 help="CE + Lipschitz + consistency to running per-sample targets",
+                 display_name="SoTeacher", order=50)
