@@ -93,8 +93,10 @@ def _warn_other_data(run_dir: Path, splits, data_cfg=None) -> None:
 
     with open(path) as f:
         data = (yaml.safe_load(f) or {}).get("data") or {}
-    name = str(data.get("name", "")).lower().replace("-", "").replace("_", "")
-    if name and name != splits.name.lower().replace("-", "").replace("_", ""):
+    from ..data.registry import same_dataset
+
+    name = data.get("name")
+    if name and not same_dataset(str(name), splits.name):
         print(f"warning: teacher {run_dir} was trained on {data.get('name')!r}, distilling on "
               f"{splits.name!r}", flush=True)
     elif data_cfg is not None:

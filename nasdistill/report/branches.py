@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from .figure import epoch_axis, legend_outside, new_figure, save_png
-from .tables import TEACHER_ORDER, as_float, display_name
+from .tables import as_float, display_name, teacher_rank
 
 #: The sampled branches' mean training accuracy may trail the teacher's by at most this many points.
 BRANCH_GAP_POINTS = 15.0
@@ -72,10 +72,9 @@ def by_teacher(history: Sequence[dict]) -> dict:
     for h in history or ():
         if as_float(h.get("epoch")) is not None:
             out.setdefault(h.get("teacher") or "gtn", {}).setdefault(h.get("teacher_seed"), []).append(h)
-    rank = (lambda t: (TEACHER_ORDER.index(t), "") if t in TEACHER_ORDER else (len(TEACHER_ORDER), str(t)))
     return {t: {s: sorted(out[t][s], key=lambda h: h["epoch"])
                 for s in sorted(out[t], key=lambda s: (s is not None, s if isinstance(s, (int, float)) else str(s)))}
-            for t in sorted(out, key=rank)}
+            for t in sorted(out, key=teacher_rank)}
 
 
 def branch_indices(rows: Iterable[dict], pattern: re.Pattern) -> list[int]:

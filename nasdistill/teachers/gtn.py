@@ -62,10 +62,6 @@ from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, 
 from .registry import register_teacher
 from .sftn import BranchTeacherTask, check_warmup_keys
 
-DEFAULT_SPACES = {"cifar100": "gtn_cifar", "cifar10": "gtn_cifar", "imagefolder": "gtn_cifar",
-                  "digits": "digits_small", "synthetic": "digits_small"}
-
-
 @dataclass
 class GTNConfig:
     """``gtn`` section."""
@@ -301,9 +297,10 @@ class GTNTask(BranchTeacherTask):
 
 def resolve_space(cfg, splits):
     """The GTN space (``gtn.space``, or the data's default), adapted to the data."""
+    from ..data.registry import default_space
     from ..space import load_space
 
-    name = cfg.gtn.space or DEFAULT_SPACES.get(cfg.data.name)
+    name = cfg.gtn.space or default_space(cfg.data.name)
     if name is None:
         raise ValueError(f"gtn.space is not set and data {cfg.data.name!r} has no default space; "
                          f"set gtn.space=gtn_cifar (or a .py file defining SPACE)")
@@ -316,5 +313,7 @@ def make_gtn_task(cfg, model, splits) -> GTNTask:
     return GTNTask(branched, gates, cfg.gtn)
 
 
+# The embedded main job's ~300 phi steps need a larger step than the paper's 1e-3 over 240 epochs
 register_teacher("gtn", GTNConfig, make_gtn_task,
-                 help="generic teacher conditioned on supernet students (GTN)")
+                 help="generic teacher conditioned on supernet students (GTN)", order=20,
+                 pipeline_defaults={"phi_lr": 0.02})

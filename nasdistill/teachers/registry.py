@@ -54,11 +54,6 @@ class TeacherConfig:
             raise ConfigError.for_key("method", f"names no teacher method: {TEACHERS.unknown_message(self.method)}")
 
 
-#: Metadata of the methods whose modules do not declare it yet (gtn.py, sftn.py): used only where
-#: their register_teacher call passes none; delete an entry once its module declares it.
-_UNTIL_DECLARED = {"gtn": {"order": 20, "pipeline_defaults": {"phi_lr": 0.02}}, "sftn": {"order": 30}}
-
-
 def register_teacher(name: str, config_cls: Optional[type], task_factory: Callable, help: str = "",
                      display_name: Optional[str] = None, order: Optional[float] = None,
                      pipeline_defaults: Optional[dict] = None) -> None:
@@ -69,10 +64,6 @@ def register_teacher(name: str, config_cls: Optional[type], task_factory: Callab
         raise TypeError(f"register_teacher({name!r}): config_cls must be a dataclass or None")
     if name in {f.name for f in dataclasses.fields(TeacherConfig)}:
         raise ValueError(f"register_teacher: {name!r} clashes with a TeacherConfig field")
-    if order is None:
-        order = _UNTIL_DECLARED.get(name, {}).get("order")
-    if pipeline_defaults is None:
-        pipeline_defaults = _UNTIL_DECLARED.get(name, {}).get("pipeline_defaults")
     if pipeline_defaults:
         fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls is not None else set()
         unknown = sorted(set(pipeline_defaults) - fields)

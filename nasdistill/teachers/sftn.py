@@ -152,4 +152,4 @@ def make_sftn_task(cfg, model, splits) -> SFTNTask:
 
 
 register_teacher("sftn", SFTNConfig, make_sftn_task,
-                 help="student-friendly teacher with branches of one student (SFTN)")
+                 help="student-friendly teacher with branches of one student (SFTN)", order=30)
