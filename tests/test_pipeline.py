@@ -124,12 +124,12 @@ def test_run_with_another_value_is_refused_or_recomputed_never_reused(run, capsy
 
 def test_a_search_stage_killed_before_its_result_is_finished_on_rerun(run):
     out, _ = run
-    stage = out / "search" / "target_500000"
+    stage = out / "search" / "shared"  # one search run for every target
     before = json.loads((stage / "result.json").read_text())
     (stage / "result.json").unlink()
     run_pipeline(load_config(PipelineConfig, None, TINY), out, verbose=False)
     after = json.loads((stage / "result.json").read_text())
-    assert after["arch"] == before["arch"] and after["weights_sha256"] == before["weights_sha256"]
+    assert after["students"] == before["students"] and after["weights_sha256"] == before["weights_sha256"]
 
 
 def test_non_finite_loss_names_the_stage_and_what_to_do(tmp_path, capsys):
@@ -172,7 +172,7 @@ def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_par
     args = [sys.executable, "-m", "nasdistill", "run", *[a for a in TINY if not a.startswith("workers")],
             "workers=2", "--resume", "--out-dir", str(out)]
     env = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
-    marks = [out / "search" / "target_500000" / "metrics.jsonl", out / "teachers" / "ce_s0" / "last.ckpt",
+    marks = [out / "search" / "shared" / "metrics.jsonl", out / "teachers" / "ce_s0" / "last.ckpt",
              out / "distill"]
     for mark in marks:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ from ..distill import DISTILLERS
 from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from ..registry import sectioned_config
 from ..search.config import SearchSection
-from ..teachers import TEACHERS
+from ..teachers import TEACHERS, pipeline_section_defaults
 
 
 def _search_train() -> TrainConfig:
@@ -38,11 +38,19 @@ def _search_section() -> SearchSection:
 
 @dataclass
 class PipelineSearch:
-    """Students discovered by ProxylessNAS, one search per MACs target (an empty list: none)."""
+    """Students discovered by ProxylessNAS at each MACs target (an empty list: none). The targets
+    share one supernet training, each with its own phi (``search.search.shared=false``: one search
+    per target); each target's student is the most probable architecture within
+    ``target * (1 +- search.search.tolerance)``."""
 
     targets: list[float] = field(default_factory=lambda: [600_000.0, 1_500_000.0, 3_000_000.0])
     train: TrainConfig = field(default_factory=_search_train)
     search: SearchSection = field(default_factory=_search_section)
+
+    def __post_init__(self):
+        if self.search.targets is not None:
+            raise ConfigError.for_key("search.targets", "is set by the main job: give the MACs targets "
+                                      "with 'search.targets' (the list one level up)")
 
 
 @dataclass
@@ -58,10 +66,7 @@ def _teacher_train() -> TrainConfig:
                        milestones=[])
 
 
-#: Section defaults of the embedded main job that differ from the methods' own (paper) defaults.
-#: 30 short epochs give ~300 phi steps: Adam lr 1e-3 (the paper's 240-epoch setting) would leave
-#: the gates uniform, so the embedded default uses a larger step (as the search does).
-TEACHER_SECTION_DEFAULTS = {"gtn": {"phi_lr": 0.02}}
+
 
 
 @dataclass
@@ -70,6 +75,11 @@ class PipelineTeachersBase:
 
     ``seeds``: the teacher seeds (null: the distillation seeds). The distillation of seed s uses
     the teacher of seed s, or the single teacher seed when there is one.
+
+    ``init_from_ce``: every GTN and SFTN teacher of seed s starts from the CE teacher of seed s
+    (trained first; the papers' warm-up, with ``teachers.gtn.freeze_teacher_epochs`` /
+    ``teachers.sftn.freeze_teacher_epochs``); the teacher table then counts the CE epochs in
+    those teachers' cost.
     """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet8"))
@@ -77,6 +87,12 @@ class PipelineTeachersBase:
     seeds: Optional[list[int]] = None
     train: TrainConfig = field(default_factory=_teacher_train)
     sftn_student_from_search: bool = True   # SFTN grafts the first (smallest target) student
+    init_from_ce: bool = False              # GTN / SFTN teachers start from the CE teacher of their seed
+
+    def __post_init__(self):
+        if self.init_from_ce and "ce" not in self.methods:
+            raise ConfigError.for_key("init_from_ce", f"needs the CE teachers it starts from: add ce "
+                                      f"to teachers.methods (now {self.methods}), or set it to false")
 
 
 def _distill_train() -> TrainConfig:
@@ -129,6 +145,7 @@ class PipelineConfigBase:
         if self.search.search.target is not None:
             raise ConfigError("config key 'search.search.target': set the targets with "
                               "'search.targets' (a list), one search per target")
+        _check_targets(self.search.targets)
         if self.search.search.space not in ("", self.space):
             raise ConfigError(f"config key 'search.search.space' ({self.search.search.space!r}) "
                               f"differs from 'space' ({self.space!r}); set only 'space'")
@@ -163,12 +180,24 @@ class PipelineConfigBase:
         return seeds[0] if len(seeds) == 1 else seed
 
 
+def _check_targets(targets) -> None:
+    """``search.targets``: MACs targets > 0, each once (the range the space reaches is checked
+    with the data: :mod:`nasdistill.pipeline.checks`)."""
+    bad = [t for t in targets if not t > 0]
+    if bad:
+        raise ConfigError.for_key("search.targets", f"must hold MACs targets > 0, got {bad}")
+    seen = [int(t) for t in targets]
+    if len(set(seen)) != len(seen):
+        raise ConfigError.for_key("search.targets", f"{list(targets)} repeats a target; give each once")
+
+
 _CLASSES: dict = {}
 
 
 def pipeline_config_class() -> type:
     """The main job's config class for the methods registered now (see the module docstring)."""
-    teachers = sectioned_config("PipelineTeachers", PipelineTeachersBase, TEACHERS, TEACHER_SECTION_DEFAULTS)
+    teachers = sectioned_config("PipelineTeachers", PipelineTeachersBase, TEACHERS,
+                                pipeline_section_defaults())
     distill = sectioned_config("PipelineDistill", PipelineDistillBase, DISTILLERS)
     key = (teachers, distill)
     if key not in _CLASSES:

@@ -10,34 +10,50 @@ import torch
 
 from ..engine.config import ModelConfig
 from ..engine.rundir import read_metrics
-from ..record import ModelRecord
 from ..registry import config_sections
 from .stage import Progress, Stage
 
 
 def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
-    from ..search import SearchConfig
+    """The searched students. By default one search run, ``search/shared/``, trains one supernet for
+    every MACs target and writes each target's student into ``search/shared/target_<T>/``;
+    ``search.search.shared=false`` runs one search per target (``search/target_<T>/``)."""
+    from ..search import SearchConfig, target_folder
+    from ..search.runner import clear_if_students_damaged
+    from ..search.students import describe, read_students
 
-    payloads = []
-    for target in cfg.search.targets:
-        section = dataclasses.replace(cfg.search.search, space=cfg.space, target=float(target),
-                                      cost_metric="macs")
-        scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / f"target_{int(target)}"),
-                            data=cfg.data, train=cfg.search.train, search=section)
-        payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
-    results = stage.run("search", payloads)
+    targets = [float(t) for t in cfg.search.targets]
+    section = dataclasses.replace(cfg.search.search, space=cfg.space, cost_metric="macs", target=None,
+                                  targets=None)
+    if section.shared and targets:
+        run_dir = out / "search" / "shared"
+        scfg = SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data, train=cfg.search.train,
+                            search=dataclasses.replace(section, targets=targets))
+        payload = stage.payload("search", scfg, run_dir)
+        problems = clear_if_students_damaged(run_dir) if run_dir.is_dir() else []
+        if problems:
+            stage.log.say(f"  {problems[0]}: the search is finished again from its checkpoint")
+        [result] = stage.run("search", [payload])
+        entries = read_students(run_dir, result)
+    else:
+        payloads = []
+        for target in targets:
+            scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / target_folder(target)),
+                                data=cfg.data, train=cfg.search.train,
+                                search=dataclasses.replace(section, target=target))
+            payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
+        entries = stage.run("search", payloads)
     students = []
-    for target, result in zip(cfg.search.targets, results):
-        arch = result["arch"]
+    for entry in entries:
+        arch = entry["arch"]
         arch_id = space.arch_id(arch)
         cost = space.cost(arch)
-        stage.log.say(f"  target {int(target):,} MACs -> {arch_id}: {cost['macs']:,} MACs "
-                      f"({cost['macs'] / target:.2f}x target), {cost['params']:,} params")
+        stage.log.say(f"  {describe(entry)}, {cost['params']:,} params")
         if any(s["student"] == arch_id for s in students):
             stage.log.say("  (same network as an earlier target's: kept once)")
             continue
         students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
-                         "params": cost["params"], "target_macs": float(target)})
+                         "params": cost["params"], "target_macs": float(entry["target"])})
     return students
 
 
@@ -71,9 +87,15 @@ def distill_dir(out: Path, student: str, teacher: str, method: str, seed: int) -
 
 
 def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
-    """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``."""
+    """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``.
+
+    With ``teachers.init_from_ce`` the CE teachers train first, then the GTN / SFTN teachers of
+    seed s start from the CE teacher of seed s (``<method>.init_from``).
+    """
+    from ..engine.config import ConfigError
     from ..teachers import TEACHERS, teacher_config_class
 
+    warm_started = ("gtn", "sftn")  # the methods init_from_ce starts from the CE teacher
     cls = teacher_config_class()
     sections = {name: getattr(cfg.teachers, name) for name, _ in config_sections(TEACHERS)}
     if "gtn" in sections:
@@ -81,20 +103,41 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
     if "sftn" in sections and cfg.teachers.sftn_student_from_search and students:
         sections["sftn"] = dataclasses.replace(
             sections["sftn"], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
-    keys, payloads = [], []
+    warm = cfg.teachers.init_from_ce
+    if warm:
+        if "ce" not in cfg.teachers.methods:
+            raise ConfigError("config key 'teachers.init_from_ce' needs the CE teachers it starts from: "
+                              "add ce to teachers.methods, or set it to false")
+        for m in warm_started:
+            if m in cfg.teachers.methods and getattr(sections.get(m), "init_from", None):
+                raise ConfigError(f"config keys 'teachers.init_from_ce' and 'teachers.{m}.init_from' both "
+                                  "say where the teacher starts: set only one")
+    keys, payloads, later = [], [], []
     for method in cfg.teachers.methods:
         for seed in cfg.teacher_seeds():
             run_dir = teacher_dir(out, method, seed)
+            own = dict(sections)
+            if warm and method in warm_started:
+                own[method] = dataclasses.replace(sections[method],
+                                                  init_from=str(teacher_dir(out, "ce", seed)))
             tcfg = cls(seed=seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
-                       data=cfg.data, train=cfg.teachers.train, **sections)
+                       data=cfg.data, train=cfg.teachers.train, **own)
             keys.append((method, seed))
             payloads.append(stage.payload("teacher", tcfg, run_dir))
-    results = stage.run("teachers", payloads)
+            later.append(warm and method in warm_started)
+    # the CE teachers (and every teacher that starts from nothing) first, then those started from them
+    first = [p for p, w in zip(payloads, later) if not w]
+    second = [p for p, w in zip(payloads, later) if w]
+    done = iter(stage.run("teachers", first))
+    done_later = iter(stage.run("teachers", second) if second else ())
+    results = [next(done_later) if w else next(done) for w in later]
     teachers = {}
     for (method, seed), p, result in zip(keys, payloads, results):
         teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
+        extra = result.get("init_from_wall_time_s")
         stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
-                      f"{result.get('wall_time_s', 0):.1f}s")
+                      f"{result.get('wall_time_s', 0):.1f}s"
+                      + (f" (+{extra:.1f}s of the teacher it started from)" if extra else ""))
     return teachers
 
 
@@ -150,10 +193,14 @@ def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
         result = info["result"]
         model = load(info["dir"], device=device)
         quality = evaluate_teacher_quality(model, splits.test, device, mean=splits.mean, std=splits.std)
+        # a teacher started from another run (init_from) costs that run's epochs too
+        init_s = result.get("init_from_wall_time_s")
+        wall = result.get("wall_time_s")
         row = {"teacher": method, "seed": seed, "model": cfg.teachers.model.name,
                "test_acc": result.get("test_acc"), "best_acc": result.get("best_acc"),
-               "wall_time_s": result.get("wall_time_s"), "epochs": result.get("epochs"),
-               "ece": quality.get("ece")}
+               "wall_time_s": wall, "init_wall_time_s": init_s,
+               "total_wall_time_s": None if wall is None else wall + (init_s or 0.0),
+               "epochs": result.get("epochs"), "ece": quality.get("ece")}
         if "posterior_mse" in quality:
             row["posterior_mse"] = quality["posterior_mse"]
         rows.append(row)
@@ -161,17 +208,21 @@ def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
 
 
 def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
-    """Per GTN epoch and teacher seed: gate statistics, teacher / branch accuracies; the gate info."""
-    entropy, accuracy, info = [], [], None
+    """Per GTN epoch and teacher seed: gate statistics; per epoch and seed of every branch-trained
+    teacher (GTN, SFTN): teacher and branch accuracies, entropies and logit spread
+    (:func:`nasdistill.report.branch_rows`); the gate info."""
+    from ..report import branch_rows
+
+    entropy, branches, info = [], [], None
     for (method, seed), t in sorted(teachers.items(), key=lambda kv: kv[0][1]):
+        metrics = read_metrics(t["dir"])
+        branches += branch_rows(metrics, method, seed)
         if method != "gtn":
             continue
-        for r in read_metrics(t["dir"]):
+        for r in metrics:
             keep = ("phi_entropy", "param_free_mass", "sampled_macs", "pool_macs")
             entropy.append({"epoch": r["epoch"], "teacher_seed": seed,
                             **{k: v for k, v in r.items() if k.startswith(keep)}})
-            accuracy.append({"epoch": r["epoch"], "teacher_seed": seed, "teacher_acc": r.get("val_acc"),
-                             **{k: v for k, v in r.items() if k.startswith("branch") and k.endswith("_acc")}})
         phi = Path(t["dir"]) / "phi.json"
         if info is None and phi.is_file():
             data = json.loads(phi.read_text())
@@ -182,14 +233,14 @@ def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
                     # missing thresholds: the report's defaults (report.gates.DEFAULT_*)
                     "entropy_floor_frac": data.get("entropy_floor_frac"),
                     "mass_cap": data.get("mass_cap")}
-    return entropy, accuracy, info or {}
+    return entropy, branches, info or {}
 
 
 def export_students(cfg, out: Path, students, rows, results, splits, log: Progress) -> list[dict]:
     """Export, per student, the first seed's weights of its best teacher/method (by mean test acc).
 
     ``results``: each row's run result (``result.json``), in the order of ``rows``."""
-    from ..artifact import load
+    from ..network import load_with_record
     from ..export import export_model, finished_export
     from ..report import describe_source
 
@@ -210,12 +261,12 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
         digest = run_results[(st["student"], teacher, method, seed)]["weights_sha256"]
         info = finished_export(target) or {}
         if info.get("source_weights_sha256") != digest:
-            model = load(src)
+            model, record = load_with_record(src)
             x = splits.test.images[:8].float()
             x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
             mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
             std = torch.tensor(splits.std).view(1, -1, 1, 1)
-            info = export_model(model, target, record=ModelRecord.read(src), example_input=(x - mean) / std,
+            info = export_model(model, target, record=record, example_input=(x - mean) / std,
                                 onnx=cfg.export.onnx, verbose=False,
                                 source={"source": str(src.relative_to(out)), "teacher": teacher,
                                         "method": method, "seed": seed, "source_weights_sha256": digest})

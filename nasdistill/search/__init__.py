@@ -1,6 +1,9 @@
-"""ProxylessNAS student search over a search space's supernet."""
-from .config import SearchConfig, SearchSection
+"""ProxylessNAS student search over a search space's supernet (one cost target, or several sharing
+one supernet)."""
+from .config import SearchConfig, SearchSection, target_folder
 from .runner import run_search
+from .targets import SearchModel, use_gates
 from .task import ArgmaxPath, SearchTask
 
-__all__ = ["ArgmaxPath", "SearchConfig", "SearchSection", "SearchTask", "run_search"]
+__all__ = ["ArgmaxPath", "SearchConfig", "SearchModel", "SearchSection", "SearchTask", "run_search",
+           "target_folder", "use_gates"]

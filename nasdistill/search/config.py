@@ -9,7 +9,13 @@ from ..engine.config import DataConfig, TrainConfig
 
 @dataclass
 class SearchSection:
-    """ProxylessNAS search knobs (defaults from the ProxylessNAS paper and code)."""
+    """ProxylessNAS search knobs (defaults from the ProxylessNAS paper and code).
+
+    ``target``: one student, written into the run directory. ``targets``: a student per target in
+    ``RUN_DIR/target_<T>/``, from one supernet training shared by all targets (each with its own
+    phi), or from a separate run per target with ``shared: false``. Each student is the most
+    probable architecture under its phi whose cost lies within ``target * (1 +- tolerance)``.
+    """
 
     space: str = "digits_small"
     mode: Literal["full", "two"] = "full"          # path binarization estimator
@@ -20,7 +26,10 @@ class SearchSection:
     arch_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
     arch_weight_decay: float = 0.0
     cost_metric: Literal["macs", "params", "latency"] = "macs"
-    target: Optional[float] = None                  # cost target in cost_metric units (required)
+    target: Optional[float] = None                  # cost target in cost_metric units (one student)
+    targets: Optional[list[float]] = None           # several targets: one student each, in RUN_DIR/target_<T>/
+    shared: bool = True                             # targets share one supernet training (false: a run each)
+    tolerance: float = 0.10                         # export the most probable arch within target*(1 +- tol)
     latency_table: Optional[str] = None             # JSON from `nasdistill bench latency`
     penalty: Literal["mul#log", "add#linear", "add#abs"] = "mul#log"
     alpha: float = 0.2                              # mul#log: CE * alpha * (log E / log T)^beta
@@ -32,10 +41,31 @@ class SearchSection:
         from ..engine.config import require
 
         require(self.target is None or self.target > 0, "target", f"must be > 0, got {self.target}")
+        if self.targets is not None:
+            require(self.target is None, "targets", f"and search.target ({self.target}) are both set: give one "
+                    "target with search.target, or several with search.targets and search.target=null")
+            require(len(self.targets) > 0, "targets", "is empty: give at least one cost target")
+            bad = [t for t in self.targets if not t > 0]
+            require(not bad, "targets", f"must all be > 0, got {bad}")
+            folders = [target_folder(t) for t in self.targets]
+            require(len(set(folders)) == len(folders), "targets",
+                    f"{self.targets} repeats a target (each gets its folder {', '.join(folders)})")
+        require(0.0 <= self.tolerance < 1.0, "tolerance", f"must be in [0, 1), got {self.tolerance}")
         require(self.arch_every >= 1, "arch_every", f"must be >= 1, got {self.arch_every}")
         require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         require(self.arch_lr > 0, "arch_lr", f"must be > 0, got {self.arch_lr}")
         require(self.recalibrate_batches >= 0, "recalibrate_batches", "must be >= 0")
+
+    def target_list(self) -> list[float]:
+        """The cost targets: ``targets``, or ``[target]`` (empty when neither is set)."""
+        if self.targets is not None:
+            return [float(t) for t in self.targets]
+        return [] if self.target is None else [float(self.target)]
+
+
+def target_folder(target: float) -> str:
+    """The folder of a target's student inside a search run directory: ``target_<int(T)>``."""
+    return f"target_{int(target)}"
 
 
 def _search_train() -> TrainConfig:

@@ -1,9 +1,15 @@
 """Run a ProxylessNAS search end to end (used by `nasdistill search` and the main job)."""
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from ..engine.run import RunMethod, run_training
+from ..engine.rundir import RunDirectory
 from ..space import load_space
 from ..supernet import CostModel, Supernet
+from .config import target_folder
+from .students import describe, read_students, student_problems
 from .task import SearchTask
 
 
@@ -24,18 +30,85 @@ def build_search_task(cfg, splits, loaders, device, world) -> SearchTask:
     val_arch = DeviceLoader(splits.val, cfg.train.batch_size, shuffle=True, augment=False,
                             mean=splits.mean, std=splits.std, device=device, seed=cfg.seed + 1,
                             rank=world.rank, world_size=world.world_size)
-    return SearchTask(supernet, s, val_arch, cost_model)
+    return SearchTask(supernet, s, val_arch, cost_model, seed=cfg.seed)
 
 
-SEARCH_RUN = RunMethod("search", build_search_task)
+def _check(cfg) -> None:
+    if cfg.search.targets is not None and not cfg.search.shared:
+        raise ValueError("search.shared=false runs one search per target: call run_search (or "
+                         "`nasdistill search`), which gives each target its own run in RUN_DIR/target_<T>/")
+
+
+SEARCH_RUN = RunMethod("search", build_search_task, check=_check)
+
+
+def separate_configs(cfg) -> list:
+    """``search.shared=false``: the configuration of each target's own search (one target each)."""
+    return [dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, target=t, targets=None))
+            for t in cfg.search.target_list()]
 
 
 def run_search(cfg, run_dir=None, mode: str = "resume", splits=None, device=None, world=None,
                verbose: bool = True) -> dict:
     """Search with ``cfg`` (a :class:`~.config.SearchConfig`); return the result dictionary.
 
-    The run directory gets the extracted student (``model.safetensors`` + ``model.json``) and
-    ``result.json`` (arch, arch_id, macs, params, cost_over_target, phi, ...).
+    ``search.target``: the run directory gets the extracted student (``model.safetensors`` +
+    ``model.json``) and ``result.json`` (arch, arch_id, macs, params, cost_over_target, the argmax
+    architecture beside it, phi, ...).
+
+    ``search.targets``: each target's student goes to ``run_dir/target_<T>/`` (``model.json``,
+    ``model.safetensors``, ``result.json``). With ``search.shared`` (default) the targets share one
+    run (one supernet training) whose ``result.json`` lists the students under ``students``;
+    otherwise each target is a run of its own in its folder, and the returned mapping lists their
+    results the same way.
     """
-    return run_training(cfg, SEARCH_RUN, run_dir, mode=mode, splits=splits, device=device, world=world,
+    s = cfg.search
+    if s.targets is not None and not s.shared:
+        if run_dir is None:
+            results = [run_training(c, SEARCH_RUN, None, mode=mode, splits=splits, device=device, world=world,
+                                    verbose=verbose) for c in separate_configs(cfg)]
+        else:
+            results = [run_search(c, Path(run_dir) / target_folder(c.search.target), mode=mode, splits=splits,
+                                  device=device, world=world, verbose=verbose) for c in separate_configs(cfg)]
+        students = [{"folder": target_folder(t), **{k: v for k, v in r.items() if k != "phi"}}
+                    for t, r in zip(s.target_list(), results)]
+        return {"space": s.space, "cost_metric": s.cost_metric, "targets": s.target_list(),
+                "tolerance": s.tolerance, "shared": False, "students": students,
+                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results), "run_dir": run_dir}
+    result = run_training(cfg, SEARCH_RUN, run_dir, mode=mode, splits=splits, device=device, world=world,
+                          verbose=verbose)
+    if s.targets is not None and run_dir is not None and student_problems(run_dir, result):
+        result = refinish(cfg, run_dir, splits=splits, device=device, world=world, verbose=verbose)
+    if verbose and (world is None or world.is_main):
+        for entry in (read_students(run_dir, result) if s.targets is not None and run_dir is not None
+                      else result.get("students") or [result]):
+            if "arch_id" in entry:
+                print(describe(entry), flush=True)
+    return result
+
+
+def clear_if_students_damaged(run_dir) -> list[str]:
+    """Under the run's lock: when a finished search's target folders are missing or differ from its
+    result, clear the result (the next run finishes it again from its checkpoint); return what was
+    wrong (empty: nothing to do). The engine checks the run's own files only."""
+    rd = RunDirectory(run_dir)
+    rd.lock()
+    try:
+        result = rd.finished_result()
+        problems = student_problems(run_dir, result) if result is not None else []
+        if problems:
+            rd.clear_result()
+        return problems
+    finally:
+        rd.unlock()
+
+
+def refinish(cfg, run_dir, splits=None, device=None, world=None, verbose: bool = True) -> dict:
+    """Finish a search run again whose target folders are missing or damaged: its result is
+    cleared and the run resumes from its last checkpoint, which writes every student again."""
+    clear_if_students_damaged(run_dir)
+    return run_training(cfg, SEARCH_RUN, run_dir, mode="resume", splits=splits, device=device, world=world,
                         verbose=verbose)
+
+
+__all__ = ["SEARCH_RUN", "build_search_task", "clear_if_students_damaged", "refinish", "run_search", "separate_configs"]
