@@ -2,8 +2,8 @@
 one supernet)."""
 from .config import SearchConfig, SearchSection, target_folder
 from .runner import run_search
-from .targets import SearchModel, use_gates
+from .targets import SearchModel
 from .task import ArgmaxPath, SearchTask
 
 __all__ = ["ArgmaxPath", "SearchConfig", "SearchModel", "SearchSection", "SearchTask", "run_search",
-           "target_folder", "use_gates"]
+           "target_folder"]

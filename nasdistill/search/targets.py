@@ -17,18 +17,6 @@ from torch import nn
 from ..supernet import ArchGates, Supernet
 
 
-def use_gates(supernet: Supernet, gates: ArchGates) -> None:
-    """Make ``gates`` the gates of ``supernet`` and of every mixed layer it holds.
-
-    The gates stay a plain attribute (not a submodule of the supernet): their owner, e.g.
-    :class:`SearchModel`, keeps them in its state dict, once.
-    """
-    supernet._modules.pop("gates", None)
-    supernet.__dict__["gates"] = gates
-    for layer in supernet.stages:
-        layer.__dict__["gates"] = gates
-
-
 class SearchModel(nn.Module):
     """``supernet`` (weights) and ``gates[k]`` (phi of target k); :meth:`use` selects a target."""
 
@@ -43,7 +31,7 @@ class SearchModel(nn.Module):
 
     def use(self, k: int) -> Supernet:
         """Point the supernet at target ``k``'s gates; return the supernet."""
-        use_gates(self.supernet, self.gates[k])
+        self.supernet.use_gates(self.gates[k])
         self.active = k
         return self.supernet
 
@@ -55,4 +43,4 @@ class SearchModel(nn.Module):
         return list(self.supernet.parameters())
 
 
-__all__ = ["SearchModel", "use_gates"]
+__all__ = ["SearchModel"]

@@ -225,6 +225,17 @@ class Supernet(StagedModel):
             h = layer(h) if path is None else layer.run_candidate(path[layer.label], h)
         return self.classifier(self.embed(h))
 
+    def use_gates(self, gates: ArchGates) -> None:
+        """Make ``gates`` the gates of this supernet and of every mixed layer it holds.
+
+        They become a plain attribute, not a submodule: whoever switches one supernet between
+        several gates (a search with several cost targets) keeps them in its own state dict, once.
+        """
+        self._modules.pop("gates", None)
+        self.__dict__["gates"] = gates
+        for layer in self.stages:
+            layer.__dict__["gates"] = gates
+
     # ------------------------------------------------------------------ parameter groups
     def arch_parameters(self) -> list[nn.Parameter]:
         """phi (gate logits), to be stepped by the architecture optimizer."""
