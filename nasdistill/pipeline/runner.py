@@ -1,6 +1,6 @@
 """The main job: search -> teachers -> distill -> report -> export.
 
-Every stage writes its own run directory under ``out_dir`` (``search/target_<T>``,
+Every stage writes its own run directory under ``out_dir`` (``search/shared/target_<T>``,
 ``teachers/<method>_s<seed>``, ``distill/<student>/<teacher>_<method>_s<seed>``) through the one run
 lifecycle (:func:`~nasdistill.engine.run.run_training`): a stage whose directory holds a finished
 run of the same configuration is reused, an interrupted one resumes from its last checkpoint, and
