@@ -34,6 +34,14 @@ teacher's fingerprint). Reusing or resuming with other values is refused with th
 
 **One writer.** The directory's lock is held for the run's life; a second process is refused at
 once with the holder's PID.
+
+**One owner of the folder.** This module decides everything about the run folder (lock,
+fingerprint, reuse, wipe) and hands the :class:`~.trainer.Trainer` a :class:`RunFolder`: where its
+checkpoint goes, the metrics log, and the finish (weights, ``model.json``, the task's declared
+artifacts, ``result.json`` last). The files a task writes are the names it declares
+(:attr:`~.task.TrainTask.artifacts`), recorded in ``run.json``: a restart removes them even before
+the task is built, and a finished run is reused only when they exist. The device and CPU threads
+of a run are set in one place, :func:`runtime`, also for the main job and a bare ``Trainer``.
 """
 from __future__ import annotations
 
@@ -41,7 +49,9 @@ import hashlib
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -50,10 +60,9 @@ from ..atomic import is_disk_full, reworded
 from . import distributed
 from .checkpoint import UnusableCheckpoint, seed_everything
 from .config import ConfigError, flatten, save_yaml, to_dict
-from .rundir import RunDirectory
+from .rundir import MetricsLog, RunDirectory, check_artifact_names, write_weights
 from .task import Loaders, TrainTask
 from .threads import use_threads
-from .trainer import Trainer
 
 MODES = ("new", "resume", "amend", "restart", "update")
 #: Keys that never change a run's result: where it runs, how fast, where it writes.
@@ -130,6 +139,102 @@ def default_loaders(cfg, splits, device, world) -> Loaders:
     return Loaders(train, val, test)
 
 
+def runtime(device_name, threads, world=None, device=None) -> torch.device:
+    """The device of this process and its CPU threads, set in this one place for a run, the main
+    job and a bare :class:`~.trainer.Trainer`: ``device`` when given, else ``device_name`` (e.g.
+    ``train.device``) resolved for the process's local rank; ``threads`` as ``train.threads``."""
+    world = world or distributed.world()
+    device = (distributed.resolve_device(device_name, world.local_rank) if device is None
+              else torch.device(device))
+    use_threads(threads)
+    return device
+
+
+def declared_artifacts(task: TrainTask) -> tuple[str, ...]:
+    """The files ``task`` declares its :meth:`~.task.TrainTask.save_artifacts` writes."""
+    return check_artifact_names(task.artifacts, f"{type(task).__name__}.artifacts")
+
+
+class RunFolder:
+    """The run folder as the lifecycle hands it to the :class:`~.trainer.Trainer`: where the
+    checkpoint goes, the metrics log of the epochs to train, and the finish. Everything about the
+    folder is decided before (:func:`run_training`, or :meth:`for_trainer` for a bare trainer);
+    only rank 0 writes (``writes``). ``reused``: the result of a finished run to return as it is."""
+
+    def __init__(self, rd: RunDirectory, writes: bool = True, reused: Optional[dict] = None):
+        self.rd, self.writes, self.reused = rd, writes, reused
+
+    @classmethod
+    def for_trainer(cls, path, resume: bool) -> "RunFolder":
+        """The folder of ``Trainer(..., run_dir, resume=...)`` used from Python (no lock, no
+        ``run.json``): one that holds a run is refused unless ``resume``; with ``resume`` a finished
+        run's result is reused and an interrupted one continues from its checkpoint."""
+        rd = RunDirectory(path)
+        if not resume and rd.holds_run():
+            raise FileExistsError(f"{rd.path} already holds a run ({', '.join(rd.present())}); "
+                                  "resume it (--resume / resume=True) or use another directory")
+        is_main = distributed.world().is_main
+        if is_main:
+            rd.path.mkdir(parents=True, exist_ok=True)
+        return cls(rd, writes=is_main, reused=rd.finished_result() if resume else None)
+
+    @property
+    def path(self) -> Path:
+        return self.rd.path
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.rd.path / "last.ckpt"
+
+    def begin(self, start_epoch: int) -> Optional[MetricsLog]:
+        """Before training the epochs after ``start_epoch``: the metrics log (rows up to
+        ``start_epoch`` kept), with the result of an earlier finish removed, which must not pass for
+        this run."""
+        if not self.writes:
+            return None
+        self.rd.clear_result()
+        return MetricsLog(self.rd.path, start_epoch)
+
+    def finish(self, task: TrainTask, result: dict, weights: dict) -> dict:
+        """Write ``weights`` (their digest into ``result``), ``model.json``, the task's artifacts
+        (each declared name must then exist) and ``result.json`` last; return ``result``."""
+        if not self.writes:
+            return result
+        path = self.rd.path
+        result["weights_sha256"] = write_weights(path / "model.safetensors", weights)
+        record = task.model_record()
+        if record is not None:
+            record.write(path)  # model.json, and code/ for custom ops
+        names = declared_artifacts(task)
+        task.save_artifacts(path)
+        missing = [n for n in names if not (path / n).exists()]
+        if missing:
+            raise RuntimeError(f"{type(task).__name__} declares the artifacts {missing} (its `artifacts`) but "
+                               f"its save_artifacts did not write them into {path}")
+        self.rd.write_result(result)
+        return result
+
+
+@contextmanager
+def holding(rd: RunDirectory, disk_full: Callable[[OSError], OSError]):
+    """Hold ``rd``'s lock (already taken) for the block, then release it; a full disk in the block
+    becomes ``disk_full(err)``, one paragraph saying what is kept and how to continue."""
+    try:
+        yield rd
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(err) from None
+        raise
+    finally:
+        rd.unlock()
+
+
+def write_run_files(rd: RunDirectory, manifest: dict, saved_config) -> None:
+    """A run's (or the main job's) ``run.json`` and ``config.yaml``, written once nothing can refuse it."""
+    rd.write_manifest(manifest)
+    save_yaml(saved_config, rd.path / "config.yaml")
+
+
 def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", splits=None,
                  device=None, world=None, verbose: bool = True) -> dict:
     """Run (or reuse) the run ``cfg`` describes in ``run_dir``; return its result.
@@ -143,9 +248,7 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     if method.check is not None:
         method.check(cfg)
     world = world or distributed.world()
-    device = (distributed.resolve_device(cfg.train.device, world.local_rank) if device is None
-              else torch.device(device))
-    use_threads(cfg.train.threads)
+    device = runtime(cfg.train.device, cfg.train.threads, world, device)
     if splits is None:
         splits = cfg.data.load()  # missing files are refused before the folder is touched
     if method.check_data is not None:
@@ -169,7 +272,7 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
         if world.distributed:
             distributed.broadcast_object({"error": str(err)})
         raise
-    try:
+    with holding(rd, lambda err: disk_full_error(err, rd)):
         reused = plan.get("reused")
         if world.distributed:
             distributed.broadcast_object({"reused": reused})
@@ -178,12 +281,6 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
                 print(f"{rd.path}: finished run reused (same configuration)", flush=True)
             return reused
         return _train(cfg, method, rd, splits, device, world, verbose, plan=plan, mode=mode)
-    except OSError as err:
-        if is_disk_full(err):
-            raise disk_full_error(err, rd) from None
-        raise
-    finally:
-        rd.unlock()
 
 
 def disk_full_error(err: OSError, rd: "RunDirectory") -> OSError:
@@ -210,36 +307,17 @@ def _decide(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str)
     unreadable = ckpt.is_file() and rd.checkpoint_epoch() is None
     if mode == "restart" or (not rd.holds_run() and rd.present()):
         # (a folder whose run never trained an epoch holds nothing to keep)
-        plan.update(wipe=True, set_aside=unreadable and "is unreadable")
-        return plan
+        return _start_over(plan, unreadable)
     if not rd.holds_run():
         return plan
     if mode == "new":
         raise FileExistsError(
             f"{rd.path} already holds a run ({', '.join(rd.present())}); continue or reuse it with "
             "--resume, start it over with --restart, or choose another --out-dir")
-    try:
-        manifest = rd.read_manifest()
-    except ValueError:
-        if mode != "update":
-            raise
-        manifest = None
-    if mode == "update" and (unreadable or manifest is None or rd.damaged_metrics()):
-        plan.update(wipe=True, set_aside=unreadable and "is unreadable")  # cannot be continued: start over
-        return plan
-    if manifest is None:
-        if mode != "amend":
-            raise ConfigMismatch(
-                f"{rd.path} holds a run without run.json (written by an earlier version or another "
-                "tool), so its configuration cannot be checked; continue it with --resume --amend "
-                "(taking this configuration), start it over with --restart, or use another --out-dir")
-        old = {}
-    else:
-        if manifest.get("kind") not in (None, method.kind):
-            raise ConfigMismatch(f"{rd.path} holds a {manifest.get('kind')} run, not a {method.kind} "
-                                 "run; use another --out-dir")
-        old = manifest.get("identity") or {}
-        plan["amendments"] = list(manifest.get("amendments") or [])
+    recorded = _recorded_run(rd, method, mode, unreadable)
+    if recorded is None:  # cannot be continued: start over
+        return _start_over(plan, unreadable)
+    old, plan["amendments"] = recorded
     diff = identity_diff(old, identity)
     if not diff:
         done = rd.finished_result()
@@ -260,39 +338,80 @@ def _decide(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str)
     return plan
 
 
-def _commit(cfg, method: RunMethod, rd: RunDirectory, plan: dict) -> None:
-    """Write what :func:`_decide` planned (the task was built: nothing refused the run)."""
+def _start_over(plan: dict, unreadable: bool) -> dict:
+    plan.update(wipe=True, set_aside=unreadable and "is unreadable")
+    return plan
+
+
+def _recorded_run(rd: RunDirectory, method: RunMethod, mode: str, unreadable: bool):
+    """``(identity, amendments)`` that ``run.json`` records for the run in ``rd``; None when (the
+    main job's ``update``) the run cannot be continued: a damaged ``run.json`` or ``metrics.jsonl``,
+    none at all, or an unreadable checkpoint."""
+    try:
+        manifest = rd.read_manifest()
+    except ValueError:
+        if mode != "update":
+            raise
+        return None
+    if mode == "update" and (unreadable or manifest is None or rd.damaged_metrics()):
+        return None
+    if manifest is None:
+        if mode != "amend":
+            raise ConfigMismatch(
+                f"{rd.path} holds a run without run.json (written by an earlier version or another "
+                "tool), so its configuration cannot be checked; continue it with --resume --amend "
+                "(taking this configuration), start it over with --restart, or use another --out-dir")
+        return {}, []
+    if manifest.get("kind") not in (None, method.kind):
+        raise ConfigMismatch(f"{rd.path} holds a {manifest.get('kind')} run, not a {method.kind} "
+                             "run; use another --out-dir")
+    return manifest.get("identity") or {}, list(manifest.get("amendments") or [])
+
+
+def _commit(cfg, method: RunMethod, rd: RunDirectory, plan: dict, task: TrainTask) -> None:
+    """Write what :func:`_decide` planned (``task`` was built: nothing refused the run); ``run.json``
+    lists the files the task declares it writes."""
+    artifacts = declared_artifacts(task)
     if plan["set_aside"]:
         aside = rd.set_aside("last.ckpt", "unreadable" if "unreadable" in plan["set_aside"] else "unused")
         print(f"{rd.path / 'last.ckpt'} {plan['set_aside']}: moved aside to {aside}; the run starts over",
               file=sys.stderr, flush=True)
     if plan["wipe"]:
-        rd.wipe()
+        rd.wipe(artifacts)  # (and those the run's run.json lists)
     if plan["clear_result"]:
         rd.clear_result()
-    saved = method.saved_config(cfg) if method.saved_config is not None else cfg
     from ..version import __version__
 
     identity = plan["identity"]
-    rd.write_manifest({"kind": method.kind, "fingerprint": fingerprint(identity), "identity": identity,
-                       "amendments": plan["amendments"], "nasdistill": __version__})
-    save_yaml(saved, rd.path / "config.yaml")
+    write_run_files(rd, {"kind": method.kind, "fingerprint": fingerprint(identity), "identity": identity,
+                         "amendments": plan["amendments"], "artifacts": list(artifacts),
+                         "nasdistill": __version__},
+                    method.saved_config(cfg) if method.saved_config is not None else cfg)
+
+
+def _build(cfg, method: RunMethod, splits, device, world) -> tuple[TrainTask, Loaders]:
+    seed_everything(cfg.seed)
+    loaders = default_loaders(cfg, splits, device, world)
+    return method.build(cfg, splits, loaders, device, world), loaders
+
+
+def _fit(cfg, task: TrainTask, loaders: Loaders, folder: Optional[RunFolder], device, verbose: bool) -> dict:
+    from .trainer import Trainer  # (the loop module imports this one for a bare trainer's folder)
+
+    return Trainer(cfg.train, task, loaders.train, loaders.val, seed=cfg.seed, test_loader=loaders.test,
+                   device=device, verbose=verbose, folder=folder).fit()
 
 
 def _train(cfg, method: RunMethod, rd: Optional[RunDirectory], splits, device, world, verbose: bool,
            plan: Optional[dict] = None, mode: str = "resume") -> dict:
-    seed_everything(cfg.seed)
-    loaders = default_loaders(cfg, splits, device, world)
-    task = method.build(cfg, splits, loaders, device, world)
+    task, loaders = _build(cfg, method, splits, device, world)
     if rd is not None:
         if plan is not None:  # rank 0
-            _commit(cfg, method, rd, plan)
+            _commit(cfg, method, rd, plan, task)
         distributed.barrier()  # every rank sees the folder as rank 0 left it
-    run_dir = rd.path if rd is not None else None
-    trainer = Trainer(cfg.train, task, loaders.train, loaders.val, run_dir, seed=cfg.seed, resume=True,
-                      test_loader=loaders.test, device=device, verbose=verbose)
+    folder = RunFolder(rd, writes=world.is_main) if rd is not None else None
     try:
-        result = trainer.fit()
+        result = _fit(cfg, task, loaders, folder, device, verbose)
     except UnusableCheckpoint:
         if rd is None or mode != "update":
             raise
@@ -300,21 +419,17 @@ def _train(cfg, method: RunMethod, rd: Optional[RunDirectory], splits, device, w
         # and the run starts over (the task, partly loaded from it, is built again)
         if plan is not None:
             _commit(cfg, method, rd, {**plan, "set_aside": "cannot be used by this run's model or method",
-                                      "wipe": True, "clear_result": False, "amendments": []})
+                                      "wipe": True, "clear_result": False, "amendments": []}, task)
         distributed.barrier()
-        seed_everything(cfg.seed)
-        loaders = default_loaders(cfg, splits, device, world)
-        task = method.build(cfg, splits, loaders, device, world)
-        trainer = Trainer(cfg.train, task, loaders.train, loaders.val, run_dir, seed=cfg.seed, resume=True,
-                          test_loader=loaders.test, device=device, verbose=verbose)
-        result = trainer.fit()
-    if run_dir is not None:
+        task, loaders = _build(cfg, method, splits, device, world)
+        result = _fit(cfg, task, loaders, folder, device, verbose)
+    if rd is not None:
         saved = rd.read_result()
         if saved is not None:
             return saved
     return result
 
 
-__all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunMethod", "config_identity", "default_loaders",
-           "disk_full_error",
-           "fingerprint", "flatten", "identity_diff", "run_training"]
+__all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunFolder", "RunMethod", "config_identity",
+           "declared_artifacts", "default_loaders", "disk_full_error", "fingerprint", "flatten", "holding",
+           "identity_diff", "run_training", "runtime", "write_run_files"]

@@ -13,9 +13,14 @@
     result.json        best / last / test accuracy, epochs, wall time, the weights' SHA-256 -- last
     tb/                TensorBoard scalars (when tensorboard imports)
 
+and the files its task declares it writes (:attr:`~.task.TrainTask.artifacts`, e.g. a teacher's
+branch weights), which ``run.json`` lists under ``artifacts``: this module knows no method's files.
+
 A run is *finished* only when ``result.json`` exists, ``model.safetensors`` has the digest the
-result records, and ``last.ckpt`` (when present) ends at the result's epoch
-(:meth:`RunDirectory.finished_result`); anything less is resumed or finished again.
+result records, ``last.ckpt`` (when present) ends at the result's epoch and every artifact
+``run.json`` lists exists (:meth:`RunDirectory.finished_result`); anything less is resumed or
+finished again. :meth:`RunDirectory.wipe` (``--restart``) removes the standard files and the
+listed artifacts, never anything else.
 """
 from __future__ import annotations
 
@@ -35,9 +40,9 @@ from ..atomic import atomic_open, reworded, write_json
 #: and export); the digest and the weights writer: the network-on-disk package owns them
 from ..network.folder import RUN_FILES, sha256_file, write_weights  # noqa: F401  (re-exported)
 
-#: Everything a run writes (removed by a restart); never anything else in the folder.
-RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "branches.safetensors",
-                           "phi.json", "tb", "code")
+#: The files every run writes, whatever its method (removed by a restart with the artifacts its
+#: ``run.json`` lists); never anything else in the folder.
+RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "tb", "code")
 #: Files that mean a run made progress (an epoch checkpointed or logged, or a result): a folder
 #: holding only ``run.json``/``config.yaml`` never started training (e.g. its model could not be
 #: built) and is taken over by the next run, whatever its configuration.
@@ -47,6 +52,23 @@ LOCK = ".lock"
 
 class RunLocked(RuntimeError):
     """Another live process holds the run directory."""
+
+
+def check_artifact_names(names, owner: str) -> tuple[str, ...]:
+    """``names`` as a tuple when each is a plain file or folder name of the run folder that no
+    standard file uses; a ValueError naming ``owner`` otherwise (a restart removes them)."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    for name in names:
+        if not _plain_name(name) or name in RUN_OUTPUTS:
+            reason = "a standard file of every run" if name in RUN_OUTPUTS else "not a plain name in the run folder"
+            raise ValueError(f"{owner} declares the artifact {name!r}, {reason}; declare the names of the files "
+                             "or folders its save_artifacts writes directly in the run folder")
+    return names
+
+
+def _plain_name(name) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..", LOCK) and "/" not in name
+            and "\\" not in name and "\0" not in name)
 
 
 class RunDirectory:
@@ -94,7 +116,21 @@ class RunDirectory:
         epoch = self.checkpoint_epoch()
         if epoch is not None and epoch != result.get("epochs"):
             return None
+        if any(not (self.path / n).exists() for n in self.recorded_artifacts()):
+            return None
         return result
+
+    def recorded_artifacts(self) -> tuple[str, ...]:
+        """The artifacts ``run.json`` says the run writes (none when it is absent, damaged or lists
+        none); a name that is not a plain name of this folder is ignored, never removed."""
+        try:
+            manifest = self.read_manifest() or {}
+        except ValueError:
+            return ()
+        names = manifest.get("artifacts")
+        if not isinstance(names, list):
+            return ()
+        return tuple(n for n in names if _plain_name(n) and n not in RUN_OUTPUTS)
 
     # ------------------------------------------------------------------ writing
     def write_result(self, result: dict) -> None:
@@ -129,9 +165,12 @@ class RunDirectory:
             return True
         return False
 
-    def wipe(self) -> None:
-        """Remove everything a run wrote here (``--restart``); other files are left alone."""
-        for name in RUN_OUTPUTS:
+    def wipe(self, artifacts=()) -> None:
+        """Remove everything a run wrote here (``--restart``): the standard files, the artifacts
+        ``run.json`` lists and ``artifacts`` (those the run about to start declares); other files
+        are left alone."""
+        extra = check_artifact_names(artifacts, "the run")
+        for name in dict.fromkeys(RUN_OUTPUTS + self.recorded_artifacts() + extra):
             p = self.path / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -305,4 +344,4 @@ def read_result(run_dir) -> Optional[dict]:
 
 
 __all__ = ["LOCK", "MetricsLog", "PROGRESS_FILES", "RUN_FILES", "RUN_OUTPUTS", "RunDirectory", "RunLocked",
-           "read_metrics", "read_result", "sha256_file", "write_weights"]
+           "check_artifact_names", "read_metrics", "read_result", "sha256_file", "write_weights"]

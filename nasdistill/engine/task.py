@@ -18,6 +18,10 @@ Hooks that need data receive the run's :class:`Loaders` (train, val, test): a ta
 loaders of its own. The order at the end of a run is fixed and explicit: :meth:`on_fit_end`
 (e.g. extract the searched student and recalibrate its BatchNorm), then :meth:`final_weights`,
 :meth:`model_record`, :meth:`result_extras` and :meth:`save_artifacts`, which only read.
+
+A task that writes files of its own (:meth:`save_artifacts`) declares their names in
+:attr:`TrainTask.artifacts`: the run lifecycle records them in ``run.json``, reuses a finished run
+only when they exist, and removes them on ``--restart``; the engine never names a method's files.
 """
 from __future__ import annotations
 
@@ -77,6 +81,11 @@ class TrainTask:
     #: True when every trainable parameter gets a gradient at every step (no sampled paths, no
     #: frozen phases): under torchrun the engine then trains through DistributedDataParallel.
     ddp_safe: bool = False
+    #: Names of the files (or folders) :meth:`save_artifacts` writes directly in the run folder, e.g.
+    #: ``("extra.safetensors",)``; a task whose names depend on its configuration overrides this
+    #: with a property. Declared names are recorded in ``run.json``, required for a finished run to
+    #: be reused and removed by ``--restart``.
+    artifacts: tuple = ()
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -145,7 +154,7 @@ class TrainTask:
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Write method-specific files (branch weights, gates, ...) at the end, each with
-        :mod:`nasdistill.atomic`."""
+        :mod:`nasdistill.atomic`; their names are :attr:`artifacts`."""
 
     def to(self, device: torch.device) -> "TrainTask":
         """Move every module to ``device`` (default: ``model``)."""

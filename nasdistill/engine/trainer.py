@@ -7,8 +7,13 @@ sync); then zero_grad, backward, gradient averaging across ranks (DDP for ``ddp_
 flat all-reduce otherwise), the step of the optimizer the output names, and the task's extra steps
 the same way. Per epoch: lr from the schedule (main optimizer only), evaluation (top-1/top-5 of
 ``task.eval_model()``), one metrics row, an atomic ``last.ckpt``. At the end (:meth:`finish`):
-test accuracy, ``task.on_fit_end(loaders)``, ``model.safetensors``, ``model.json``, the task's
-artifacts and ``result.json`` last, so a run is finished exactly when its result exists.
+test accuracy, ``task.on_fit_end(loaders)``, the final weights, then the run folder's finish
+(``model.safetensors``, ``model.json``, the task's artifacts and ``result.json`` last, so a run is
+finished exactly when its result exists).
+
+The loop decides nothing about the run folder: the lifecycle (:mod:`.run`) hands it a
+:class:`~.run.RunFolder` (where the checkpoint goes, the metrics log, the finish) after deciding
+reuse, resume or wipe, and sets the device and threads (:func:`~.run.runtime`).
 
 From Python, with no files at all::
 
@@ -30,9 +35,8 @@ from .cuda_graphs import graphed_step_for, is_capturing
 from .meter import EpochMeter, NonFiniteGuard, step_values
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import autocast_for, to_channels_last, use_channels_last
-from .rundir import MetricsLog, RunDirectory, write_weights
+from .rundir import MetricsLog
 from .task import Loaders, StepContext, TrainTask
-from .threads import use_threads
 
 
 def progress_enabled() -> bool:
@@ -96,46 +100,36 @@ def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: b
 class Trainer:
     """Train ``task`` with ``train_cfg`` (a :class:`~nasdistill.engine.config.TrainConfig`).
 
-    ``run_dir=None`` trains without writing anything (no checkpoints, no logs). With a run dir,
-    ``resume=True`` continues from ``run_dir/last.ckpt`` (or starts fresh when there is none); a
-    checkpoint that already holds every epoch is finished (evaluation, weights, result) unless the
-    run directory already holds a result that agrees with it. ``test_loader`` (optional) is
-    evaluated once at the end and reported as ``test_acc``.
+    ``folder`` is the :class:`~.run.RunFolder` the run lifecycle hands it (the lifecycle then also
+    set the device and threads). Used from Python without one: ``run_dir=None`` trains without
+    writing anything (no checkpoints, no logs); with a run dir, ``resume=True`` continues from
+    ``run_dir/last.ckpt`` (or starts fresh when there is none), a finished run's result is reused,
+    and a checkpoint that already holds every epoch is finished (evaluation, weights, result)
+    (:meth:`~.run.RunFolder.for_trainer`); the device and threads come from ``train_cfg``
+    (:func:`~.run.runtime`). ``test_loader`` (optional) is evaluated once at the end and reported
+    as ``test_acc``.
     """
 
     def __init__(self, train_cfg, task: TrainTask, train_loader, eval_loader=None,
                  run_dir=None, seed: int = 0, resume: bool = False, test_loader=None,
-                 device: Optional[torch.device] = None, verbose: bool = True):
+                 device: Optional[torch.device] = None, verbose: bool = True, folder=None):
         self.cfg = train_cfg
         self.task = task
         self.loaders = Loaders(train_loader, eval_loader, test_loader)
-        self.rundir = RunDirectory(run_dir) if run_dir is not None else None
         self.seed = seed
-        self.resume = resume
         self.world = distributed.world()
-        self.device = (torch.device(device) if device is not None
-                       else distributed.resolve_device(train_cfg.device, self.world.local_rank))
+        if folder is None:  # used from Python: the lifecycle's rules for a bare trainer
+            from . import run as lifecycle  # (which imports this module)
+
+            device = lifecycle.runtime(train_cfg.device, train_cfg.threads, self.world, device)
+            folder = lifecycle.RunFolder.for_trainer(run_dir, resume) if run_dir is not None else None
+        self.folder = folder
+        self.device = torch.device(device)
         self.verbose = verbose and self.world.is_main
-        self.writes = self.run_dir is not None and self.world.is_main
+        self.writes = folder is not None and folder.writes
         self.channels_last = use_channels_last(train_cfg.channels_last, self.device)
-        if self.rundir is not None and not resume and self.rundir.holds_run():
-            raise FileExistsError(f"{self.run_dir} already holds a run ({', '.join(self.rundir.present())}); "
-                                  "resume it (--resume / resume=True) or use another directory")
-        if self.writes:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        use_threads(train_cfg.threads)
         task.to(self.device)
-        if train_cfg.sync_bn and self.world.distributed:
-            if self.device.type == "cpu":
-                raise ValueError("train.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU "
-                                 "implementation); drop it, or train on CUDA")
-            if task.ddp_safe:
-                task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
-            else:
-                self._say(f"train.sync_bn ignored: {type(task).__name__} averages gradients with the "
-                          "flat all-reduce (BatchNorm statistics are averaged every epoch)")
-        elif train_cfg.sync_bn:
-            self._say("train.sync_bn ignored: one process (SyncBatchNorm synchronizes ranks under torchrun)")
+        self._use_sync_bn()
         if self.channels_last:
             task.model.to(memory_format=torch.channels_last)
         self.optimizers = {"main": build_optimizer(train_cfg, task.main_parameters())}
@@ -158,6 +152,21 @@ class Trainer:
         self.best_epoch = 0
         self.last_acc = None
         self.elapsed = 0.0
+
+    def _use_sync_bn(self) -> None:
+        """``train.sync_bn``: SyncBatchNorm for a task trained through DDP on GPUs."""
+        task = self.task
+        if self.cfg.sync_bn and self.world.distributed:
+            if self.device.type == "cpu":
+                raise ValueError("train.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU "
+                                 "implementation); drop it, or train on CUDA")
+            if task.ddp_safe:
+                task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
+            else:
+                self._say(f"train.sync_bn ignored: {type(task).__name__} averages gradients with the "
+                          "flat all-reduce (BatchNorm statistics are averaged every epoch)")
+        elif self.cfg.sync_bn:
+            self._say("train.sync_bn ignored: one process (SyncBatchNorm synchronizes ranks under torchrun)")
 
     # ------------------------------------------------------------------ step execution
     def _forward(self, batch, ctx: StepContext):
@@ -194,12 +203,12 @@ class Trainer:
     @property
     def run_dir(self) -> Optional[Path]:
         """The run directory (None: nothing is written)."""
-        return self.rundir.path if self.rundir is not None else None
+        return self.folder.path if self.folder is not None else None
 
     # ------------------------------------------------------------------ checkpoint
     @property
     def ckpt_path(self) -> Optional[Path]:
-        return self.run_dir / "last.ckpt" if self.run_dir is not None else None
+        return self.folder.checkpoint_path if self.folder is not None else None
 
     def _state(self, epoch: int) -> dict:
         return {
@@ -216,8 +225,9 @@ class Trainer:
         }
 
     def restore(self) -> int:
-        """Load ``last.ckpt`` (when resuming and present); return the epoch it ends, else 0."""
-        if not (self.resume and self.ckpt_path is not None and self.ckpt_path.exists()):
+        """Load ``last.ckpt`` (when present: the lifecycle removed or refused any it must not
+        continue); return the epoch it ends, else 0."""
+        if not (self.ckpt_path is not None and self.ckpt_path.exists()):
             seed_everything(self.seed)
             return 0
         state = load_checkpoint(self.ckpt_path)  # on the CPU: load_state_dict moves it
@@ -247,11 +257,10 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``train_cfg.epochs``, then :meth:`finish`; return the result dictionary."""
         epochs = self.cfg.epochs
-        if self.resume and self.rundir is not None:
-            done = self.rundir.finished_result()
-            if done is not None:
-                self._say(f"{self.run_dir} already finished ({done.get('epochs')} epochs): reusing its result")
-                return done
+        done = self.folder.reused if self.folder is not None else None
+        if done is not None:
+            self._say(f"{self.run_dir} already finished ({done.get('epochs')} epochs): reusing its result")
+            return done
         start = self.restore()
         if start > epochs:
             raise ValueError(f"{self.ckpt_path} already holds {start} epochs but train.epochs={epochs}; "
@@ -261,10 +270,7 @@ class Trainer:
             self._say(f"resuming {self.run_dir} after epoch {start}/{epochs}")
         elif start == epochs:
             self._say(f"{self.run_dir}: training finished ({start} epochs), finishing the run")
-        log = None
-        if self.writes and start < epochs:
-            self.rundir.clear_result()  # a result of an earlier run must not pass for this one
-            log = MetricsLog(self.run_dir, start)
+        log = self.folder.begin(start) if self.folder is not None and start < epochs else None
         try:
             for epoch in range(start, epochs):
                 self.run_epoch(epoch, log)
@@ -278,6 +284,23 @@ class Trainer:
         t0 = time.perf_counter()
         lr = lr_at(self.cfg, epoch)
         set_lr(self.optimizers["main"], lr)
+        self._train_steps(epoch)
+        if self.world.distributed:
+            distributed.sync_buffers(self.task.model)  # one model on every rank for eval and checkpoints
+        row = {"epoch": epoch + 1, "lr": lr, **self.meter.reduce(), **self._validate(epoch)}
+        row["best_acc"] = self.best_acc if self.best_epoch else None
+        row.update(self.task.epoch_metrics(epoch, self.loaders))
+        epoch_time = time.perf_counter() - t0
+        self.elapsed += epoch_time
+        row["epoch_time_s"] = epoch_time
+        if self.writes and log is not None:
+            save_checkpoint(self.ckpt_path, self._state(epoch + 1))  # before the row: see MetricsLog
+            log.log(row)
+        self._say(self._line(row))
+        return row
+
+    def _train_steps(self, epoch: int) -> None:
+        """Every step of ``epoch``: sums into the meter, non-finite losses checked."""
         train = self.loaders.train
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
@@ -310,28 +333,16 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if self.world.distributed:
-            distributed.sync_buffers(self.task.model)  # one model on every rank for eval and checkpoints
-        row = {"epoch": epoch + 1, "lr": lr, **self.meter.reduce()}
-        if self.loaders.val is not None and ((epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs):
-            ev = evaluate(self.task.eval_model(), self.loaders.val, self.device, self.cfg.amp,
-                          self.channels_last)
-            self.last_acc = ev["top1"]
-            if ev["top1"] > self.best_acc:
-                self.best_acc, self.best_epoch = ev["top1"], epoch + 1
-            row.update(val_acc=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"])
-        else:
-            row.update(val_acc=None, val_top5=None, val_loss=None)
-        row["best_acc"] = self.best_acc if self.best_epoch else None
-        row.update(self.task.epoch_metrics(epoch, self.loaders))
-        epoch_time = time.perf_counter() - t0
-        self.elapsed += epoch_time
-        row["epoch_time_s"] = epoch_time
-        if self.writes and log is not None:
-            save_checkpoint(self.ckpt_path, self._state(epoch + 1))  # before the row: see MetricsLog
-            log.log(row)
-        self._say(self._line(row))
-        return row
+
+    def _validate(self, epoch: int) -> dict:
+        """Validation accuracy after ``epoch`` (every ``train.eval_every`` epochs and the last)."""
+        if self.loaders.val is None or not ((epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs):
+            return {"val_acc": None, "val_top5": None, "val_loss": None}
+        ev = evaluate(self.task.eval_model(), self.loaders.val, self.device, self.cfg.amp, self.channels_last)
+        self.last_acc = ev["top1"]
+        if ev["top1"] > self.best_acc:
+            self.best_acc, self.best_epoch = ev["top1"], epoch + 1
+        return {"val_acc": ev["top1"], "val_top5": ev["top5"], "val_loss": ev["loss"]}
 
     def _check_finite(self, epoch: int, steps: int) -> None:
         bad = self.guard.first_bad()
@@ -360,13 +371,8 @@ class Trainer:
         weights = {k: v.detach().cpu().contiguous() for k, v in task.final_weights().items()}
         result.update(task.info)
         result.update(task.result_extras())
-        if self.writes:
-            result["weights_sha256"] = write_weights(self.run_dir / "model.safetensors", weights)
-            record = task.model_record()
-            if record is not None:
-                record.write(self.run_dir)  # model.json, and code/ for custom ops
-            task.save_artifacts(self.run_dir)
-            self.rundir.write_result(result)
+        if self.folder is not None:
+            result = self.folder.finish(task, result, weights)  # result.json last
         distributed.barrier()
         return result
 

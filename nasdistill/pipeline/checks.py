@@ -62,11 +62,17 @@ def check_job_inputs(cfg, splits):
             "data.val_size", f"is needed: the search tunes phi on a held-out split, and data "
                              f"{cfg.data.name!r} has none of its own (phi must not be tuned on test data); "
                              "set data.val_size, e.g. data.val_size=5000, or search.targets=[] to skip the search")
-    _check_distill_sections(cfg, space)
+    _check_distill_sections(cfg, space, augmented(cfg, splits))
     return space
 
 
-def _check_distill_sections(cfg, space) -> None:
+def augmented(cfg, splits) -> bool:
+    """Whether the training images are randomly augmented (``data.augment``, else the dataset's
+    default)."""
+    return bool(splits.augment if cfg.data.augment is None else cfg.data.augment)
+
+
+def _check_distill_sections(cfg, space, augmented_data: bool) -> None:
     """Each distillation method's own check, on a stand-in student (the real ones come later)."""
     from ..distill import DISTILLERS, distill_config_class
     from ..engine.config import ModelConfig
@@ -79,7 +85,8 @@ def _check_distill_sections(cfg, space) -> None:
     for method in cfg.distill.methods:
         dcfg = cls(seed=cfg.distill.seeds[0], out_dir="", teacher="<teacher run>", method=method,
                    student=student, data=cfg.data, train=cfg.distill.train,
-                   cache_teacher_logits=cfg.distill.cache_teacher_logits, **sections)
+                   cache_teacher_logits=cfg.distill.caches_logits(method, augmented_data),
+                   **sections)
         try:
             dcfg.check()
         except ConfigError as err:
@@ -87,4 +94,4 @@ def _check_distill_sections(cfg, space) -> None:
             raise ConfigError(f"distill.methods={cfg.distill.methods}: {text}", "distill.methods") from None
 
 
-__all__ = ["check_cost_targets", "check_job_inputs", "check_search_targets"]
+__all__ = ["augmented", "check_cost_targets", "check_job_inputs", "check_search_targets"]

@@ -108,7 +108,20 @@ class PipelineDistillBase:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     baseline: bool = True                   # each student trained alone (CE) as the reference
     train: TrainConfig = field(default_factory=_distill_train)
-    cache_teacher_logits: bool = False
+    #: compute each teacher's logits once per run instead of at every step: ``auto`` does it for
+    #: the methods that read only logits (KD, DKD) when the data is not augmented (the same image,
+    #: hence the same logits, at every epoch); true asks for it (refused where it cannot hold)
+    cache_teacher_logits: Union[bool, Literal["auto"]] = "auto"
+
+    def caches_logits(self, method: str, augmented: bool) -> bool:
+        """Whether the distillations with ``method`` use cached teacher logits."""
+        from ..distill.registry import logits_only
+
+        if method == "none" or self.cache_teacher_logits is False:
+            return False
+        if self.cache_teacher_logits == "auto":
+            return logits_only(method) and not augmented
+        return True
 
 
 @dataclass

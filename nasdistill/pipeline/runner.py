@@ -20,13 +20,14 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import is_disk_full, reworded, write_json
+from ..atomic import reworded, write_json
 from ..engine import distributed
-from ..engine.config import save_yaml, to_dict
+from ..engine.config import to_dict
 from ..engine.run import NOT_IDENTITY as RUN_NOT_IDENTITY
-from ..engine.run import ConfigMismatch, config_identity, describe_diff, fingerprint, identity_diff
+from ..engine.run import (ConfigMismatch, config_identity, describe_diff, fingerprint, holding, identity_diff,
+                          runtime, write_run_files)
 from ..engine.rundir import RunDirectory
-from .checks import check_job_inputs
+from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
 from .steps import (describe_task, distill_students, export_students, gtn_histories, sample_students,
                     search_students, teacher_rows, train_teachers)
@@ -94,27 +95,18 @@ def run_pipeline(cfg, out_dir=None, verbose: bool = True, mode: str = "resume") 
     rd = RunDirectory(out)
     if world.is_main:
         rd.lock()
-    try:
+    with holding(rd, lambda err: job_disk_full(err, out)):  # the same lock and full-disk handling as a run
         return _run(cfg, out, rd, mode, world, verbose, splits, space)
-    except OSError as err:
-        if is_disk_full(err):
-            raise job_disk_full(err, out) from None
-        raise
-    finally:
-        rd.unlock()
 
 
 def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, splits, space) -> dict:
-    from ..engine.threads import use_threads
     from ..report import write_report
 
     manifest, stage_mode = check_job(cfg, out, mode)
     if world.is_main:
-        rd.write_manifest(manifest)
-        save_yaml(cfg, out / "config.yaml")
-    use_threads(cfg.threads)
+        write_run_files(rd, manifest, cfg)
+    device = runtime(cfg.teachers.train.device, cfg.threads, world)
     log = Progress(verbose and world.is_main)
-    device = distributed.resolve_device(cfg.teachers.train.device, world.local_rank)
     t_start = time.perf_counter()
     times: dict = {}
     log.say(f"nasdistill run: data {cfg.data.name} ({len(splits.train)} train images), space {space.name} "
@@ -138,7 +130,8 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
     if world.is_main:
         write_json(out / "students.json", students)
     teachers = timed("teachers", lambda: train_teachers(cfg, out, students, stage))
-    rows, results = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage))
+    rows, results = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage,
+                                                              augmented=augmented(cfg, splits)))
     if not world.is_main:  # rank 0 evaluates, reports and exports
         return {"out_dir": str(out), "rank": world.rank}
 

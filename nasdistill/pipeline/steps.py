@@ -145,7 +145,8 @@ def _pct(x) -> str:
     return f"{x:.2f}%" if isinstance(x, (int, float)) else "n/a"
 
 
-def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> tuple[list[dict], list[dict]]:
+def distill_students(cfg, out: Path, students, teachers, stage: Stage,
+                     augmented: bool = False) -> tuple[list[dict], list[dict]]:
     """Every student x teacher x method x seed (+ the baseline); ``(rows, results)``: one result row
     per run (the columns of results.csv) and, beside it, that run's ``result.json``."""
     from ..distill import DISTILLERS, distill_config_class
@@ -167,7 +168,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage) -> tuple[
                 dcfg = cls(seed=seed, out_dir=str(run_dir), teacher=None if tdir is None else str(tdir),
                            method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
                            data=cfg.data, train=cfg.distill.train,
-                           cache_teacher_logits=cfg.distill.cache_teacher_logits and method != "none",
+                           cache_teacher_logits=cfg.distill.caches_logits(method, augmented),
                            **sections)
                 metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
                               "teacher_seed": None if teacher == "none" else tseed})

@@ -84,6 +84,11 @@ class SearchTask(TrainTask):
     def main_parameters(self):
         return self.model.weight_parameters()
 
+    @property
+    def artifacts(self) -> tuple:
+        """Several targets: each student's folder ``target_<T>/`` (written by save_artifacts)."""
+        return tuple(target_folder(t) for t in self.targets) if self.multi else ()
+
     def extra_optimizers(self):
         return {self._opt_name(k): opt for k, opt in enumerate(self.arch_opts)}
 

@@ -145,6 +145,8 @@ def build_gtn(teacher, space, input_size, cfg: GTNConfig, seed: int = 0):
 
 
 class GTNTask(BranchTeacherTask):
+    artifacts = BranchTeacherTask.artifacts + ("phi.json",)
+
     def __init__(self, branched, gates: list[ArchGates], cfg: GTNConfig):
         super().__init__(branched, cfg.freeze_teacher_epochs, cfg.kd_temperature)
         self.cfg, self.gates = cfg, gates

@@ -65,6 +65,7 @@ class BranchTeacherTask(TrainTask):
     """
 
     compilable = False
+    artifacts = ("branches.safetensors",)
 
     def __init__(self, branched: BranchedTeacher, freeze_teacher_epochs: int = 0,
                  kd_temperature: float = 4.0):
