@@ -1,13 +1,59 @@
-"""Test-suite wide settings.
+"""Test-suite wide settings and shared fixtures.
 
 Tests use tiny tensors: one torch thread is fastest, and two threads spin badly on a busy 2-core
-machine (observed 10-30x slowdowns), so the suite pins one thread. Progress bars and TensorBoard
-files are off (the CLI and subprocesses inherit the environment).
+machine (observed 10-30x slowdowns), so the suite pins one thread, and puts it back after any test
+whose run changed it (``train.threads``). Progress bars and TensorBoard files are off (the CLI and
+subprocesses inherit the environment).
 """
 import os
 
+import pytest
 import torch
 
 os.environ.setdefault("NASDISTILL_PROGRESS", "0")
 os.environ.setdefault("NASDISTILL_TENSORBOARD", "0")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Puts the suite's one intra-op thread back after a test whose run set another count."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def resnet8_teacher(tmp_path_factory):
+    """A finished `nasdistill teacher` run (zoo resnet8, CE, digits, one epoch), trained once for the
+    session. Shared read-only: tests that distill from it must not write into it."""
+    from nasdistill.cli import main
+
+    out = tmp_path_factory.mktemp("resnet8_teacher") / "run"
+    assert main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
+                 "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_example(capsys, monkeypatch):
+    """``run_example("examples/x.py", *args)``: stdout of ``python examples/x.py args``, run in this
+    process as ``__main__`` (no fresh interpreter importing torch again); a non-zero exit or an
+    exception fails the test."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(example: str, *args: str) -> str:
+        script = str(root / example)
+        monkeypatch.setattr(sys, "argv", [script, *args])
+        capsys.readouterr()
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as exit_:
+            assert exit_.code in (0, None), f"{example} exited with {exit_.code}: {capsys.readouterr()}"
+        return capsys.readouterr().out
+
+    return run

@@ -8,14 +8,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from nasdistill.cli import main
-from nasdistill.data import load_dataset, loaders_for
-from nasdistill.distill import METHOD_CONFIGS, dkd_loss, kd_loss
 from nasdistill import load as load_model_record
-from nasdistill.distill import DISTILLERS
+from nasdistill.data import load_dataset, loaders_for
+from nasdistill.distill import DISTILLERS, METHOD_CONFIGS, dkd_loss, kd_loss
 from nasdistill.distill.config import DistillConfig
 from nasdistill.distill.runner import prepare_distill, run_distill
-from nasdistill.engine import ConfigError, ModelConfig, StepContext, TrainConfig, load_config
+from nasdistill.engine import (
+    ConfigError,
+    ModelConfig,
+    StepContext,
+    TrainConfig,
+    load_config,
+)
 from nasdistill.engine.checkpoint import seed_everything
 from nasdistill.engine.trainer import evaluate
 from nasdistill.record import ModelRecord
@@ -25,28 +29,14 @@ ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "k3_d2", "layer4": "i
         "layer5": "zero", "layer6": "identity"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The 2 shared cores are oversubscribed by other jobs; two spinning OpenMP threads then make
-    # these tiny models ~10x slower. One thread keeps the module fast; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def splits():
     return load_dataset("digits", seed=0)
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    rc = main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
-               "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)])
-    assert rc == 0
-    return out
+def teacher_dir(resnet8_teacher):
+    return resnet8_teacher  # the session's resnet8 CE run (conftest.py), read only
 
 
 def make_cfg(teacher_dir, method="kd", student=None, **kw):

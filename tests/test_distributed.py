@@ -8,7 +8,8 @@ steps one rank has no gradient for it while the other has; ``never`` gets no gra
 must stay untouched (a zero gradient would let weight decay move it). A fixed model whose every
 parameter gets a gradient at every step (``ddp_safe``) trains through DistributedDataParallel
 instead, with the same result. This file is also the worker script:
-``torchrun --nproc_per_node 2 tests/test_distributed.py OUT_DIR [masked|ddp]``.
+``torchrun --nproc_per_node 2 tests/test_distributed.py OUT_DIR [masked|ddp ...]``; one launch
+trains each kind in turn (into ``OUT_DIR/KIND``), so the tests share the process start-up.
 """
 import json
 import os
@@ -16,11 +17,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from nasdistill.data import load_dataset, loaders_for
-from nasdistill.engine import StepOutput, TrainConfig, Trainer, TrainTask, init_distributed, world
+from nasdistill.engine import (
+    StepOutput,
+    TrainConfig,
+    Trainer,
+    TrainTask,
+    init_distributed,
+    world,
+)
 from nasdistill.engine.distributed import shutdown_distributed
 
 
@@ -92,12 +101,16 @@ def train(out_dir: Path, kind: str = "masked") -> dict:
     return result
 
 
-def _torchrun(out: Path, kind: str):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """One torchrun launch of two CPU ranks that trains both kinds: OUT/masked and OUT/ddp."""
+    out = tmp_path_factory.mktemp("two_ranks")
     env = dict(os.environ, OMP_NUM_THREADS="1", NASDISTILL_PROGRESS="0")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", __file__, str(out), kind],
-                          env=env, capture_output=True, text=True, timeout=180)
+                           "--nproc_per_node", "2", __file__, str(out), "masked", "ddp"],
+                          env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
 
 def _single(out: Path, kind: str) -> dict:
@@ -110,47 +123,48 @@ def _single(out: Path, kind: str) -> dict:
         torch.set_num_threads(threads)
 
 
-def test_fixed_model_trains_through_ddp_and_equals_one_process(tmp_path):
-    _torchrun(tmp_path / "two", "ddp")
+def test_fixed_model_trains_through_ddp_and_equals_one_process(tmp_path, two_ranks):
+    two = two_ranks / "ddp"
     single = _single(tmp_path / "one", "ddp")
-    assert json.loads((tmp_path / "two" / "ddp0.json").read_text()) is True
+    assert json.loads((two / "ddp0.json").read_text()) is True
     assert json.loads((tmp_path / "one" / "ddp0.json").read_text()) is False  # one process: no DDP
     ref = torch.load(tmp_path / "one" / "rank0.pt")
-    r0 = torch.load(tmp_path / "two" / "rank0.pt")
-    r1 = torch.load(tmp_path / "two" / "rank1.pt")
+    r0 = torch.load(two / "rank0.pt")
+    r1 = torch.load(two / "rank1.pt")
     for k in ref:
         assert torch.equal(r0[k], r1[k]), f"ranks diverged on {k}"
         assert torch.allclose(r0[k], ref[k], atol=1e-5), f"{k} differs from the 1-process run"
-    two = json.loads((tmp_path / "two" / "run" / "result.json").read_text())
-    assert abs(two["last_acc"] - single["last_acc"]) < 1.0
+    logged = json.loads((two / "run" / "result.json").read_text())
+    assert abs(logged["last_acc"] - single["last_acc"]) < 1.0
 
 
-def test_two_cpu_ranks_equal_one_process(tmp_path):
-    _torchrun(tmp_path / "two", "masked")
+def test_two_cpu_ranks_equal_one_process(tmp_path, two_ranks):
+    two = two_ranks / "masked"
     one = tmp_path / "one"
     single = _single(one, "masked")
-    assert json.loads((tmp_path / "two" / "ddp0.json").read_text()) is False  # sampled paths: flat all-reduce
+    assert json.loads((two / "ddp0.json").read_text()) is False  # sampled paths: flat all-reduce
     ref = torch.load(one / "rank0.pt")
-    r0 = torch.load(tmp_path / "two" / "rank0.pt")
-    r1 = torch.load(tmp_path / "two" / "rank1.pt")
+    r0 = torch.load(two / "rank0.pt")
+    r1 = torch.load(two / "rank1.pt")
     for k in ref:
         assert torch.equal(r0[k], r1[k]), f"ranks diverged on {k}"
         assert torch.allclose(r0[k], ref[k], atol=1e-5), f"{k} differs from the 1-process run"
     assert not torch.equal(ref["extra"], torch.zeros(10))
     assert torch.equal(r0["never"], torch.ones(3)) and torch.equal(ref["never"], torch.ones(3))
-    used0 = json.loads((tmp_path / "two" / "used0.json").read_text())
-    used1 = json.loads((tmp_path / "two" / "used1.json").read_text())
+    used0 = json.loads((two / "used0.json").read_text())
+    used1 = json.loads((two / "used1.json").read_text())
     assert any(a != b for a, b in zip(used0, used1)), "no step had a gradient on one rank only"
     # only rank 0 wrote the run directory; the logged accuracy is the same as one process
-    two = json.loads((tmp_path / "two" / "run" / "result.json").read_text())
-    assert abs(two["last_acc"] - single["last_acc"]) < 1.0
+    logged = json.loads((two / "run" / "result.json").read_text())
+    assert abs(logged["last_acc"] - single["last_acc"]) < 1.0
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1])
-    out.mkdir(parents=True, exist_ok=True)
     init_distributed("cpu")
     try:
-        train(out, sys.argv[2] if len(sys.argv) > 2 else "masked")
+        for kind in sys.argv[2:] or ["masked"]:
+            out = Path(sys.argv[1]) / kind
+            out.mkdir(parents=True, exist_ok=True)
+            train(out, kind)
     finally:
         shutdown_distributed()

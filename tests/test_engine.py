@@ -6,18 +6,17 @@ import torch
 from torch import nn
 
 from nasdistill.data import load_dataset, loaders_for
-from nasdistill.engine import (StepOutput, TrainConfig, Trainer, TrainTask, evaluate,
-                               load_checkpoint, lr_at, read_metrics)
+from nasdistill.engine import (
+    StepOutput,
+    TrainConfig,
+    Trainer,
+    TrainTask,
+    evaluate,
+    load_checkpoint,
+    lr_at,
+    read_metrics,
+)
 from nasdistill.teachers.ce import CETask
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads thrash and the test crawls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.models import Features, StagedModel, create_model, list_models, register_model
+from nasdistill.models import (
+    Features,
+    StagedModel,
+    create_model,
+    list_models,
+    register_model,
+)
 
 # Parameter counts at num_classes=100, printed by running HobbitLong/RepDistiller's models/
 # (model_dict[name](num_classes=100), sum of p.numel()) at commit HEAD of its default branch.
@@ -43,15 +49,6 @@ NUM_STAGES = {**{n: 3 for n in CIFAR_MODELS}, "ResNet50": 4, "MobileNetV2": 4,
 # Families whose stage outputs are post-ReLU and whose pre-activation is the map before it.
 POST_RELU_PREACT = ["resnet8", "resnet8x4", "ResNet50", "ShuffleV1", "vgg8"]
 WRN = ["wrn_16_1", "wrn_16_2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=None)

@@ -75,7 +75,15 @@ def test_validate_and_build_raise_only_value_error(arch):
 @SETTINGS
 @given(st.one_of(junk, mutated_arch(GTN)))
 def test_validate_gtn_raises_only_value_error(arch):
-    only_value_error(GTN.validate, arch)
+    validated = only_value_error(GTN.validate, arch)
+    if validated is not None:  # a mutation may land on a valid arch: one choice per label
+        assert set(validated) == set(GTN.labels)
+        assert all(validated[label] in GTN.choices(label) for label in GTN.labels)
+        assert validated == GTN.validate(json.loads(json.dumps(validated)))
+        return
+    # what validate rejects, the cost model and the arch id reject with ValueError too
+    assert only_value_error(GTN.cost, arch) is None
+    assert only_value_error(GTN.arch_id, arch) is None
 
 
 @settings(max_examples=40, deadline=None)
