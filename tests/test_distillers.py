@@ -195,8 +195,9 @@ def test_baseline_is_a_distiller_without_teacher():
 
 
 def test_registry_and_configs():
-    assert set(DISTILLERS) == {"kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd", "none"}
-    assert set(METHOD_CONFIGS) == set(DISTILLERS) - {"none"}
+    # the papers' methods are there; others may register (a new method is one file), so no pin
+    assert {"kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd", "none"} <= set(DISTILLERS)
+    assert set(METHOD_CONFIGS) == {n for n in DISTILLERS if DISTILLERS.get(n).config_class is not None}
     assert KDConfig() == KDConfig(temperature=4.0, ce_weight=0.1, kd_weight=0.9)
     assert DKDConfig() == DKDConfig(alpha=1.0, beta=8.0, temperature=4.0, ce_weight=1.0, warmup_epochs=20.0)
     weights = {m: METHOD_CONFIGS[m]().feat_weight for m in ("fitnet", "at", "sp", "rkd", "pkt", "crd")}
@@ -236,3 +237,19 @@ def test_crd_memory_is_sized_by_num_data_and_capped():
     x, y, idx = batch()
     with pytest.raises(ValueError, match="idx"):
         d.forward_train(x, y, None)
+
+
+@pytest.mark.parametrize("method", list(DISTILLERS))
+def test_every_registered_method_has_its_section_builds_and_trains(method):
+    from nasdistill.distill import distill_config_class
+
+    cls = DISTILLERS.get(method)
+    if cls.config_class is not None:
+        assert isinstance(getattr(distill_config_class()(), method), cls.config_class)
+    overrides = {"num_negatives": 16} if method == "crd" else {}
+    student, teacher = space_model(1), (space_model(2) if cls.needs_teacher else None)
+    d = build_distiller(method, student, teacher, num_data=NUM_DATA, input_size=INPUT, **overrides)
+    x, y, idx = batch()
+    logits, losses = d.forward_train(x, y, idx)
+    assert logits.shape == (x.shape[0], 10) and "loss_ce" in losses
+    assert all(torch.isfinite(v).all() for v in losses.values())

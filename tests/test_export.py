@@ -23,15 +23,6 @@ ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "zero", "layer4": "k5
 ONNX_MISSING = onnx_available()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the test machine's two cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def space():
     return load_space("digits_small", num_classes=10, input_size=(1, 8, 8))

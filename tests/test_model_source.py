@@ -86,14 +86,6 @@ RUNNER = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model, seed=0):
     """Non-trivial weights and BatchNorm statistics, so equal outputs mean equal networks."""
     gen = torch.Generator().manual_seed(seed)
