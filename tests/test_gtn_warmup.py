@@ -227,3 +227,18 @@ def test_teacher_rows_count_the_epochs_of_the_teacher_it_started_from(tmp_path, 
     assert rows[0]["init_wall_time_s"] is None and rows[0]["total_wall_time_s"] == result["wall_time_s"]
     assert rows[1]["init_wall_time_s"] == 12.5
     assert rows[1]["total_wall_time_s"] == pytest.approx(result["wall_time_s"] + 12.5)
+
+
+def test_without_warm_starts_the_branch_trained_teachers_start_first_and_results_map_back(tmp_path):
+    from nasdistill.engine.config import load_config
+    from nasdistill.pipeline.config import PipelineConfig
+    from nasdistill.pipeline.steps import train_teachers
+
+    cfg = load_config(PipelineConfig, None, ["teachers.methods=[ce,gtn]", "distill.seeds=[0,1]"])
+    stage = _recording_stage(cfg)
+    teachers = train_teachers(cfg, tmp_path, [], stage)
+    [only] = stage.calls  # one wave: nothing waits for another teacher
+    assert only == [("gtn", 0, None), ("gtn", 1, None), ("ce", 0, None), ("ce", 1, None)]
+    # the recording stage answers run k of a call with wall time 10 (k + 1): each result is its own run's
+    assert {k: v["result"]["wall_time_s"] for k, v in teachers.items()} == {
+        ("gtn", 0): 10.0, ("gtn", 1): 20.0, ("ce", 0): 30.0, ("ce", 1): 40.0}

@@ -125,12 +125,15 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
             keys.append((method, seed))
             payloads.append(stage.payload("teacher", tcfg, run_dir))
             later.append(warm and method in warm_started)
-    # the CE teachers (and every teacher that starts from nothing) first, then those started from them
-    first = [p for p, w in zip(payloads, later) if not w]
-    second = [p for p, w in zip(payloads, later) if w]
-    done = iter(stage.run("teachers", first))
-    done_later = iter(stage.run("teachers", second) if second else ())
-    results = [next(done_later) if w else next(done) for w in later]
+    # the CE teachers (and every teacher that starts from nothing) first, then those started from
+    # them; within each wave the branch-trained teachers (several times a CE teacher's time) start
+    # first, so that the short runs fill the workers' gaps at the end instead of the long ones
+    results: list = [None] * len(payloads)
+    for wave in (False, True):
+        index = [i for i, w in enumerate(later) if w == wave]
+        index.sort(key=lambda i: keys[i][0] not in warm_started)  # stable: seeds keep their order
+        for i, result in zip(index, stage.run("teachers", [payloads[i] for i in index]) if index else ()):
+            results[i] = result
     teachers = {}
     for (method, seed), p, result in zip(keys, payloads, results):
         teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
