@@ -57,3 +57,25 @@ def run_example(capsys, monkeypatch):
         return capsys.readouterr().out
 
     return run
+
+
+@pytest.fixture
+def drawn_figure(monkeypatch):
+    """``drawn_figure(plot, *args, **kwargs)``: run a report plot function, check it wrote a PNG,
+    and return the matplotlib Figure it saved (so a test reads back what was drawn)."""
+    from matplotlib.figure import Figure
+
+    def draw(plot, *args, **kwargs):
+        captured = {}
+        original = Figure.savefig
+
+        def spy(self, *a, **k):
+            captured["fig"] = self
+            return original(self, *a, **k)
+
+        monkeypatch.setattr(Figure, "savefig", spy)
+        path = plot(*args, **kwargs)
+        assert path is not None and path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return captured["fig"]
+
+    return draw

@@ -423,25 +423,9 @@ def test_gate_plots_direct_and_missing_data(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def drawn_figure(monkeypatch, plot, *args, **kwargs):
-    """Run a plot function and return the matplotlib Figure it saved."""
-    from matplotlib.figure import Figure
-
-    captured = {}
-    original = Figure.savefig
-
-    def spy(self, *a, **k):
-        captured["fig"] = self
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    assert _is_png(plot(*args, **kwargs))
-    return captured["fig"]
-
-
-def test_entropy_plot_axes(tmp_path, monkeypatch):
+def test_entropy_plot_axes(tmp_path, monkeypatch, drawn_figure):
     """Reads the drawn figure back: y label in nats, ln K and threshold lines, integer epoch ticks."""
-    fig = drawn_figure(monkeypatch, plot_phi_entropy, gate_history(True, epochs=4), tmp_path / "e.png", GATE_INFO)
+    fig = drawn_figure(plot_phi_entropy, gate_history(True, epochs=4), tmp_path / "e.png", GATE_INFO)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "gate entropy (nats)" and ax.get_xlabel() == "GTN epoch"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -523,14 +507,14 @@ def test_report_files_are_0644_under_umask_022(tmp_path):
         assert {r["teacher_seed"] for r in csv.DictReader(f)} == {"", "0", "1", "2"}
 
 
-def test_gain_plot_zero_gain_visible_and_overall_bootstrap(tmp_path, monkeypatch):
+def test_gain_plot_zero_gain_visible_and_overall_bootstrap(tmp_path, monkeypatch, drawn_figure):
     results, _, students, _ = make_run(n_students=3, gtn_gain=1.0)
     zero = "arch000001"
     ce = {(r["student"], r["seed"]): r["test_acc"] for r in results if r["teacher"] == "ce"}
     for r in results:
         if r["teacher"] == "gtn" and r["student"] == zero:
             r["test_acc"] = ce[(zero, r["seed"])]  # exactly no gain
-    fig = drawn_figure(monkeypatch, plot_gain, results, tmp_path / "g.png", students=students)
+    fig = drawn_figure(plot_gain, results, tmp_path / "g.png", students=students)
     ax = fig.axes[0]
     dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
     assert len(dots) == 1 and len(dots[0].get_ydata()) == 4  # one dot per bar: 3 students + overall
@@ -544,9 +528,9 @@ def test_gain_plot_zero_gain_visible_and_overall_bootstrap(tmp_path, monkeypatch
     assert ax.get_ylabel() == "gain in test top-1 accuracy\n(percentage points)"
 
 
-def test_accuracy_plot_legend_and_axes(tmp_path, monkeypatch):
+def test_accuracy_plot_legend_and_axes(tmp_path, monkeypatch, drawn_figure):
     results, _, students, _ = make_run(n_students=4)
-    fig = drawn_figure(monkeypatch, plot_accuracy_vs_macs, results, tmp_path / "a.png", students=students)
+    fig = drawn_figure(plot_accuracy_vs_macs, results, tmp_path / "a.png", students=students)
     ax = fig.axes[0]
     legend = ax.get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
@@ -556,9 +540,9 @@ def test_accuracy_plot_legend_and_axes(tmp_path, monkeypatch):
     assert ax.get_xlabel() == "MACs (millions)" and ax.get_ylabel() == "test top-1 accuracy (%)"
 
 
-def test_accuracy_plot_draws_the_means_and_cuts_at_100(tmp_path, monkeypatch):
+def test_accuracy_plot_draws_the_means_and_cuts_at_100(tmp_path, monkeypatch, drawn_figure):
     results, _, students, _ = make_run(n_students=4)
-    fig = drawn_figure(monkeypatch, plot_accuracy_vs_macs, results, tmp_path / "a.png", students=students)
+    fig = drawn_figure(plot_accuracy_vs_macs, results, tmp_path / "a.png", students=students)
     ax = fig.axes[0]
     squares = [line for line in ax.get_lines() if line.get_marker() == "s"]  # CE+KD: searched, then sampled
     assert [len(line.get_ydata()) for line in squares] == [3, 1]
@@ -570,14 +554,14 @@ def test_accuracy_plot_draws_the_means_and_cuts_at_100(tmp_path, monkeypatch):
     for r in results:  # two seeds 95 and 99.9: the t interval reaches far above 100%
         r["test_acc"] = 95.0 if r["seed"] == 0 else 99.9
     two = [r for r in results if r["seed"] in (0, 1)]
-    fig = drawn_figure(monkeypatch, plot_accuracy_vs_macs, two, tmp_path / "b.png", students=students)
+    fig = drawn_figure(plot_accuracy_vs_macs, two, tmp_path / "b.png", students=students)
     ax = fig.axes[0]
     assert ax.get_ylim()[1] == pytest.approx(100.5) and "cut at 100%" in ax.get_title()
 
 
-def test_entropy_plot_draws_each_label_and_the_mean(tmp_path, monkeypatch):
+def test_entropy_plot_draws_each_label_and_the_mean(tmp_path, monkeypatch, drawn_figure):
     history = gate_history(True, epochs=4)
-    fig = drawn_figure(monkeypatch, plot_phi_entropy, history, tmp_path / "e.png", GATE_INFO)
+    fig = drawn_figure(plot_phi_entropy, history, tmp_path / "e.png", GATE_INFO)
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     assert list(lines["l0"].get_xdata()) == [0, 1, 2, 3]
     assert list(lines["l0"].get_ydata()) == pytest.approx([h["phi_entropy/l0"] for h in history])
@@ -585,9 +569,9 @@ def test_entropy_plot_draws_each_label_and_the_mean(tmp_path, monkeypatch):
     assert lines[f"uniform, ln 5 = {math.log(5):.2f}"].get_ydata()[0] == pytest.approx(math.log(5))
 
 
-def test_gate_exploration_plot_reads_back(tmp_path, monkeypatch):
+def test_gate_exploration_plot_reads_back(tmp_path, monkeypatch, drawn_figure):
     history = gate_history(True, epochs=4)
-    fig = drawn_figure(monkeypatch, plot_gate_exploration, history, tmp_path / "g.png", GATE_INFO)
+    fig = drawn_figure(plot_gate_exploration, history, tmp_path / "g.png", GATE_INFO)
     ax_a, ax_b = fig.axes
     a = {line.get_label(): line for line in ax_a.get_lines()}
     assert list(a) == ["l0", "l1", "mean over labels", "cap 0.6"]

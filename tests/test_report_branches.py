@@ -22,22 +22,6 @@ def _is_png(path):
     return path is not None and path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE
 
 
-def drawn_figure(monkeypatch, plot, *args, **kwargs):
-    """Run a plot function and return the matplotlib Figure it saved."""
-    from matplotlib.figure import Figure
-
-    captured = {}
-    original = Figure.savefig
-
-    def spy(self, *a, **k):
-        captured["fig"] = self
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    assert _is_png(plot(*args, **kwargs))
-    return captured["fig"]
-
-
 def lines_by_label(ax):
     return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
 
@@ -146,8 +130,8 @@ def test_gtn_histories_collects_gtn_and_sftn_teachers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- plots
-def test_branch_accuracy_plot_one_panel_per_teacher_mean_over_seeds(tmp_path, monkeypatch):
-    fig = drawn_figure(monkeypatch, plot_branch_accuracy, old_history(), tmp_path / "b.png")
+def test_branch_accuracy_plot_one_panel_per_teacher_mean_over_seeds(tmp_path, monkeypatch, drawn_figure):
+    fig = drawn_figure(plot_branch_accuracy, old_history(), tmp_path / "b.png")
     gtn_ax, sftn_ax = fig.axes
     assert gtn_ax.get_title() == "GTN teacher (mean over 3 teacher seeds, band: min to max)"
     assert sftn_ax.get_title() == "SFTN teacher (mean over 2 teacher seeds, band: min to max)"
@@ -167,14 +151,14 @@ def test_branch_accuracy_plot_one_panel_per_teacher_mean_over_seeds(tmp_path, mo
     assert [t.get_text() for t in gtn_ax.get_legend().get_texts()] == list(gtn)
 
 
-def test_branch_accuracy_plot_single_seed_and_legacy_rows(tmp_path, monkeypatch):
+def test_branch_accuracy_plot_single_seed_and_legacy_rows(tmp_path, monkeypatch, drawn_figure):
     legacy = [{"epoch": e, "teacher_acc": 70 + e, "branch1_acc": 60 + e} for e in range(3)]  # no teacher key
-    fig = drawn_figure(monkeypatch, plot_branch_accuracy, legacy, tmp_path / "b.png")
+    fig = drawn_figure(plot_branch_accuracy, legacy, tmp_path / "b.png")
     (ax,) = fig.axes
     assert ax.get_title() == "GTN teacher (one teacher run)" and not bands(ax)
     assert list(lines_by_label(ax)["branch 1"].get_ydata()) == [60, 61, 62]
     one = old_history(teachers=(("sftn", (3,)),))
-    fig = drawn_figure(monkeypatch, plot_branch_accuracy, one, tmp_path / "c.png")
+    fig = drawn_figure(plot_branch_accuracy, one, tmp_path / "c.png")
     assert fig.axes[0].get_title() == "SFTN teacher (teacher seed 3)"
     assert plot_branch_accuracy([{"epoch": 0, "teacher_acc": 50.0}], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
@@ -186,9 +170,9 @@ def test_seed_band_mean_and_range():
     assert seed_band(groups, "x") == ([1, 2], [1.5, 3.0], [1.0, 3.0], [2.0, 3.0], 2)
 
 
-def test_branch_fit_plot_reads_back(tmp_path, monkeypatch):
+def test_branch_fit_plot_reads_back(tmp_path, monkeypatch, drawn_figure):
     h = history()
-    fig = drawn_figure(monkeypatch, plot_branch_fit, h, tmp_path / "f.png", "gtn", 10, 4.0)
+    fig = drawn_figure(plot_branch_fit, h, tmp_path / "f.png", "gtn", 10, 4.0)
     ax_a, ax_b, ax_c, ax_d = fig.axes
     a = lines_by_label(ax_a)
     assert list(a) == ["teacher", "branch 1 (sampled paths)", "branch 2 (sampled paths)",
@@ -218,7 +202,7 @@ def test_branch_fit_plot_reads_back(tmp_path, monkeypatch):
     assert len(bands(ax_a)) == 4  # teacher and three branches, over two seeds
     assert "GTN teacher" in fig._suptitle.get_text() and "mean over 2 teacher seeds" in fig._suptitle.get_text()
     # the SFTN teacher has its own figure with its two branches; an unknown K draws no ln K line
-    fig = drawn_figure(monkeypatch, plot_branch_fit, h, tmp_path / "s.png", "sftn")
+    fig = drawn_figure(plot_branch_fit, h, tmp_path / "s.png", "sftn")
     assert list(lines_by_label(fig.axes[1])) == ["branch 1", "branch 2"]
     assert list(lines_by_label(fig.axes[3])) == ["T = 1", "the distillation temperature (distillation)"]
 
