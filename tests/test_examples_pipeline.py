@@ -5,6 +5,8 @@ line), so the suite does not pay a fresh interpreter's torch and scikit-learn im
 """
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +51,28 @@ def test_every_example_config_loads():
         cfg = load_config(classes.get(path.name, pipeline_config_class()), str(path))
         if hasattr(cfg, "teachers"):
             cfg.check()
+
+
+def test_gtn_scale_ladder_compares_per_student_and_tabulates_each_rung():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gtn_scale", ROOT / "examples" / "gtn_scale.py")
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    rows = [{"student": s, "seed": str(k), "teacher": t, "method": m, "test_acc": acc}
+            for s, base in (("a", 60.0), ("b", 70.0)) for k in (0, 1)
+            for t, m, acc in (("ce", "kd", base + 2 + k), ("gtn", "kd", base + k))]
+    test = ladder.compare(ladder.by_student(rows, "gtn", "kd"), ladder.by_student(rows, "ce", "kd"))
+    assert test["n_students"] == 2 and test["mean_diff"] == pytest.approx(-2.0)  # per student: -2, -2
+    assert ladder.rung_epochs(5000, tiny=False) == ladder.EPOCHS[4000]
+    diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.0, "boot_ci_high": -2.0, "t_pvalue": 0.0}
+    rung = {"n_train": 400, "epochs": {"teacher": 30, "distill": 20},
+            "means": {"students alone": 60.0, "CE+KD": 63.0, "SFTN+KD": 63.5, "GTN+KD": 61.0,
+                      "GTN+KD (warm-up)": 62.0},
+            "gtn_minus_ce": diff, "gtn_warm_minus_ce": diff, "sftn_minus_ce": diff, "ce_minus_alone": diff,
+            "gtn_teacher": {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98},
+            "gtn_warm_teacher": {"sampled_branch_acc": 80.0, "teacher_logit_std": 2.5}}
+    table = ladder.table([rung]).splitlines()
+    assert len(table) == 3 and table[0].count("|") == table[2].count("|")
+    assert "| 400 | 30/20 | 60.00 | 63.00 | 63.50 | 61.00 | 62.00 | -2.00 (-2.00 to -2.00" in table[2]
+    assert "66.0% / 0.98 | 80.0% / 2.50 |" in table[2]
