@@ -86,7 +86,12 @@ class Stage:
 
 
 def _accuracy(result: dict) -> str:
-    """The run's accuracy for its progress line: test, else best validation."""
+    """The run's accuracy for its progress line: test, else best validation. A search of several
+    targets says how many students it wrote: its own accuracy is the shared supernet's, whose
+    BatchNorm statistics mix every path, and would read as a student's."""
+    students = result.get("students")
+    if isinstance(students, list):
+        return f"{len(students)} students"
     for key, what in (("test_acc", "test"), ("best_acc", "best val")):
         value = result.get(key)
         if isinstance(value, (int, float)):
