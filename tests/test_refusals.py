@@ -71,3 +71,14 @@ def test_a_run_whose_model_cannot_be_built_writes_no_run_file(tmp_path, capsys):
     assert "resnet9" in capsys.readouterr().err
     assert not [n for n in RUN_FILES if (out / n).exists()]
     assert main([*args, "--out-dir", str(out)]) == 0  # no --resume/--restart needed: nothing was there
+
+
+def test_a_search_without_a_held_out_split_is_refused_before_its_folder_is_written(tmp_path, capsys):
+    from nasdistill.cli import main
+
+    out = tmp_path / "s"
+    code = main(["search", "examples/digits_search.yaml", "data.val_size=0", "train.epochs=1",
+                 "--out-dir", str(out)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "config key 'data.val_size' is needed" in err and "Traceback" not in err

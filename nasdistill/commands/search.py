@@ -52,7 +52,7 @@ def summary(result: dict) -> dict:
 def run(args) -> int:
     from ..search import SearchConfig, run_search
 
-    from ..pipeline.checks import check_search_targets
+    from ..search.checks import check_search_data
 
     return run_command(args, SearchConfig, lambda *a, **kw: summary(run_search(*a, **kw)), "search",
-                       check=check_search_targets)
+                       check=check_search_data)

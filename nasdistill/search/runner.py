@@ -8,6 +8,7 @@ from ..engine.run import RunMethod, run_training
 from ..engine.rundir import RunDirectory
 from ..space import load_space
 from ..supernet import CostModel, Supernet
+from .checks import check_search_data
 from .config import target_folder
 from .students import describe, read_students, student_problems
 from .task import SearchTask
@@ -17,11 +18,7 @@ def build_search_task(cfg, splits, loaders, device, world) -> SearchTask:
     """The supernet of ``search.space`` (adapted to the data), its cost model and the task."""
     from ..data import DeviceLoader
 
-    d, s = cfg.data, cfg.search
-    if len(splits.val) == 0 or splits.val is splits.test:
-        raise ValueError(f"the search needs a held-out split for phi steps, but data {d.name!r} has no "
-                         f"validation split of its own (phi must not be tuned on test data); set data.val_size, "
-                         f"e.g. data.val_size=5000")
+    s = cfg.search  # (check_search_data refused data without a held-out split)
     space = load_space(s.space, splits.num_classes, splits.input_size)
     cost_model = (CostModel.from_file(space, s.latency_table) if s.cost_metric == "latency"
                   else CostModel(space, s.cost_metric))
@@ -39,7 +36,7 @@ def _check(cfg) -> None:
                          "`nasdistill search`), which gives each target its own run in RUN_DIR/target_<T>/")
 
 
-SEARCH_RUN = RunMethod("search", build_search_task, check=_check)
+SEARCH_RUN = RunMethod("search", build_search_task, check=_check, check_data=check_search_data)
 
 
 def separate_configs(cfg) -> list:
