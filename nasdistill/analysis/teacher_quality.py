@@ -69,7 +69,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     return float((conf_sum - acc_sum).abs().sum() / n)
 
 
-@torch.no_grad()
 def predict(model: nn.Module, split, device="cpu", *, mean, std, batch_size: int = 512,
             features: bool = False) -> dict:
     """Run ``model`` (eval mode) over ``split`` (a `Split`, images normalized with ``mean``/``std``).
@@ -78,24 +77,22 @@ def predict(model: nn.Module, split, device="cpu", *, mean, std, batch_size: int
     ``embedding`` (N, D) from ``model.forward_features`` (for CKA).
     """
     from ..data.device_loader import DeviceLoader
+    from ..engine.evaluation import eval_batches
 
     device = torch.device(device)
     loader = DeviceLoader(split, batch_size, shuffle=False, augment=False, mean=mean, std=std,
                           device=device)
-    was_training = model.training
-    model.eval()
     logits, labels, embeds = [], [], []
-    try:
-        for x, y, _ in loader:
-            if features:
-                f = model.forward_features(x)
-                logits.append(f.logits.float().cpu())
-                embeds.append(f.embedding.float().flatten(1).cpu())
-            else:
-                logits.append(model(x).float().cpu())
-            labels.append(y.cpu())
-    finally:
-        model.train(was_training)
+
+    def collect(out, batch):
+        if features:
+            logits.append(out.logits.float().cpu())
+            embeds.append(out.embedding.float().flatten(1).cpu())
+        else:
+            logits.append(out.float().cpu())
+        labels.append(batch[1].cpu())
+
+    eval_batches(model, loader, collect, model.forward_features if features else None, device=device)
     out = {"logits": torch.cat(logits), "labels": torch.cat(labels)}
     if features:
         out["embedding"] = torch.cat(embeds)

@@ -1,11 +1,14 @@
 """The training engine: configuration, one run lifecycle, one training loop, run directories.
 
-- :mod:`.config`: dataclass configs from YAML + ``key.sub=value`` overrides.
+- :mod:`.config`: the train section; re-exports the config parser (:mod:`nasdistill.config`) and the
+  data and model sections (:mod:`nasdistill.data.config`, :mod:`nasdistill.models.config`).
 - :mod:`.run`: :func:`run_training`, the lifecycle every run goes through (lock, configuration
   identity, reuse/resume/restart, data, seed, build, fit, finish, result).
 - :mod:`.task`: :class:`TrainTask` (what is trained), :class:`StepOutput`, :class:`StepContext`,
   :class:`Loaders`.
-- :mod:`.trainer`: :class:`Trainer` (the loop) and :func:`evaluate`; :mod:`.meter` (on-device
+- :mod:`.evaluation`: the one evaluation loop (:func:`~.evaluation.eval_batches`), :func:`evaluate`
+  (top-1/top-5/loss) and BatchNorm recalibration.
+- :mod:`.trainer`: :class:`Trainer` (the loop); :mod:`.meter` (on-device
   epoch sums, the non-finite guard); :mod:`.cuda_graphs` (whole-step capture); :mod:`.precision`.
 - :mod:`.optim`: SGD/Adam and the lr schedules.
 - :mod:`.checkpoint`, :mod:`.rundir`: atomic checkpoints, metrics, the run directory and its lock.

@@ -32,6 +32,7 @@ from . import distributed
 from .checkpoint import (UnusableCheckpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
                          seed_everything, state_dict_diff)
 from .cuda_graphs import graphed_step_for, is_capturing
+from .evaluation import evaluate  # noqa: F401  (re-exported: the engine's evaluation)
 from .meter import EpochMeter, NonFiniteGuard, step_values
 from .optim import build_optimizer, lr_at, set_lr
 from .precision import autocast_for, to_channels_last, use_channels_last
@@ -42,41 +43,6 @@ from .task import Loaders, StepContext, TrainTask
 def progress_enabled() -> bool:
     """Progress bars are on unless ``NASDISTILL_PROGRESS=0``."""
     return os.environ.get("NASDISTILL_PROGRESS", "1") != "0"
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device, amp: str = "auto",
-             channels_last: bool = False) -> dict:
-    """Top-1 and top-5 accuracy (percent) and mean CE loss of ``model`` on ``loader``.
-
-    Counts are summed over ranks, so a sharded or a full loader on every rank both work.
-    """
-    was_training = model.training
-    model.eval()
-    correct1 = torch.zeros((), device=device)
-    correct5 = torch.zeros((), device=device)
-    loss_sum = torch.zeros((), device=device)
-    total = 0
-    try:
-        for x, y, *_ in loader:
-            x = to_channels_last(x) if channels_last else x
-            with autocast_for(device, amp):
-                logits = model(x)
-            logits = logits.float()
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hits = top.eq(y[:, None])
-            correct1 += hits[:, 0].sum()
-            correct5 += hits.any(dim=1).sum()
-            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-            total += y.shape[0]
-    finally:
-        model.train(was_training)
-    c1, c5, ls = torch.stack([correct1, correct5, loss_sum]).tolist()
-    c1, c5, ls, n = distributed.all_reduce_sum([c1, c5, ls, float(total)], device)
-    if n == 0:
-        raise ValueError("evaluation loader is empty")
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n}
 
 
 def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: bool = False) -> None:

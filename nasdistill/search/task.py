@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.evaluation import recalibrate_bn
 from ..engine.task import StepOutput, TrainTask
 from ..record import ModelRecord
-from ..supernet import ArchGates, CostModel, Supernet, cost_penalty, recalibrate_bn
+from ..supernet import ArchGates, CostModel, Supernet, cost_penalty
 from .config import target_folder
 from .students import (MARKER, constrained_choice, remove_stale_students, serialize_weights, student_entry,
                        write_student)

@@ -21,12 +21,12 @@ still belongs to the forward.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
 
+from ..engine.evaluation import recalibrate_bn, recalibrating_bn  # noqa: F401  (re-exported: their old home)
 from ..models.staged import StagedModel
 from ..space.blocks import ConvBNReLU
 from .elastic import ElasticConvBNReLU, ElasticLinear, copy_sliced
@@ -275,45 +275,3 @@ class Supernet(StagedModel):
         copy_sliced(model.embed, self.embed)
         copy_sliced(model.classifier, self.classifier)
         return model.train(self.training)
-
-
-@contextmanager
-def recalibrating_bn(bns: Iterable[nn.Module], restore: bool = False):
-    """BatchNorms ``bns`` with reset running statistics that average cumulatively
-    (``momentum=None``) over the batches run inside the block.
-
-    On exit their momentum is restored and, with ``restore``, the running statistics they had
-    before (copied back in place: the block may evaluate with the recalibrated statistics and
-    leave the modules as they were). Train/eval modes are the caller's.
-    """
-    saved = [(m, m.momentum, [(b, b.clone()) for b in m.buffers(recurse=False)] if restore else ())
-             for m in bns]
-    for m, _, _ in saved:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the calibration batches
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, momentum, buffers in saved:
-                m.momentum = momentum
-                for b, value in buffers:
-                    b.copy_(value)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches, num_batches: Optional[int] = None) -> nn.Module:
-    """Re-estimate BatchNorm running statistics of ``model`` on ``batches`` (cumulative average).
-
-    Weight-sharing supernet statistics are a mixture over paths; an extracted path needs its own.
-    ``batches`` yields tensors or ``(x, ...)`` tuples. Returns the model in eval mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    with recalibrating_bn(bns):
-        model.train()
-        for i, batch in enumerate(batches):
-            if num_batches is not None and i >= num_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
-    return model.eval()

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..supernet.supernet import recalibrating_bn
+from ..engine.evaluation import eval_batches, recalibrating_bn
 
 
 def _branch_bns(branched) -> list[nn.Module]:
@@ -69,19 +69,26 @@ def branch_accuracies(branched, loader, before_batch: Optional[Callable] = None,
     branched.eval()
     correct = [0] * len(branched.branches)
     total = 0
+
+    def branch_logits(x):
+        if before_batch is not None:
+            before_batch(branched)
+        return branched(x, teacher_grad=False)[1]
+
+    def count(zs, batch):
+        nonlocal total
+        y = batch[1]
+        for i, z in enumerate(zs):
+            correct[i] += int((z.argmax(1) == y).sum())
+        total += y.shape[0]
+
     try:
         with recalibrating_bn(bns, restore=True) if recalibrate else nullcontext():
             if recalibrate:
                 if hasattr(calib_loader, "set_epoch"):
                     calib_loader.set_epoch(0)
                 _calibration_passes(branched, bns, calib_loader, recalibrate_batches, before_batch)
-            for x, y, *_ in loader:
-                if before_batch is not None:
-                    before_batch(branched)
-                _, zs = branched(x, teacher_grad=False)
-                for i, z in enumerate(zs):
-                    correct[i] += int((z.argmax(1) == y).sum())
-                total += y.shape[0]
+            eval_batches(branched, loader, count, branch_logits)
     finally:
         branched.train(was)
     return [100.0 * c / max(total, 1) for c in correct]

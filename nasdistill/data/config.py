@@ -1,0 +1,37 @@
+"""The data section of a config: which dataset, where it lives, how it is split and augmented."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from ..config import ConfigError, require
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how it is split and augmented."""
+
+    name: str = "digits"
+    root: Optional[str] = None
+    split_seed: int = 0
+    val_size: Optional[Union[int, float]] = None
+    augment: Optional[bool] = None          # None: the dataset's default
+    options: dict = field(default_factory=dict)   # dataset-specific, e.g. synthetic {size: 16, n_train: 1000}
+
+    def __post_init__(self):
+        from .registry import DATASETS, unknown_option
+
+        if self.name not in DATASETS:
+            raise ConfigError.for_key("name", f"names no dataset: {DATASETS.unknown_message(self.name)}")
+        require(isinstance(self.options, dict), "options", f"must be a mapping, got {self.options!r}")
+        problem = unknown_option(self.name, self.options)
+        require(problem is None, "options", problem)
+        require(self.val_size is None or self.val_size >= 0, "val_size",
+               f"must be a fraction in [0, 1) or a count >= 0, got {self.val_size}")
+
+    def load(self):
+        """The dataset this section describes (a :class:`~nasdistill.data.DatasetSplits`)."""
+        from . import load_dataset
+
+        return load_dataset(self.name, root=self.root, seed=self.split_seed, val_size=self.val_size,
+                            **self.options)
