@@ -17,6 +17,7 @@ after the same distillation.
     python examples/shared_search_bench.py                      # ~5 minutes on 2 idle cores
     python examples/shared_search_bench.py --repeat 2           # the README's table
     python examples/shared_search_bench.py --quick --out /tmp/b  # seconds (smoke test)
+    python examples/shared_search_bench.py --quick --batch-size 256 --out /tmp/b  # fewer steps still
 """
 from __future__ import annotations
 
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="distillation seeds")
     parser.add_argument("--repeat", type=int, default=1, help="search rounds (least time of each kept)")
     parser.add_argument("--quick", action="store_true", help="tiny epochs (smoke test)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="one batch size for search, teacher and distillation (default: the main job's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -83,6 +86,9 @@ def main() -> None:
         cfg.search.search = dataclasses.replace(cfg.search.search, warmup_epochs=1)
         cfg.teachers.train = dataclasses.replace(cfg.teachers.train, epochs=1)
         cfg.distill.train = dataclasses.replace(cfg.distill.train, epochs=1)
+    if args.batch_size is not None:
+        for section in (cfg.search, cfg.teachers, cfg.distill):
+            section.train = dataclasses.replace(section.train, batch_size=args.batch_size)
     targets = [int(t) for t in cfg.search.targets]
     one = targets[len(targets) // 2]  # (the warm-up run's target)
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -108,14 +107,26 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
     run = tmp_path / "run"
     holder = RunDirectory(run).lock()  # this process holds the folder
     try:
-        t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "nasdistill", "teacher", *TEACHER, "--out-dir", str(run)],
-                              env=ENV, capture_output=True, text=True, timeout=120)
-        assert time.time() - t0 < 60 and proc.returncode == 2
-        assert f"in use by process {os.getpid()}" in proc.stderr and "Traceback" not in proc.stderr
-        main_job = subprocess.run([sys.executable, "-m", "nasdistill", "run", "--out-dir", str(run)],
-                                  env=ENV, capture_output=True, text=True, timeout=120)
-        assert main_job.returncode == 2 and f"process {os.getpid()}" in main_job.stderr
+        # another process (one interpreter for both commands) asks for the folder: a teacher run, then
+        # the main job; each says its exit code and time, and what it wrote to stderr in between
+        script = (
+            "import json, sys, time\n"
+            "from nasdistill.cli import main\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    t0 = time.time()\n"
+            "    rc = main(args)\n"
+            "    print('@@rc', json.dumps([rc, time.time() - t0]), flush=True)\n"
+            "    print('@@end', file=sys.stderr, flush=True)\n")
+        commands = [["teacher", *TEACHER, "--out-dir", str(run)], ["run", "--out-dir", str(run)]]
+        proc = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], env=ENV, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (teacher_rc, teacher_s), (job_rc, _) = [json.loads(line[len("@@rc "):]) for line in proc.stdout.splitlines()
+                                                   if line.startswith("@@rc ")]
+        teacher_err, job_err, _ = proc.stderr.split("@@end\n")
+        assert teacher_s < 60 and teacher_rc == 2
+        assert f"in use by process {os.getpid()}" in teacher_err and "Traceback" not in teacher_err
+        assert job_rc == 2 and f"process {os.getpid()}" in job_err
     finally:
         holder.unlock()
     assert not (run / "result.json").exists()

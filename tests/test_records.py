@@ -325,7 +325,7 @@ def test_registries_name_the_closest_entry():
         get_op("identiy")
 
 
-def test_a_new_distiller_is_one_file(tmp_path):
+def test_a_new_distiller_is_one_file(tmp_path, resnet8_teacher):
     """Drop one module into nasdistill/distill/ (here: of a copy of the package): the method exists
     for `nasdistill distill`, with its config section, in the main job's config too."""
     pkg = tmp_path / "pkg"
@@ -359,23 +359,32 @@ class ToyDistiller(Distiller):
                         "loss_kd": self.cfg.weight * (logits - z_t).pow(2).mean()}
 ''')
     env = dict(ENV, PYTHONPATH=str(pkg))
-    teacher = tmp_path / "teacher"
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "nasdistill", *args], cwd=pkg, env=env,
-                              capture_output=True, text=True, timeout=300)
-    done = cli("teacher", str(ROOT / "examples/digits_teacher.yaml"), *TINY_TRAIN, "--out-dir", str(teacher))
+    # one interpreter on the copy (importing torch once): distill from the session's CE teacher with
+    # the new method, then ask the main job's CLI and config about it
+    script = """
+import sys
+from nasdistill.cli import main
+from nasdistill.engine import load_config
+from nasdistill.pipeline import pipeline_config_class
+
+teacher, root, out, *train = sys.argv[1:]
+rc = main(["distill", root + "/examples/digits_distill.yaml", "teacher=" + teacher, "method=toy", "toy.weight=0.25",
+           "cache_teacher_logits=true", *train, "--out-dir", out])
+print("@@distill", rc)
+try:
+    rc = main(["run", "distill.methods=[kd,toy]", "distill.toy.weight=0.3", "--help"])
+except SystemExit as exit_:
+    rc = exit_.code or 0
+print("@@help", rc)
+print("@@weight", load_config(pipeline_config_class(), None, ["distill.methods=[kd,toy]", "distill.toy.weight=0.3"])
+      .distill.toy.weight)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(resnet8_teacher), str(ROOT), str(tmp_path / "toy"),
+                           *TINY_TRAIN], cwd=pkg, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    done = cli("distill", str(ROOT / "examples/digits_distill.yaml"), f"teacher={teacher}", "method=toy", "toy.weight=0.25",
-               "cache_teacher_logits=true", *TINY_TRAIN, "--out-dir", str(tmp_path / "toy"))
-    assert done.returncode == 0, done.stderr
+    said = dict(line[2:].split(" ", 1) for line in done.stdout.splitlines() if line.startswith("@@"))
+    assert said == {"distill": "0", "help": "0", "weight": "0.3"}, (done.stdout[-2000:], done.stderr[-2000:])
     result = json.loads((tmp_path / "toy" / "result.json").read_text())
     assert result["method"] == "toy" and "toy.weight" in json.loads((tmp_path / "toy" / "run.json").read_text())["identity"]
     rows = [json.loads(l) for l in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["train_loss_kd"] > 0
-    probe = cli("run", "distill.methods=[kd,toy]", "distill.toy.weight=0.3", "--help")
-    assert probe.returncode == 0
-    check = subprocess.run([sys.executable, "-c", "from nasdistill.pipeline import pipeline_config_class as c; "
-                            "from nasdistill.engine import load_config; "
-                            "print(load_config(c(), None, ['distill.methods=[kd,toy]', 'distill.toy.weight=0.3'])"
-                            ".distill.toy.weight)"], cwd=pkg, env=env, capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0 and check.stdout.strip() == "0.3", check.stderr

@@ -138,15 +138,15 @@ def test_restart_with_other_targets_removes_the_old_folders(shared, tmp_path):
 
     copy_dir = tmp_path / "copy"
     shutil.copytree(out, copy_dir)
-    assert main(["search", "examples/digits_search.yaml", *SHARED, "train.epochs=2", "search.targets=[1500000]",
+    assert main(["search", "examples/digits_search.yaml", *SHARED, "train.epochs=2", "train.batch_size=256", "search.targets=[1500000]",
                  "--restart", "--out-dir", str(copy_dir)]) == 0
     assert sorted(p.name for p in copy_dir.glob("target_*")) == ["target_1500000"]
 
 
 def test_separate_searches_are_a_run_each(tmp_path):
     out = tmp_path / "sep"
-    assert main(["search", "examples/digits_search.yaml", *SHARED, "train.epochs=2", "search.shared=false",
-                 "--out-dir", str(out)]) == 0
+    assert main(["search", "examples/digits_search.yaml", *SHARED, "train.epochs=2", "train.batch_size=256",
+                 "search.shared=false", "--out-dir", str(out)]) == 0
     for name in FOLDERS:
         assert (out / name / "run.json").is_file() and (out / name / "last.ckpt").is_file()
         nasdistill.load(out / name)
@@ -249,7 +249,7 @@ def test_the_main_job_searches_every_target_in_one_run(tmp_path):
     from nasdistill.pipeline.steps import search_students
 
     tiny = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.search.warmup_epochs=1",
-            "workers=1"]
+            "search.train.batch_size=256", "workers=1"]
     cfg = load_config(PipelineConfig, None, tiny)
     space = load_space(cfg.space)
     stage = Stage(cfg, "resume", Progress(False))
@@ -278,7 +278,8 @@ def test_the_shared_search_bench_prints_both_tables(tmp_path, capsys, monkeypatc
     from pathlib import Path
 
     script = str(Path(__file__).resolve().parents[1] / "examples" / "shared_search_bench.py")
-    monkeypatch.setattr(sys, "argv", [script, "--quick", "--seeds", "0", "--out", str(tmp_path / "b")])
+    monkeypatch.setattr(sys, "argv", [script, "--quick", "--seeds", "0", "--batch-size", "256",
+                                     "--out", str(tmp_path / "b")])
     capsys.readouterr()
     runpy.run_path(script, run_name="__main__")
     out = capsys.readouterr().out

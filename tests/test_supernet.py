@@ -330,3 +330,13 @@ def test_frozen_bn_stats_gives_the_train_mode_output_and_keeps_every_buffer(digi
     bns = [m for m in sn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.track_running_stats for m in bns)
     assert torch.equal(frozen, sn(x))  # the ordinary forward: same batch statistics, same output
+
+
+def test_non_finite_phi_stops_sampling_with_a_floating_point_error():
+    from nasdistill.supernet import ArchGates
+
+    gates = ArchGates(load_space("digits_small"), "two", seed=0)
+    with torch.no_grad():
+        gates.logits(gates.labels[2])[0] = float("nan")
+    with pytest.raises(FloatingPointError, match=f"phi of label '{gates.labels[2]}' are not finite"):
+        gates.sample(arch_grad=True)

@@ -284,10 +284,16 @@ class Trainer:
                     x = to_channels_last(x)
                 self._ctx = StepContext(epoch, epoch * steps + i, i, self.device,
                                         self.world.world_size, self.world.rank)
-                if self.graphed is not None:
-                    self.graphed((x, y, idx))
-                else:
-                    self._step_tensors((x, y, idx))
+                try:
+                    if self.graphed is not None:
+                        self.graphed((x, y, idx))
+                    else:
+                        self._step_tensors((x, y, idx))
+                except FloatingPointError:
+                    # a step that cannot go on (e.g. phi gone non-finite) after a non-finite loss
+                    # the guard has seen but not yet read: name that loss's step instead
+                    self._check_finite(epoch, steps)
+                    raise
                 self.meter.count(y.shape[0], scored=self._scored)
                 if (i + 1) % every == 0:
                     self._check_finite(epoch, steps)

@@ -253,6 +253,10 @@ class ArchGates(nn.Module):
                      else torch.softmax(logits.detach().float().cpu(), 0))
             if mix:
                 p_cpu = (1.0 - mix) * p_cpu + mix / n
+            if not bool(torch.isfinite(p_cpu).all()):  # (p is on the host already: no extra sync)
+                raise FloatingPointError(
+                    f"the architecture logits phi of label {label!r} are not finite: an earlier "
+                    "architecture step had a non-finite loss (lower the learning rates)")
             if self.mode == "two" and arch_grad and n >= 2:
                 idx = torch.multinomial(p_cpu, 2, replacement=False, generator=self.generator).tolist()
                 p2 = torch.softmax(logits[idx].float(), 0)
