@@ -43,7 +43,7 @@ fi
 
 # 1. the CUDA tests (on the CPU with TINY=1: the same tests under bf16)
 step cuda_tests env NASDISTILL_TEST_DEVICE=$PYTEST_DEVICE python -m pytest -m cuda -q -x -p no:cacheprovider \
-    ${PYTEST_K:+-k "$PYTEST_K"} tests/test_cuda.py
+    ${PYTEST_K:+-k "$PYTEST_K"} tests/engine/test_cuda.py
 
 # 2. benchmarks: KD epoch vs the conventional loop; GTN/SFTN teacher cost; supernet overhead
 step bench_kd python -m nasdistill bench kd --device $DEVICE $KD_ARGS --json

@@ -26,7 +26,6 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from ..engine.evaluation import recalibrate_bn, recalibrating_bn  # noqa: F401  (re-exported: their old home)
 from ..models.staged import StagedModel
 from ..space.blocks import ConvBNReLU
 from .elastic import ElasticConvBNReLU, ElasticLinear, copy_sliced
@@ -275,3 +274,14 @@ class Supernet(StagedModel):
         copy_sliced(model.embed, self.embed)
         copy_sliced(model.classifier, self.classifier)
         return model.train(self.training)
+
+
+def __getattr__(name: str):
+    """``recalibrate_bn`` / ``recalibrating_bn`` live beside the evaluation loop
+    (:mod:`nasdistill.engine.evaluation`); this, their old home, still answers for them, lazily, so
+    that building a supernet never imports the training engine."""
+    if name in ("recalibrate_bn", "recalibrating_bn"):
+        from ..engine import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

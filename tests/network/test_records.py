@@ -18,7 +18,7 @@ from nasdistill.cli import main
 from nasdistill.record import ModelRecord, read_model_source
 from nasdistill.space import load_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
 # a user space that defines SPACE alone, named unlike its file
 USER_SPACE = '''

@@ -14,7 +14,7 @@ from nasdistill.engine import DataConfig, RunDirectory, TrainConfig, TrainTask
 from nasdistill.engine.run import RunMethod, run_training
 from nasdistill.teachers.ce import CETask
 
-ENGINE = Path(__file__).resolve().parents[1] / "nasdistill" / "engine"
+ENGINE = Path(__file__).resolve().parents[2] / "nasdistill" / "engine"
 
 
 @dataclass

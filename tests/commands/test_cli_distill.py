@@ -11,7 +11,7 @@ from nasdistill.cli import main
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import evaluate, read_metrics
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_distill.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits_distill.yaml"
 
 
 @pytest.fixture(scope="module")

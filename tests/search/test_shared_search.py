@@ -277,7 +277,7 @@ def test_the_shared_search_bench_prints_both_tables(tmp_path, capsys, monkeypatc
     import sys
     from pathlib import Path
 
-    script = str(Path(__file__).resolve().parents[1] / "examples" / "shared_search_bench.py")
+    script = str(Path(__file__).resolve().parents[2] / "examples" / "shared_search_bench.py")
     monkeypatch.setattr(sys, "argv", [script, "--quick", "--seeds", "0", "--batch-size", "256",
                                      "--out", str(tmp_path / "b")])
     capsys.readouterr()
