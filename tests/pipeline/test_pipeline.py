@@ -145,29 +145,8 @@ def test_non_finite_loss_names_the_stage_and_what_to_do(tmp_path, capsys):
     assert "teachers.train.lr" in err and "--restart" in err and "Traceback" not in err
 
 
-def _children(pid: int) -> set:
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(d))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_parent(run, tmp_path):
+def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_parent(run, tmp_path, procs):
     """SIGKILL the main job at moments inside every stage (workers running included), rerun until
     done: no worker outlives the killed job, and the results equal the uninterrupted run's."""
     ref_out, summary = run
@@ -187,14 +166,14 @@ def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_par
         while time.time() < deadline and proc.poll() is None and not mark.exists():
             time.sleep(0.02)
         time.sleep(0.5 if mark.name == "distill" else 0.05)  # let the distillation workers start
-        children |= _children(proc.pid)
+        children |= procs.children(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         end = time.time() + 10
-        while time.time() < end and any(_alive(c) for c in children):
+        while time.time() < end and any(procs.alive(c) for c in children):
             time.sleep(0.1)
-        assert not [c for c in children if _alive(c)], "a worker outlived the killed main job"
+        assert not [c for c in children if procs.alive(c)], "a worker outlived the killed main job"
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     key = lambda r: (r["student"], r["teacher"], r["method"], r["seed"])  # noqa: E731

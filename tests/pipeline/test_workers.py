@@ -46,27 +46,6 @@ def test_the_first_failure_is_raised_with_its_attributes_and_the_rest_never_star
     assert not (tmp_path / "ok2").exists() and not (tmp_path / "ok3").exists()  # queued: cancelled
 
 
-def _children(pid: int) -> set:
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(d))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 PARENT = """
 import sys
 from nasdistill.pipeline.workers import run_jobs
@@ -77,7 +56,7 @@ run_jobs(json.loads(sys.argv[1]), workers=2)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
-def test_no_worker_outlives_a_killed_parent_by_a_second_even_while_starting(tmp_path, delay):
+def test_no_worker_outlives_a_killed_parent_by_a_second_even_while_starting(tmp_path, delay, procs):
     """SIGKILL the parent as soon as its workers exist (they are still importing torch), or a bit
     later: every worker is gone within a second, and nothing warns of leaked semaphores."""
     import json
@@ -88,16 +67,16 @@ def test_no_worker_outlives_a_killed_parent_by_a_second_even_while_starting(tmp_
     deadline = time.time() + 120
     children = set()
     while time.time() < deadline and len(children) < 2 and parent.poll() is None:
-        children = _children(parent.pid)
+        children = procs.children(parent.pid)
         time.sleep(0.005)
     assert len(children) == 2, "the workers did not start"
     time.sleep(delay)
     parent.kill()
     killed = time.time()
     parent.wait()
-    while time.time() - killed < 1.0 and any(_alive(c) for c in children):
+    while time.time() - killed < 1.0 and any(procs.alive(c) for c in children):
         time.sleep(0.01)
-    assert not [c for c in children if _alive(c)], f"a worker outlived its parent by > 1 s (delay {delay})"
+    assert not [c for c in children if procs.alive(c)], f"a worker outlived its parent by > 1 s (delay {delay})"
     # every holder of the stderr pipe is gone: it ends at once, with no leaked-semaphore warning
     err = parent.stderr.read().decode()
     assert "leaked" not in err and "resource_tracker" not in err, err
