@@ -87,7 +87,8 @@ def run_search(cfg, run_dir=None, mode: str = "resume", splits=None, device=None
 def clear_if_students_damaged(run_dir) -> list[str]:
     """Under the run's lock: when a finished search's target folders are missing or differ from its
     result, clear the result (the next run finishes it again from its checkpoint); return what was
-    wrong (empty: nothing to do). The engine checks the run's own files only."""
+    wrong (empty: nothing to do). The engine checks that the declared folders exist; whether each
+    student's weights still match its own ``result.json`` is the search's to check."""
     rd = RunDirectory(run_dir)
     rd.lock()
     try:
