@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..atomic import reworded, write_json
@@ -29,8 +30,9 @@ from ..engine.run import (ConfigMismatch, config_identity, describe_diff, finger
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
+from .workers import JobPool
 from .steps import (describe_task, distill_students, export_students, gtn_histories, sample_students,
-                    search_students, teacher_rows, train_teachers)
+                    start_search, start_teachers, teacher_rows, teachers_need_students)
 
 #: Keys of the main job's configuration that never change a result.
 NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root", "about")
@@ -113,25 +115,12 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
             f"({space.size():,} architectures) -> {out}")
     previous_path = out / "stage_times.json"
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
-    stage = Stage(cfg, stage_mode, log, root=out)
-
-    def timed(name: str, fn):
-        t0, ran = time.perf_counter(), stage.ran
-        value = fn()
-        # a stage reused from an earlier invocation keeps the time it took then
-        reused = stage.ran == ran and name in previous
-        times[name] = previous[name] if reused else time.perf_counter() - t0
-        if world.is_main:
-            write_json(previous_path, {**previous, **times})
-        return value
-
-    students = timed("search", lambda: search_students(cfg, out, space, stage))
-    students += sample_students(cfg, space, {s["student"] for s in students})
-    if world.is_main:
-        write_json(out / "students.json", students)
-    teachers = timed("teachers", lambda: train_teachers(cfg, out, students, stage))
-    rows, results = timed("distill", lambda: distill_students(cfg, out, students, teachers, stage,
-                                                              augmented=augmented(cfg, splits)))
+    # one set of worker processes for the whole job (started with the first run to do)
+    pool = JobPool(cfg.workers) if cfg.workers > 1 and not world.distributed else None
+    with pool if pool is not None else nullcontext():
+        stage = Stage(cfg, stage_mode, log, root=out, pool=pool)
+        rows, results, teachers, students = _stages(cfg, out, stage, world, splits, space, times, previous,
+                                                    previous_path)
     if not world.is_main:  # rank 0 evaluates, reports and exports
         return {"out_dir": str(out), "rank": world.rank}
 
@@ -159,3 +148,46 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
     write_json(out / "summary.json", summary)
     log.say(f"done in {times['total']:.0f}s: {report}")
     return summary
+
+
+def _stages(cfg, out: Path, stage: Stage, world, splits, space, times: dict, previous: dict,
+            previous_path: Path):
+    """Search, teachers, distillation. Teachers that need no searched student are queued right
+    behind the search, so they train while it runs; ``times`` gets each stage's wall time (from
+    its start to its last run's end) and ``overlap``, the seconds the teachers trained during the
+    search (counted once in the report's total)."""
+
+    def record(name: str, t0: float) -> None:
+        # a stage reused from an earlier invocation keeps the time it took then
+        reused = not stage.ran_by.get(name) and name in previous
+        times[name] = previous[name] if reused else time.perf_counter() - t0
+        if world.is_main:
+            write_json(previous_path, {**previous, **times})
+
+    t_search = time.perf_counter()
+    search = start_search(cfg, out, space, stage)
+    early = not teachers_need_students(cfg)
+    t_teachers = time.perf_counter()
+    pending = start_teachers(cfg, out, [], stage) if early else None
+    students = search.wait()
+    record("search", t_search)
+    students += sample_students(cfg, space, {s["student"] for s in students})
+    if world.is_main:
+        write_json(out / "students.json", students)
+    if pending is None:
+        t_teachers = time.perf_counter()
+        pending = start_teachers(cfg, out, students, stage)
+    search_end = time.perf_counter()
+    teachers = pending.wait()
+    record("teachers", t_teachers)
+    ran_search, ran_teachers = stage.ran_by.get("search"), stage.ran_by.get("teachers")
+    if early and ran_search and ran_teachers:
+        times["overlap"] = max(0.0, min(search_end, time.perf_counter()) - t_teachers)
+    elif not ran_search and not ran_teachers and "overlap" in previous:
+        times["overlap"] = previous["overlap"]  # both reused: as they ran then
+    else:
+        previous.pop("overlap", None)  # one stage ran alone this time
+    t0 = time.perf_counter()
+    rows, results = distill_students(cfg, out, students, teachers, stage, augmented=augmented(cfg, splits))
+    record("distill", t0)
+    return rows, results, teachers, students

@@ -10,7 +10,7 @@ from ..engine import distributed
 from ..engine.config import to_dict
 from ..engine.run import fingerprint
 from ..engine.rundir import RunDirectory
-from .workers import job_config, run_jobs
+from .workers import JobPool, job_config, run_here
 
 
 class Progress:
@@ -29,13 +29,29 @@ class Progress:
         return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=True)
 
 
+class Pending:
+    """Runs a stage queued; :meth:`wait` returns their results in order."""
+
+    def __init__(self, wait):
+        self._wait = wait
+
+    def wait(self) -> list[dict]:
+        return self._wait()
+
+
 class Stage:
     """Runs one stage's jobs and turns a run's failure into a sentence that names the stage."""
 
-    def __init__(self, cfg, mode: str, log: Progress, root: Optional[Path] = None):
+    def __init__(self, cfg, mode: str, log: Progress, root: Optional[Path] = None,
+                 pool: Optional[JobPool] = None):
         self.cfg, self.mode, self.log = cfg, mode, log
         self.root = Path(root) if root is not None else None   # run folders are named relative to it
         self.ran = 0   # runs executed (not reused) so far
+        self.ran_by: dict = {}  # the same, by stage name
+        #: the job's worker processes (``cfg.workers`` > 1, closed by the job); without it a call
+        #: of several runs starts workers of its own for as long as it lasts, and a single run
+        #: runs in this process
+        self.pool = pool
 
     def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
         return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
@@ -43,17 +59,29 @@ class Stage:
 
     def run(self, name: str, payloads: list[dict]) -> list[dict]:
         """Run (or reuse) every payload; return their results (``result.json``) in order."""
+        return self.start(name, payloads).wait()
+
+    def start(self, name: str, payloads: list[dict]) -> "Pending":
+        """Queue the runs of ``payloads`` that are not finished already (on the job's worker pool,
+        or, without one, run them now); ``.wait()`` returns every result in order."""
         reused = [_reusable_result(p) for p in payloads]
         todo = [p for p, r in zip(payloads, reused) if r is None]
         self.ran += len(todo)
+        self.ran_by[name] = self.ran_by.get(name, 0) + len(todo)
         world = distributed.world()
         parallel = self.cfg.workers > 1 and not world.distributed
+        pool = self.pool if parallel else None
+        own = pool is None and parallel and len(todo) > 1
+        if own:
+            pool = JobPool(min(self.cfg.workers, len(todo)))
         if payloads:
-            how = (f"{min(self.cfg.workers, len(todo))} worker processes" if parallel and len(todo) > 1
+            how = (f"{min(self.cfg.workers, len(todo))} worker processes" if pool is not None and len(todo) > 1
+                   else "in a worker process" if pool is not None
                    else f"on {world.world_size} ranks" if world.distributed else "one at a time")
             self.log.say(f"{name}: {len(payloads)} runs, {len(payloads) - len(todo)} reused"
                          + (f", {len(todo)} to run ({how})" if todo else ""))
-        bar = self.log.bar(len(todo), name) if todo else None
+        # one bar per stage of several runs (a stage of one run says when it is done)
+        bar = self.log.bar(len(todo), name) if len(todo) > 1 else None
 
         def finished(i: int, result: dict) -> None:
             # as each run ends (not when the stage does): the bar, its ETA, and a line for the run
@@ -64,16 +92,33 @@ class Stage:
             else:
                 self.log.say(line)
 
-        try:
-            ran = run_jobs(todo, self.cfg.workers, on_done=finished, parallel=parallel)
-        except FloatingPointError as err:
-            raise _stage_error(err, name) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        fresh = iter(ran)
-        return [r if r is not None else next(fresh) for r in reused]
+        def collect(ran: list[dict]) -> list[dict]:
+            fresh = iter(ran)
+            return [r if r is not None else next(fresh) for r in reused]
 
+        if pool is None or not todo:
+            try:
+                ran = run_here(todo, finished)
+            except FloatingPointError as err:
+                raise _stage_error(err, name) from None
+            finally:
+                if bar is not None:
+                    bar.close()
+            return Pending(lambda: collect(ran))
+        batch = pool.submit(todo, finished)
+
+        def wait() -> list[dict]:
+            try:
+                results = collect(batch.wait())
+            except FloatingPointError as err:
+                raise _stage_error(err, name) from None
+            finally:
+                if bar is not None:
+                    bar.close()
+                if own:
+                    pool.kill() if batch.left else pool.close()
+            return results
+        return Pending(wait)
 
     def _name(self, run_dir: str) -> str:
         path = Path(run_dir)

@@ -11,13 +11,18 @@ import torch
 from ..engine.config import ModelConfig
 from ..engine.rundir import read_metrics
 from ..registry import config_sections
-from .stage import Progress, Stage
+from .stage import Pending, Progress, Stage
 
 
 def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
     """The searched students. By default one search run, ``search/shared/``, trains one supernet for
     every MACs target and writes each target's student into ``search/shared/target_<T>/``;
     ``search.search.shared=false`` runs one search per target (``search/target_<T>/``)."""
+    return start_search(cfg, out, space, stage).wait()
+
+
+def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
+    """:func:`search_students`, queued on the stage; ``.wait()`` returns the students."""
     from ..search import SearchConfig, target_folder
     from ..search.runner import clear_if_students_damaged
     from ..search.students import describe, read_students
@@ -33,8 +38,11 @@ def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
         problems = clear_if_students_damaged(run_dir) if run_dir.is_dir() else []
         if problems:
             stage.log.say(f"  {problems[0]}: the search is finished again from its checkpoint")
-        [result] = stage.run("search", [payload])
-        entries = read_students(run_dir, result)
+        pending = stage.start("search", [payload])
+
+        def entries() -> list[dict]:
+            [result] = pending.wait()
+            return read_students(run_dir, result)
     else:
         payloads = []
         for target in targets:
@@ -42,19 +50,23 @@ def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
                                 data=cfg.data, train=cfg.search.train,
                                 search=dataclasses.replace(section, target=target))
             payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
-        entries = stage.run("search", payloads)
-    students = []
-    for entry in entries:
-        arch = entry["arch"]
-        arch_id = space.arch_id(arch)
-        cost = space.cost(arch)
-        stage.log.say(f"  {describe(entry)}, {cost['params']:,} params")
-        if any(s["student"] == arch_id for s in students):
-            stage.log.say("  (same network as an earlier target's: kept once)")
-            continue
-        students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
-                         "params": cost["params"], "target_macs": float(entry["target"])})
-    return students
+        pending = stage.start("search", payloads)
+        entries = pending.wait
+
+    def students() -> list[dict]:
+        out_students = []
+        for entry in entries():
+            arch = entry["arch"]
+            arch_id = space.arch_id(arch)
+            cost = space.cost(arch)
+            stage.log.say(f"  {describe(entry)}, {cost['params']:,} params")
+            if any(s["student"] == arch_id for s in out_students):
+                stage.log.say("  (same network as an earlier target's: kept once)")
+                continue
+            out_students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
+                                 "params": cost["params"], "target_macs": float(entry["target"])})
+        return out_students
+    return Pending(students)
 
 
 def sample_students(cfg, space, taken: set) -> list[dict]:
@@ -86,12 +98,24 @@ def distill_dir(out: Path, student: str, teacher: str, method: str, seed: int) -
     return out / "distill" / student / f"{name}_s{seed}"
 
 
+def teachers_need_students(cfg) -> bool:
+    """Whether a teacher of the job is built from a student (SFTN grafts the first one): the
+    others can train while the search runs."""
+    return "sftn" in cfg.teachers.methods and cfg.teachers.sftn_student_from_search
+
+
 def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
     """Every teacher method once per teacher seed; ``{(method, seed): {"dir", "result"}}``.
 
     With ``teachers.init_from_ce`` the CE teachers train first, then the GTN / SFTN teachers of
     seed s start from the CE teacher of seed s (``<method>.init_from``).
     """
+    return start_teachers(cfg, out, students, stage).wait()
+
+
+def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
+    """:func:`train_teachers`, queued: the first wave of runs is handed to the stage now, the
+    second (teachers started from the CE ones) when ``.wait()`` has the first."""
     from ..engine.config import ConfigError
     from ..teachers import TEACHERS, teacher_config_class
 
@@ -128,20 +152,29 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
     # the CE teachers (and every teacher that starts from nothing) first, then those started from
     # them; within each wave the branch-trained teachers (several times a CE teacher's time) start
     # first, so that the short runs fill the workers' gaps at the end instead of the long ones
-    results: list = [None] * len(payloads)
+    waves = []
     for wave in (False, True):
         index = [i for i, w in enumerate(later) if w == wave]
         index.sort(key=lambda i: keys[i][0] not in warm_started)  # stable: seeds keep their order
-        for i, result in zip(index, stage.run("teachers", [payloads[i] for i in index]) if index else ()):
-            results[i] = result
-    teachers = {}
-    for (method, seed), p, result in zip(keys, payloads, results):
-        teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
-        extra = result.get("init_from_wall_time_s")
-        stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
-                      f"{result.get('wall_time_s', 0):.1f}s"
-                      + (f" (+{extra:.1f}s of the teacher it started from)" if extra else ""))
-    return teachers
+        if index:
+            waves.append(index)
+    first = stage.start("teachers", [payloads[i] for i in waves[0]]) if waves else None
+
+    def wait() -> dict:
+        results: list = [None] * len(payloads)
+        for n, index in enumerate(waves):
+            pending = first if n == 0 else stage.start("teachers", [payloads[i] for i in index])
+            for i, result in zip(index, pending.wait()):
+                results[i] = result
+        teachers = {}
+        for (method, seed), p, result in zip(keys, payloads, results):
+            teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
+            extra = result.get("init_from_wall_time_s")
+            stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
+                          f"{result.get('wall_time_s', 0):.1f}s"
+                          + (f" (+{extra:.1f}s of the teacher it started from)" if extra else ""))
+        return teachers
+    return Pending(wait)
 
 
 def _pct(x) -> str:

@@ -3,6 +3,8 @@
 :func:`run_jobs` runs job payloads (``{"kind": "search"|"teacher"|"distill", "config": {...},
 "run_dir": ..., "mode": ...}``) with ``workers`` processes, or in this process (one worker, or
 under torchrun where every rank takes part in every run), and reports each run as it finishes.
+A :class:`JobPool` keeps its processes for a whole job: every stage submits its runs to it, and
+a stage whose runs are ready queues them while an earlier stage's still train.
 
 **No orphans.** Each worker is a fresh Python (running :func:`serve`) started
 with ``subprocess.Popen``; between its fork and its exec the kernel is asked to kill it when its
@@ -141,38 +143,120 @@ def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int
     docstring); the first failure cancels what has not started, ends the workers and is raised
     here (with its attributes, e.g. a FloatingPointError's ``detail`` and ``run_dir``).
     """
-    results: list = [None] * len(payloads)
     if workers <= 1 or not parallel or len(payloads) <= 1:
-        from ..engine import distributed
+        return run_here(payloads, on_done)
+    with JobPool(min(workers, len(payloads))) as pool:
+        return pool.submit(payloads, on_done).wait()
 
-        for i, p in enumerate(payloads):
-            results[i] = run_job(p)
-            distributed.barrier()
-            if on_done is not None:
-                on_done(i, results[i])
-        return results
-    pool = _WorkerPool(min(workers, len(payloads)))
-    try:
-        queue = list(enumerate(payloads))
-        for w in pool.workers:  # one run each to start with
-            if queue:
-                w.give(*queue.pop(0))
-        left = len(payloads)
-        while left:
-            w, i, status, value = pool.next_result()
-            if status == "error":
-                raise value
-            results[i] = value
-            left -= 1
-            if queue:
-                w.give(*queue.pop(0))
-            if on_done is not None:
-                on_done(i, value)
-    except BaseException:
-        pool.kill()
-        raise
-    pool.close()
+
+def run_here(payloads: list[dict], on_done: Optional[Callable[[int, dict], None]] = None) -> list[dict]:
+    """Run every payload in this process, one after the other (every rank takes part under torchrun)."""
+    from ..engine import distributed
+
+    results: list = [None] * len(payloads)
+    for i, p in enumerate(payloads):
+        results[i] = run_job(p)
+        distributed.barrier()
+        if on_done is not None:
+            on_done(i, results[i])
     return results
+
+
+class Batch:
+    """Runs handed to a :class:`JobPool` together; :meth:`wait` returns their results in order."""
+
+    def __init__(self, pool: "JobPool", n: int, on_done):
+        self.pool, self.results, self.left, self.on_done = pool, [None] * n, n, on_done
+
+    def _finished(self, i: int, result: dict) -> None:
+        self.results[i] = result
+        self.left -= 1
+        if self.on_done is not None:
+            self.on_done(i, result)
+
+    def wait(self) -> list[dict]:
+        """Block until every run of this batch has finished (runs of other batches finishing
+        meanwhile are recorded in theirs); the first failure of any batch is raised here."""
+        while self.left:
+            self.pool._next()
+        return self.results
+
+
+class JobPool:
+    """Worker processes shared by every stage of a job: batches of runs are queued in the order
+    they are submitted and each run goes to the next free worker, so a later stage's runs that are
+    ready (teachers that need no searched student) train while an earlier stage's still run, and
+    the workers start once per job. The processes start with the first batch. The first failure
+    ends every worker (runs in progress keep their last checkpoint) and is raised by the
+    :meth:`Batch.wait` that meets it; nothing queued starts after it."""
+
+    def __init__(self, workers: int):
+        self.size = workers
+        self._pool: Optional[_WorkerPool] = None
+        self._queue: list = []        # (batch, index in the batch, payload) not yet given
+        self._idle: list = []         # workers without a run
+        self._running: dict = {}      # job number -> (batch, index in the batch)
+        self._count = 0
+        self._failed: Optional[BaseException] = None
+
+    def __enter__(self) -> "JobPool":
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        if err is None:
+            self.close()
+        else:
+            self.kill()
+
+    def submit(self, payloads: list[dict], on_done: Optional[Callable[[int, dict], None]] = None) -> Batch:
+        """Queue ``payloads``; ``on_done(i, result)`` as each finishes (called from a ``wait``)."""
+        if self._failed is not None:
+            raise self._failed
+        batch = Batch(self, len(payloads), on_done)
+        if not payloads:
+            return batch
+        if self._pool is None:
+            self._pool = _WorkerPool(self.size)
+            self._idle = list(self._pool.workers)
+        self._queue += [(batch, i, p) for i, p in enumerate(payloads)]
+        self._dispatch()
+        return batch
+
+    def _dispatch(self) -> None:
+        while self._idle and self._queue:
+            batch, i, payload = self._queue.pop(0)
+            self._count += 1
+            self._running[self._count] = (batch, i)
+            self._idle.pop(0).give(self._count, payload)
+
+    def _next(self) -> None:
+        """Wait for the next run of any batch to finish and record it (raise a failure)."""
+        if self._failed is not None:
+            raise self._failed
+        if self._pool is None or not self._running:
+            raise RuntimeError("JobPool: waiting on runs that were never submitted")
+        w, job, status, value = self._pool.next_result()
+        if status == "error":
+            self._failed = value
+            self._queue.clear()
+            self.kill()
+            raise value
+        batch, i = self._running.pop(job)
+        self._idle.append(w)
+        self._dispatch()
+        batch._finished(i, value)
+
+    def close(self) -> None:
+        """Let the workers end once their runs are done (nothing may be left waiting)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def kill(self) -> None:
+        """End every worker now (a run in progress keeps its last checkpoint)."""
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool = None
 
 
 class _Worker:
@@ -320,4 +404,4 @@ def serve(jobs: int, results: int, parent: int) -> None:
                 return
 
 
-__all__ = ["job_config", "job_kind", "run_job", "run_jobs", "serve"]
+__all__ = ["Batch", "JobPool", "job_config", "job_kind", "run_here", "run_job", "run_jobs", "serve"]

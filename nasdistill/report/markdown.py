@@ -15,8 +15,8 @@ from .gates import gate_section, plot_gate_exploration, plot_phi_entropy
 from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
 from .precondition import branch_teacher_section, precondition_plots
 from .stats import significant
-from .tables import (MISSED_TARGET_TOL, MeanCI, accuracy_table, as_float, choose_metric, comparison_table,
-                     conditions, display_name, gain_table, stage_table, students_table, teacher_table,
+from .tables import (MISSED_TARGET_TOL, OVERLAP, MeanCI, accuracy_table, as_float, choose_metric,
+                     comparison_table, conditions, display_name, gain_table, stage_table, students_table, teacher_table,
                      validate_results, write_results_csv)
 
 METRIC_TEXT = {"test_acc": "test top-1 accuracy (%), measured once at the end of training",
@@ -262,9 +262,15 @@ def _stages_section(stage_times) -> str:
     rows = stage_table(stage_times)
     if not rows:
         return "No stage times were recorded."
-    return md_table(["Stage", "Wall time", "Share"],
-                    [[f"**{r['stage']}**" if r["stage"] == "total" else r["stage"], fmt_seconds(r["seconds"]),
-                      f"{100 * r['share']:.0f}%" if math.isfinite(r["share"]) else "—"] for r in rows])
+    table = md_table(["Stage", "Wall time", "Share"],
+                     [[f"**{r['stage']}**" if r["stage"] == "total" else r["stage"], fmt_seconds(r["seconds"]),
+                       f"{100 * r['share']:.0f}%" if math.isfinite(r["share"]) else "—"] for r in rows])
+    overlap = as_float((stage_times or {}).get(OVERLAP))
+    if overlap:
+        table += (f"\n\nThe teachers that need no searched student trained while the search ran, on the "
+                  f"worker the search left free: the two stages overlap by {fmt_seconds(overlap)}, counted "
+                  "once in the total (the shares add up to more than 100%).")
+    return table
 
 
 def _config_section(config_summary) -> str:

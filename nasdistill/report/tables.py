@@ -371,10 +371,18 @@ def students_table(students: Sequence[dict], results: Sequence[dict] = ()) -> li
     return rows
 
 
+#: The key of ``stage_times`` that is no stage: the seconds two stages ran at the same time
+#: (teachers that need no searched student train during the search), counted once in the total.
+OVERLAP = "overlap"
+
+
 def stage_table(stage_times: dict) -> list[dict]:
-    """``stage, seconds, share`` (fraction of the total) in the given order, then a ``total`` row."""
-    secs = {k: as_float(v) or 0.0 for k, v in (stage_times or {}).items()}
-    total = sum(secs.values())
+    """``stage, seconds, share`` (fraction of the total) in the given order, then a ``total`` row:
+    the stages' sum less :data:`OVERLAP`. ``total`` and ``report`` entries are no stage rows."""
+    times = dict(stage_times or {})
+    overlap = as_float(times.pop(OVERLAP, None)) or 0.0
+    secs = {k: as_float(v) or 0.0 for k, v in times.items() if k not in ("total", "report")}
+    total = sum(secs.values()) - overlap
     rows = [{"stage": k, "seconds": v, "share": v / total if total else math.nan} for k, v in secs.items()]
     if rows:
         rows.append({"stage": "total", "seconds": total, "share": 1.0 if total else math.nan})

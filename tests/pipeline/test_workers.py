@@ -46,6 +46,27 @@ def test_the_first_failure_is_raised_with_its_attributes_and_the_rest_never_star
     assert not (tmp_path / "ok2").exists() and not (tmp_path / "ok3").exists()  # queued: cancelled
 
 
+def test_a_later_batch_trains_on_the_free_worker_and_the_workers_start_once(tmp_path):
+    """Two batches on one pool (a search and the teachers queued behind it): the second batch's
+    run starts on the worker the first leaves free and is done while the first still trains; a
+    third batch runs on the same two processes."""
+    from nasdistill.pipeline.workers import JobPool
+
+    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
+    with JobPool(2) as pool:
+        first = pool.submit([teacher_payload(long_dir, "train.epochs=12")])
+        second = pool.submit([teacher_payload(short_dir, "train.epochs=1")])
+        pids = [w.proc.pid for w in pool._pool.workers]
+        [short] = second.wait()
+        assert short["epochs"] == 1 and not (long_dir / "result.json").exists()
+        assert [r["epochs"] for r in first.wait()] == [12]
+        third = pool.submit([teacher_payload(tmp_path / f"again{i}", "train.epochs=1") for i in range(2)])
+        assert [r["epochs"] for r in third.wait()] == [1, 1]
+        assert [w.proc.pid for w in pool._pool.workers] == pids
+        procs = [w.proc for w in pool._pool.workers]
+    assert all(p.poll() is not None for p in procs)  # closed with the job
+
+
 PARENT = """
 import sys
 from nasdistill.pipeline.workers import run_jobs

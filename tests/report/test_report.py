@@ -197,6 +197,10 @@ def test_comparison_teacher_students_stage_tables():
     st = stage_table({"search": 30.0, "distill": 90.0})
     assert st[-1] == {"stage": "total", "seconds": 120.0, "share": 1.0}
     assert st[0]["share"] == pytest.approx(0.25)
+    # teachers trained for 20 of the search's 30 s: the job took 30 + (50 - 20) + 90 s
+    st = stage_table({"search": 30.0, "teachers": 50.0, "overlap": 20.0, "distill": 90.0, "report": 2.0})
+    assert [r["stage"] for r in st] == ["search", "teachers", "distill", "total"]
+    assert st[-1]["seconds"] == pytest.approx(150.0) and st[1]["share"] == pytest.approx(50 / 150)
 
 
 def test_pareto_front():

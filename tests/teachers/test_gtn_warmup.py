@@ -183,14 +183,15 @@ def test_init_from_ce_needs_ce_among_the_methods():
 
 def _recording_stage(cfg):
     """A stage that records its runs; every run 'finishes' with a made-up result."""
-    from nasdistill.pipeline.stage import Progress, Stage
+    from nasdistill.pipeline.stage import Pending, Progress, Stage
 
     class RecordingStage(Stage):
-        def run(self, name, payloads):
+        def start(self, name, payloads):
             self.calls.append([(p["config"]["method"], p["config"]["seed"],
                                 p["config"][p["config"]["method"]].get("init_from")
                                 if p["config"]["method"] in ("gtn", "sftn") else None) for p in payloads])
-            return [{"wall_time_s": 10.0 * (1 + i), "test_acc": 90.0} for i in range(len(payloads))]
+            return Pending(lambda: [{"wall_time_s": 10.0 * (1 + i), "test_acc": 90.0}
+                                    for i in range(len(payloads))])
 
     stage = RecordingStage(cfg, "resume", Progress(False))
     stage.calls = []
