@@ -10,7 +10,7 @@ fewer epochs to match. Per rung, two main jobs over the same sampled students an
 - ``warmup``: CE and GTN teachers, every GTN teacher of seed s started from the CE teacher of seed
   s (``teachers.init_from_ce=true``) and frozen for the first half of its epochs while the branches
   and phi train (GTN supplement section 2), then KD from each (the baseline is the ``paper`` job's:
-  the same students, seeds and schedule).
+  the same students, seeds and schedule; its CE runs are the paper job's, copied in and reused).
 
 Printed per rung (and written to ``OUT/ladder.json``): the mean over students of each condition,
 GTN+KD minus CE+KD with the student as the unit (bootstrap 95% CI, paired t p-value), the same
@@ -18,7 +18,7 @@ for SFTN and the warmed GTN, and at the end of each GTN teacher the training acc
 branches on the paths it sampled in its last epoch (the paper's precondition) and the standard
 deviation of its logits, next to the CE teacher's. ``OUT/ladder.png`` plots GTN-CE per rung.
 
-    python examples/gtn_scale.py --out runs/gtn_scale                  # the CPU ladder (2 cores)
+    python examples/gtn_scale.py --out runs/gtn_scale                  # the CPU ladder (~1 h, 2 cores)
     python examples/gtn_scale.py --sizes 20000 50000 --device cuda     # larger rungs on a GPU
     python examples/gtn_scale.py --tiny --sizes 400 --out /tmp/ladder  # a smoke run (~2 min)
 """
@@ -37,14 +37,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARK = HERE / "synthetic_gtn.yaml"
 
-#: Epochs per rung: more images, fewer epochs (the teacher's weight steps still grow with the rung).
-EPOCHS = {400: (30, 20), 4000: (12, 8), 20000: (4, 3)}
+#: Epochs per rung (teacher, distillation): more images, fewer epochs; the teacher's weight steps
+#: still grow with the rung (190, 375 and 500 steps of 64 images), and the whole CPU ladder fits in
+#: about an hour on 2 cores. Sizes between these take the epochs of the nearest (log scale).
+EPOCHS = {400: (30, 20), 2000: (12, 8), 8000: (4, 3), 20000: (3, 2), 50000: (2, 2)}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/gtn_scale", help="folder of the ladder (one sub-folder per rung)")
-    p.add_argument("--sizes", nargs="+", type=int, default=[400, 4000, 20000], help="training images per rung")
+    p.add_argument("--sizes", nargs="+", type=int, default=[400, 2000, 8000], help="training images per rung")
     p.add_argument("--students", type=int, default=8, help="students sampled from the pool")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--device", default="auto", help="train.device of every run (auto, cpu, cuda)")
@@ -133,10 +135,29 @@ def teacher_end(folder: Path, method: str) -> dict:
             "teacher_train_acc": mean(lambda k: k == "train_acc")}
 
 
+def share_ce_runs(paper: Path, warm: Path) -> int:
+    """Copy the ``paper`` job's finished CE teachers and CE+KD distillations into the ``warmup``
+    job's folder: the same configuration, so the warm-up job reuses them (the main job checks each
+    run's fingerprint, and a distillation's includes its teacher's weights digest) instead of
+    training them again. Returns the number of runs copied."""
+    import shutil
+
+    copied = 0
+    runs = [*paper.glob("teachers/ce_s*"), *paper.glob("distill/*/ce_kd_s*")]
+    for src in runs:
+        dst = warm / src.relative_to(paper)
+        if (src / "result.json").is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "last.ckpt"))
+            copied += 1
+    return copied
+
+
 def rung(args, size: int) -> dict:
     root = Path(args.out) / f"n{size}"
     paper, warm = root / "paper", root / "warmup"
     times = {"paper_s": run_job(paper, job_overrides(args, size, "paper"))}
+    print(f"warm-up job: {share_ce_runs(paper, warm)} CE runs taken from the paper job", flush=True)
     times["warmup_s"] = run_job(warm, job_overrides(args, size, "warmup"))
     p, w = read_results(paper), read_results(warm)
     alone, ce = by_student(p, "none", "none"), by_student(p, "ce", "kd")

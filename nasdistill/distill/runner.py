@@ -164,12 +164,11 @@ class _QuietWorld:
 def _identity(cfg) -> dict:
     """The configuration but the teacher's path (its weights' digest instead), the student's file
     path (its content instead) and the sections of methods this run does not use."""
-    from ..engine.run import config_identity
+    from ..engine.run import config_identity, other_method_sections
     from .registry import get_distiller
 
-    unused = ({f.name for f in dataclasses.fields(cfg)} - {f.name for f in dataclasses.fields(DistillConfigBase)}
-              - {cfg.method})
-    out = config_identity(cfg, ignore=NOT_IDENTITY + ("teacher", "student.arch", *sorted(unused)))
+    unused = other_method_sections(cfg, DistillConfigBase)
+    out = config_identity(cfg, ignore=NOT_IDENTITY + ("teacher", "student.arch", *unused))
     out["student.arch"] = student_source(cfg.student)
     out["teacher_weights"] = (finished_teacher(cfg.teacher).get("weights_sha256")
                               if get_distiller(cfg.method).needs_teacher else None)

@@ -81,6 +81,16 @@ def config_identity(cfg, ignore=NOT_IDENTITY) -> dict:
             if not any(k == i or k.startswith(i + ".") for i in ignore)}
 
 
+def other_method_sections(cfg, base) -> tuple[str, ...]:
+    """The config sections of ``cfg`` (a ``base`` dataclass extended with one section per registered
+    method) that belong to methods other than ``cfg.method``: a run's result never depends on
+    them, so its identity leaves them out (a CE teacher is the same run whatever ``gtn.alpha``)."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(base)}
+    return tuple(sorted({f.name for f in dataclasses.fields(cfg)} - own - {cfg.method}))
+
+
 def fingerprint(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine.config import ConfigError
-from ..engine.run import RunMethod, config_identity, run_training
+from ..engine.run import NOT_IDENTITY, RunMethod, config_identity, other_method_sections, run_training
 from ..record import ModelRecord
 from .registry import get_teacher
 
@@ -96,9 +96,11 @@ def build_teacher_task(cfg, splits, loaders, device, world):
 
 
 def teacher_identity(cfg) -> dict:
-    """The configuration, with ``<method>.init_from``'s path replaced by the weights digest of the
-    run it names (``init_from_weights``)."""
-    out = config_identity(cfg)
+    """The configuration but the sections of the other methods, with ``<method>.init_from``'s path
+    replaced by the weights digest of the run it names (``init_from_weights``)."""
+    from .registry import TeacherConfig
+
+    out = config_identity(cfg, ignore=NOT_IDENTITY + other_method_sections(cfg, TeacherConfig))
     key = init_key(cfg)
     if key is not None:
         out[key] = None

@@ -156,6 +156,34 @@ def test_init_from_identity_is_the_weights_not_the_path(tmp_path, ce_run):
     assert ids[0]["init_from_weights"] == digest and ids[0]["gtn.init_from"] is None
 
 
+def test_a_teacher_run_is_the_same_whatever_the_sections_of_other_methods():
+    """A CE teacher does not read ``gtn.*`` or ``sftn.*``: the warm-up's keys leave its identity (and
+    the finished CE runs of one job serve another) unchanged; the GTN teacher's own keys do change
+    its identity. The same holds for a distillation and the other methods' sections."""
+    from nasdistill.distill import distill_config_class
+    from nasdistill.distill.runner import DISTILL_RUN
+    from nasdistill.engine.config import load_config
+    from nasdistill.engine.run import fingerprint
+    from nasdistill.teachers import teacher_config_class
+    from nasdistill.teachers.runner import TEACHER_RUN
+
+    def teacher(*keys):
+        cfg = load_config(teacher_config_class(), "examples/digits_teacher.yaml", list(keys))
+        return fingerprint(TEACHER_RUN.identity_of(cfg))
+
+    other = ["gtn.freeze_teacher_epochs=3", "gtn.alpha=1.0", "sftn.lam_kl=2.0"]
+    assert teacher("method=ce") == teacher("method=ce", *other)
+    assert teacher("method=gtn") != teacher("method=gtn", "gtn.alpha=1.0")
+    assert teacher("method=ce") != teacher("method=ce", "train.lr=0.2")
+
+    def distill(*keys):
+        cfg = load_config(distill_config_class(), None, ["method=none", *keys])
+        return fingerprint(DISTILL_RUN.identity_of(cfg))
+
+    assert distill() == distill("kd.temperature=2.0", "dkd.beta=1.0")
+    assert distill() != distill("train.lr=0.2")
+
+
 def test_missing_unfinished_or_other_model_init_from_is_refused_before_writing(tmp_path, ce_run, capsys):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(ce_run, unfinished)
