@@ -288,6 +288,45 @@ def run_main_job(args) -> int:
                   f"{c['phi steps']:.2f} s")
     result = {f"{m}_wall_s": round(total[m], 3) for m in methods}
     result.update({f"{m}_over_ce": round(total[m] / total["ce"], 3) for m in methods if m != "ce"})
+    if "gtn" in trainers:
+        teacher_macs, branch_macs = branch_arithmetic(trainers["gtn"][0].task)
+        ratio = branch_macs / teacher_macs
+        result.update({"teacher_macs": teacher_macs, "branch_macs": branch_macs})
+        print(f"gtn arithmetic per image: the teacher {teacher_macs:,.0f} MACs, its {len(trainers['gtn'][0].task.branched.branches)} "
+              f"branches on sampled paths {branch_macs:,.0f} on average ({ratio:.2f}x the teacher). A weight "
+              f"step runs teacher and branches forward and backward: {1 + ratio:.2f}x a CE step's arithmetic; "
+              f"with one weight step in every {pcfg.teachers.gtn.phi_every} iterations, the weight steps alone are "
+              f"{(1 + ratio) / pcfg.teachers.gtn.phi_every:.2f}x a CE epoch, before the phi steps and the branch "
+              "evaluation")
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+@torch.no_grad()
+def branch_arithmetic(task, samples: int = 20) -> tuple[float, float]:
+    """``(teacher MACs, branch MACs)`` per image of a GTN task: the multiply-accumulates of one
+    forward (``torch.utils.flop_counter`` FLOPs / 2, as the spaces count MACs; convolutions and
+    matrix products), the branches' averaged over ``samples`` paths sampled from the gates (call
+    after the timing: it draws from the gates' generator)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    branched = task.branched
+    was = branched.training
+    branched.eval()
+    x = torch.randn(1, *task.gates[0].space.input_size)  # the space is adapted to the data
+    teacher = branches = 0.0
+    try:
+        for _ in range(samples):
+            for g in task.gates:
+                g.sample()
+            with FlopCounterMode(display=False) as count:
+                feats, _ = branched.teacher_features(x)
+            teacher += count.get_total_flops() / 2
+            with FlopCounterMode(display=False) as count:
+                for i, branch in enumerate(branched.branches):
+                    branch(feats[i])
+            branches += count.get_total_flops() / 2
+    finally:
+        branched.train(was)
+    return teacher / samples, branches / samples

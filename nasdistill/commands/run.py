@@ -4,8 +4,8 @@
 
 With no CONFIG it runs the embedded default: scikit-learn digits and the `digits_small` space;
 students searched at three MACs targets and three sampled ones; a CE and a GTN teacher per seed;
-KD of every student from each teacher and each student alone, over three seeds (a few minutes on
-2 CPU cores). The directory gets report.md (tables, confidence intervals, paired tests, plots),
+KD of every student from each teacher and each student alone, over two seeds (under two minutes
+on 2 CPU cores). The directory gets report.md (tables, confidence intervals, paired tests, plots),
 results.csv, and students/<id>/ with model.json, model.safetensors, model.pt2 (and model.onnx with
 the onnx extra).
 

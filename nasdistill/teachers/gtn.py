@@ -315,7 +315,7 @@ def make_gtn_task(cfg, model, splits) -> GTNTask:
     return GTNTask(branched, gates, cfg.gtn)
 
 
-# The embedded main job's ~300 phi steps need a larger step than the paper's 1e-3 over 240 epochs
+# The embedded main job's ~150 phi steps need a larger step than the paper's 1e-3 over 240 epochs
 register_teacher("gtn", GTNConfig, make_gtn_task,
                  help="generic teacher conditioned on supernet students (GTN)", order=20,
                  pipeline_defaults={"phi_lr": 0.02})
