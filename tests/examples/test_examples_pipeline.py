@@ -64,7 +64,8 @@ def test_gtn_scale_ladder_compares_per_student_and_tabulates_each_rung():
             for t, m, acc in (("ce", "kd", base + 2 + k), ("gtn", "kd", base + k))]
     test = ladder.compare(ladder.by_student(rows, "gtn", "kd"), ladder.by_student(rows, "ce", "kd"))
     assert test["n_students"] == 2 and test["mean_diff"] == pytest.approx(-2.0)  # per student: -2, -2
-    assert ladder.rung_epochs(5000, tiny=False) == ladder.EPOCHS[4000]
+    assert ladder.rung_epochs(2500, tiny=False) == ladder.EPOCHS[2000]  # the nearest size, log scale
+    assert ladder.rung_epochs(6000, tiny=False) == ladder.EPOCHS[8000]
     diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.0, "boot_ci_high": -2.0, "t_pvalue": 0.0}
     rung = {"n_train": 400, "epochs": {"teacher": 30, "distill": 20},
             "means": {"students alone": 60.0, "CE+KD": 63.0, "SFTN+KD": 63.5, "GTN+KD": 61.0,
