@@ -121,15 +121,14 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
         stage = Stage(cfg, stage_mode, log, root=out, pool=pool)
         rows, results, teachers, students = _stages(cfg, out, stage, world, splits, space, times, previous,
                                                     previous_path)
-    if not world.is_main:  # rank 0 evaluates, reports and exports
-        return {"out_dir": str(out), "rank": world.rank}
-
-    t0 = time.perf_counter()
-    exported = []
-    if cfg.export.enabled:
-        log.say("export:")
-        exported = export_students(cfg, out, students, rows, results, splits, log)
-    times["export"] = time.perf_counter() - t0
+        if not world.is_main:  # rank 0 evaluates, reports and exports
+            return {"out_dir": str(out), "rank": world.rank}
+        t0 = time.perf_counter()
+        exported = []
+        if cfg.export.enabled:
+            log.say("export:")
+            exported = export_students(cfg, out, students, rows, results, splits, log, stage)
+        times["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
     entropy, branch_acc, gate_info = gtn_histories(teachers)

@@ -78,7 +78,8 @@ class Stage:
             how = (f"{min(self.cfg.workers, len(todo))} worker processes" if pool is not None and len(todo) > 1
                    else "in a worker process" if pool is not None
                    else f"on {world.world_size} ranks" if world.distributed else "one at a time")
-            self.log.say(f"{name}: {len(payloads)} runs, {len(payloads) - len(todo)} reused"
+            self.log.say(f"{name}: {len(payloads)} run{'s' if len(payloads) != 1 else ''}, "
+                         f"{len(payloads) - len(todo)} reused"
                          + (f", {len(todo)} to run ({how})" if todo else ""))
         # one bar per stage of several runs (a stage of one run says when it is done)
         bar = self.log.bar(len(todo), name) if len(todo) > 1 else None

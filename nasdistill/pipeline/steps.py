@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -273,18 +274,25 @@ def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
     return entropy, branches, info or {}
 
 
-def export_students(cfg, out: Path, students, rows, results, splits, log: Progress) -> list[dict]:
+def export_students(cfg, out: Path, students, rows, results, splits, log: Progress,
+                    stage: Optional[Stage] = None) -> list[dict]:
     """Export, per student, the first seed's weights of its best teacher/method (by mean test acc).
 
-    ``results``: each row's run result (``result.json``), in the order of ``rows``."""
-    from ..network import load_with_record
-    from ..export import export_model, finished_export
+    ``results``: each row's run result (``result.json``), in the order of ``rows``. The students
+    whose export folder does not hold these weights yet are exported on the job's worker
+    processes (``stage``'s pool) when there is one, else here."""
+    from ..export import finished_export
     from ..report import describe_source
 
-    exported = []
     seed = cfg.distill.seeds[0]
     run_results = {(r["student"], r["teacher"], r["method"], r["seed"]): result
                    for r, result in zip(rows, results)}
+    x = splits.test.images[:8].float()
+    x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
+    mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
+    std = torch.tensor(splits.std).view(1, -1, 1, 1)
+    example = (x - mean) / std
+    chosen, todo = [], []
     for st in students:
         mine = [r for r in rows if r["student"] == st["student"] and r["test_acc"] is not None]
         if not mine:
@@ -297,22 +305,37 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
         target = out / "students" / st["student"]
         digest = run_results[(st["student"], teacher, method, seed)]["weights_sha256"]
         info = finished_export(target) or {}
+        chosen.append((st, target, teacher, method))
         if info.get("source_weights_sha256") != digest:
-            model, record = load_with_record(src)
-            x = splits.test.images[:8].float()
-            x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
-            mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
-            std = torch.tensor(splits.std).view(1, -1, 1, 1)
-            info = export_model(model, target, record=record, example_input=(x - mean) / std,
-                                onnx=cfg.export.onnx, verbose=False,
-                                source={"source": str(src.relative_to(out)), "teacher": teacher,
-                                        "method": method, "seed": seed, "source_weights_sha256": digest})
+            todo.append({"kind": "export", "run_dir": str(target), "args": {
+                "src": str(src), "target": str(target), "example_input": example, "onnx": cfg.export.onnx,
+                "source": {"source": str(src.relative_to(out)), "teacher": teacher, "method": method,
+                           "seed": seed, "source_weights_sha256": digest}}})
+        else:
+            todo.append(info)
+    payloads = [t for t in todo if t.get("kind") == "export"]
+    pool = stage.pool if stage is not None and cfg.workers > 1 and len(payloads) > 1 else None
+    done = iter(pool.submit(payloads).wait() if pool is not None else [export_student(**p["args"]) for p in payloads])
+    exported = []
+    for (st, target, teacher, method), item in zip(chosen, todo):
+        info = next(done) if item.get("kind") == "export" else item
         row = {"student": st["student"], "folder": str(target.relative_to(out)), "teacher": teacher,
                "method": method, "seed": seed, "formats": info.get("max_abs_diff", {})}
         exported.append(row)
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["formats"].items() if v is not None)
         log.say(f"  {row['folder']}: {describe_source(teacher, method, seed)} (reload max |diff| {diffs})")
     return exported
+
+
+def export_student(src: str, target: str, example_input, onnx, source: dict) -> dict:
+    """Export the network of the run ``src`` into ``target`` (:func:`nasdistill.export.export_model`,
+    each format reloaded and compared on ``example_input``); its ``export.json`` mapping."""
+    from ..export import export_model
+    from ..network import load_with_record
+
+    model, record = load_with_record(Path(src))
+    return export_model(model, Path(target), record=record, example_input=example_input, onnx=onnx,
+                        verbose=False, source=source)
 
 
 def describe_task(cfg, splits) -> str:

@@ -131,6 +131,10 @@ def run_job(payload: dict) -> dict:
 
     if payload.get("threads"):
         use_threads(payload["threads"])
+    if payload["kind"] == "export":  # not a training run: a student's export folder
+        from .steps import export_student
+
+        return export_student(**payload["args"])
     cfg, method = job_config(payload)
     return run_training(cfg, method, payload["run_dir"], mode=payload["mode"], verbose=False)
 

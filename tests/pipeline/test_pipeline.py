@@ -108,21 +108,25 @@ def test_bad_pipeline_configs_are_refused():
 
 
 def test_run_with_another_value_is_refused_or_recomputed_never_reused(run, tmp_path):
+    """A changed key is refused, naming it; --restart recomputes exactly the runs it changes (the KD
+    runs for a KD temperature) and reuses the others (the students alone, teachers, search)."""
     out = tmp_path / "copy"  # a copy: the restart below rewrites it, and the shared run stays as it was
     shutil.copytree(run[0], out, copy_function=shutil.copy2)
     stamps = {p: p.stat().st_mtime for p in out.glob("*/**/result.json")}
-    changed = TINY + ["distill.train.epochs=2"]
+    changed = TINY + ["distill.kd.temperature=2.0", "export.enabled=false"]  # (export: no identity key)
     cfg = load_config(PipelineConfig, None, changed)
-    with pytest.raises(ConfigError, match=r"distill\.train\.epochs = 1 in the run, 2 now.*--restart"):
+    with pytest.raises(ConfigError, match=r"distill\.kd\.temperature = 4\.0 in the run, 2\.0 now.*--restart"):
         run_pipeline(cfg, out, verbose=False)
     assert all(p.stat().st_mtime == t for p, t in stamps.items())  # nothing was touched
     summary = run_pipeline(cfg, out, verbose=False, mode="restart")
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    epochs = {json.loads((out / "distill" / r["student"] / f"{'none' if r['teacher'] == 'none' else r['teacher'] + '_' + r['method']}_s{r['seed']}" / "result.json").read_text())["epochs"] for r in rows}
-    assert epochs == {2}  # every distillation recomputed with the new value ...
-    teacher_results = [p for p in stamps if "teachers" in p.parts or "search" in p.parts]
-    assert teacher_results and all(p.stat().st_mtime == stamps[p] for p in teacher_results)  # ... the rest reused
-    assert summary["students"]
+    kd = [p for p in stamps if "distill" in p.parts and p.parent.name.split("_")[1:2] == ["kd"]]
+    assert len(kd) == 2 * 2 * len(summary["students"])  # (ce, gtn) x 2 seeds per student
+    for p in kd:  # recomputed with the new value ...
+        assert p.stat().st_mtime != stamps[p]
+        assert "temperature: 2.0" in (p.parent / "config.yaml").read_text()
+    rest = [p for p in stamps if p not in kd]
+    assert any(p.parent.name.startswith("none_") for p in rest)
+    assert all(p.stat().st_mtime == stamps[p] for p in rest)  # ... the rest reused
 
 
 def test_a_search_stage_killed_before_its_result_is_finished_on_rerun(run):

@@ -21,18 +21,32 @@ def teacher_payload(run_dir, *overrides):
     return {"kind": "teacher", "config": to_dict(cfg), "run_dir": str(run_dir), "mode": "resume", "threads": 1}
 
 
-def test_each_run_is_reported_as_it_finishes_and_results_come_in_order(tmp_path):
-    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
-    payloads = [teacher_payload(long_dir, "train.epochs=12"), teacher_payload(short_dir, "train.epochs=1")]
+def test_runs_are_reported_as_they_finish_in_order_and_a_later_batch_uses_the_free_worker(tmp_path):
+    """One pool, as a job uses it: a long run queued first (the search), then a batch of two short
+    ones (teachers needing no student). The short ones train on the worker the long one leaves
+    free, each reported as it finishes, and their batch returns, in order, while the long run
+    still trains; a third batch runs on the same two processes, and closing the pool ends them."""
+    from nasdistill.pipeline.workers import JobPool
+
+    long_dir = tmp_path / "long"
     seen = []
 
     def on_done(i, result):
-        # the short run is reported while the long one still trains, not when the stage ends
         seen.append((i, (long_dir / "result.json").exists()))
 
-    results = run_jobs(payloads, workers=2, on_done=on_done)
-    assert seen == [(1, False), (0, True)]
-    assert [r["epochs"] for r in results] == [12, 1]
+    with JobPool(2) as pool:
+        first = pool.submit([teacher_payload(long_dir, "train.epochs=15")])
+        second = pool.submit([teacher_payload(tmp_path / f"short{i}", f"train.epochs={1 + i}") for i in range(2)],
+                             on_done)
+        pids = [w.proc.pid for w in pool._pool.workers]
+        assert [r["epochs"] for r in second.wait()] == [1, 2]
+        assert seen == [(0, False), (1, False)]
+        assert [r["epochs"] for r in first.wait()] == [15]
+        third = pool.submit([teacher_payload(tmp_path / "again", "train.epochs=1")])
+        assert [r["epochs"] for r in third.wait()] == [1]
+        assert [w.proc.pid for w in pool._pool.workers] == pids
+        procs = [w.proc for w in pool._pool.workers]
+    assert all(p.poll() is not None for p in procs)
 
 
 def test_the_first_failure_is_raised_with_its_attributes_and_the_rest_never_start(tmp_path):
@@ -44,27 +58,6 @@ def test_the_first_failure_is_raised_with_its_attributes_and_the_rest_never_star
         run_jobs(payloads, workers=2)
     assert info.value.run_dir == str(tmp_path / "nan") and "non-finite loss" in info.value.detail
     assert not (tmp_path / "ok2").exists() and not (tmp_path / "ok3").exists()  # queued: cancelled
-
-
-def test_a_later_batch_trains_on_the_free_worker_and_the_workers_start_once(tmp_path):
-    """Two batches on one pool (a search and the teachers queued behind it): the second batch's
-    run starts on the worker the first leaves free and is done while the first still trains; a
-    third batch runs on the same two processes."""
-    from nasdistill.pipeline.workers import JobPool
-
-    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
-    with JobPool(2) as pool:
-        first = pool.submit([teacher_payload(long_dir, "train.epochs=12")])
-        second = pool.submit([teacher_payload(short_dir, "train.epochs=1")])
-        pids = [w.proc.pid for w in pool._pool.workers]
-        [short] = second.wait()
-        assert short["epochs"] == 1 and not (long_dir / "result.json").exists()
-        assert [r["epochs"] for r in first.wait()] == [12]
-        third = pool.submit([teacher_payload(tmp_path / f"again{i}", "train.epochs=1") for i in range(2)])
-        assert [r["epochs"] for r in third.wait()] == [1, 1]
-        assert [w.proc.pid for w in pool._pool.workers] == pids
-        procs = [w.proc for w in pool._pool.workers]
-    assert all(p.poll() is not None for p in procs)  # closed with the job
 
 
 PARENT = """
