@@ -15,6 +15,25 @@ os.environ.setdefault("NASDISTILL_TENSORBOARD", "0")
 torch.set_num_threads(1)
 
 
+#: The test files that take longest (``--durations``), collected first: the suite runs in two
+#: processes, a file at a time each, and a long file started last would leave one process idle
+#: while the other finishes it.
+LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "pipeline/test_workers.py",
+                 "engine/test_distributed.py", "network/test_records.py", "network/test_model_source.py",
+                 "engine/test_resume.py", "examples/test_examples_pipeline.py", "engine/test_bf16.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item):
+        path = item.nodeid.split("::")[0]
+        name = path.split("tests/", 1)[-1]
+        return rank.get(name, len(rank))
+
+    items.sort(key=key)  # stable: the other files keep their order, and tests within a file too
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Puts the suite's one intra-op thread back after a test whose run set another count."""

@@ -149,21 +149,18 @@ def test_non_finite_loss_names_the_stage_and_what_to_do(tmp_path, capsys):
     assert "teachers.train.lr" in err and "--restart" in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_parent(run, tmp_path, procs):
-    """SIGKILL the main job at moments inside every stage (workers running included), rerun until
-    done: no worker outlives the killed job, and the results equal the uninterrupted run's."""
+def kill_and_finish(run, out, procs, marks) -> None:
+    """SIGKILL the main job as soon as each path of ``marks`` exists (a file a stage writes while
+    its runs are in progress), one fresh job per mark, then rerun to the end: no worker outlives a
+    killed job, and every result equals the uninterrupted run's."""
     ref_out, summary = run
-    out = tmp_path / "killed"
     # the shared run without its sampled student and with one distillation seed of its two: each run
     # left (the searched students, seed 0) equals the shared run's
     args = [sys.executable, "-m", "nasdistill", "run",
             *[a for a in TINY if not a.startswith(("workers", "distill.seeds", "students.sampled"))],
             "workers=2", "distill.seeds=[0]", "students.sampled=0", "--resume", "--out-dir", str(out)]
     env = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
-    marks = [out / "search" / "shared" / "metrics.jsonl", out / "teachers" / "ce_s0" / "last.ckpt",
-             out / "distill"]
-    for mark in marks:
+    for mark in [out / m for m in marks]:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         children = set()
@@ -189,6 +186,21 @@ def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_par
     for k in ref:
         for col in ("test_acc", "best_acc", "last_acc"):
             assert got[k][col] == ref[k][col], (k, col)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_job_killed_while_its_workers_distill_finishes_equal(run, tmp_path, procs):
+    """The kill harness at small scale (every default run): one kill while both workers distill."""
+    kill_and_finish(run, tmp_path / "killed", procs, ["distill"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_harness_every_stage_finishes_equal_and_no_process_outlives_its_parent(run, tmp_path, procs):
+    """A kill inside every stage (the search, with the teachers training beside it; the teachers;
+    the distillation), a fresh job after each."""
+    kill_and_finish(run, tmp_path / "killed", procs,
+                    ["search/shared/metrics.jsonl", "teachers/ce_s0/last.ckpt", "distill"])
 
 
 def test_run_accepts_resume_and_a_second_job_on_the_folder_is_refused(run, tmp_path):
