@@ -106,13 +106,14 @@ class Stage:
                 if bar is not None:
                     bar.close()
             return Pending(lambda: collect(ran))
-        batch = pool.submit(todo, finished)
+        batch = pool.submit(todo, finished, name)
 
         def wait() -> list[dict]:
             try:
                 results = collect(batch.wait())
             except FloatingPointError as err:
-                raise _stage_error(err, name) from None
+                # a run of another stage sharing the pool may be the one that failed
+                raise _stage_error(err, getattr(err, "batch", None) or name) from None
             finally:
                 if bar is not None:
                     bar.close()

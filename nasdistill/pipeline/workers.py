@@ -169,8 +169,9 @@ def run_here(payloads: list[dict], on_done: Optional[Callable[[int, dict], None]
 class Batch:
     """Runs handed to a :class:`JobPool` together; :meth:`wait` returns their results in order."""
 
-    def __init__(self, pool: "JobPool", n: int, on_done):
+    def __init__(self, pool: "JobPool", n: int, on_done, name: Optional[str] = None):
         self.pool, self.results, self.left, self.on_done = pool, [None] * n, n, on_done
+        self.name = name  # what the runs are (a stage's name): a failure says it
 
     def _finished(self, i: int, result: dict) -> None:
         self.results[i] = result
@@ -212,11 +213,14 @@ class JobPool:
         else:
             self.kill()
 
-    def submit(self, payloads: list[dict], on_done: Optional[Callable[[int, dict], None]] = None) -> Batch:
-        """Queue ``payloads``; ``on_done(i, result)`` as each finishes (called from a ``wait``)."""
+    def submit(self, payloads: list[dict], on_done: Optional[Callable[[int, dict], None]] = None,
+               name: Optional[str] = None) -> Batch:
+        """Queue ``payloads``; ``on_done(i, result)`` as each finishes (called from a ``wait``).
+        A run's failure gets the attribute ``batch`` = ``name``: whichever batch's ``wait``
+        raises it, it names the batch the failed run belongs to."""
         if self._failed is not None:
             raise self._failed
-        batch = Batch(self, len(payloads), on_done)
+        batch = Batch(self, len(payloads), on_done, name)
         if not payloads:
             return batch
         if self._pool is None:
@@ -241,6 +245,12 @@ class JobPool:
             raise RuntimeError("JobPool: waiting on runs that were never submitted")
         w, job, status, value = self._pool.next_result()
         if status == "error":
+            failed = self._running.get(job)
+            if failed is not None and failed[0].name is not None:
+                try:
+                    value.batch = failed[0].name
+                except AttributeError:  # an exception type without a __dict__
+                    pass
             self._failed = value
             self._queue.clear()
             self.kill()

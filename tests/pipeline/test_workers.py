@@ -49,15 +49,29 @@ def test_runs_are_reported_as_they_finish_in_order_and_a_later_batch_uses_the_fr
     assert all(p.poll() is not None for p in procs)
 
 
-def test_the_first_failure_is_raised_with_its_attributes_and_the_rest_never_start(tmp_path):
-    payloads = [teacher_payload(tmp_path / "nan", "train.lr=1e8", "train.epochs=3"),
-                teacher_payload(tmp_path / "ok1", "train.epochs=30"),
-                teacher_payload(tmp_path / "ok2", "train.epochs=1"),
-                teacher_payload(tmp_path / "ok3", "train.epochs=1")]
-    with pytest.raises(FloatingPointError) as info:
-        run_jobs(payloads, workers=2)
-    assert info.value.run_dir == str(tmp_path / "nan") and "non-finite loss" in info.value.detail
+def test_the_first_failure_is_raised_with_its_attributes_naming_its_stage_and_the_rest_never_start(tmp_path):
+    """A teacher queued behind the search (the job's order) diverges while the search still trains:
+    the search's wait raises it, naming the teachers' stage and the run, and the runs queued
+    behind it never start."""
+    from types import SimpleNamespace
+
+    from nasdistill.pipeline.stage import Progress, Stage
+    from nasdistill.pipeline.workers import JobPool
+
+    cfg = SimpleNamespace(workers=2, threads=1)
+    with JobPool(2) as pool:
+        stage = Stage(cfg, "resume", Progress(False), pool=pool)
+        search = stage.start("search", [teacher_payload(tmp_path / "search", "train.epochs=30")])
+        stage.start("teachers", [teacher_payload(tmp_path / "nan", "train.lr=1e8", "train.epochs=3"),
+                                 teacher_payload(tmp_path / "ok2", "train.epochs=1"),
+                                 teacher_payload(tmp_path / "ok3", "train.epochs=1")])
+        with pytest.raises(FloatingPointError) as info:
+            search.wait()
+    err = info.value
+    assert err.run_dir == str(tmp_path / "nan") and "non-finite loss" in err.detail
+    assert str(err).startswith(f"teachers stopped in {tmp_path / 'nan'}") and "teachers.train.lr" in str(err)
     assert not (tmp_path / "ok2").exists() and not (tmp_path / "ok3").exists()  # queued: cancelled
+    assert not (tmp_path / "search" / "result.json").exists()  # the search was stopped with the job
 
 
 PARENT = """
