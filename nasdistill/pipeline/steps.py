@@ -305,20 +305,20 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
         target = out / "students" / st["student"]
         digest = run_results[(st["student"], teacher, method, seed)]["weights_sha256"]
         info = finished_export(target) or {}
-        chosen.append((st, target, teacher, method))
-        if info.get("source_weights_sha256") != digest:
+        # an export folder that holds these weights already is kept (None: export it)
+        current = info if info.get("source_weights_sha256") == digest else None
+        chosen.append((st, target, teacher, method, current))
+        if current is None:
             todo.append({"kind": "export", "run_dir": str(target), "args": {
                 "src": str(src), "target": str(target), "example_input": example, "onnx": cfg.export.onnx,
                 "source": {"source": str(src.relative_to(out)), "teacher": teacher, "method": method,
                            "seed": seed, "source_weights_sha256": digest}}})
-        else:
-            todo.append(info)
-    payloads = [t for t in todo if t.get("kind") == "export"]
-    pool = stage.pool if stage is not None and cfg.workers > 1 and len(payloads) > 1 else None
-    done = iter(pool.submit(payloads).wait() if pool is not None else [export_student(**p["args"]) for p in payloads])
+    pool = stage.pool if stage is not None and cfg.workers > 1 and len(todo) > 1 else None
+    done = iter(pool.submit(todo, name="export").wait() if pool is not None
+                else [export_student(**p["args"]) for p in todo])
     exported = []
-    for (st, target, teacher, method), item in zip(chosen, todo):
-        info = next(done) if item.get("kind") == "export" else item
+    for st, target, teacher, method, current in chosen:
+        info = current if current is not None else next(done)
         row = {"student": st["student"], "folder": str(target.relative_to(out)), "teacher": teacher,
                "method": method, "seed": seed, "formats": info.get("max_abs_diff", {})}
         exported.append(row)
