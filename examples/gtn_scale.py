@@ -190,9 +190,13 @@ def _fmt(x, spec=".2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _p(p) -> str:
+    return "p < 0.001" if isinstance(p, float) and 0 <= p < 0.001 else f"p {_fmt(p, '.3f')}"
+
+
 def _diff(d: dict) -> str:
     return (f"{_fmt(d['mean_diff'], '+.2f')} ({_fmt(d['boot_ci_low'], '+.2f')} to {_fmt(d['boot_ci_high'], '+.2f')}, "
-            f"p {_fmt(d['t_pvalue'], '.3f')}, n={d['n_students']})")
+            f"{_p(d['t_pvalue'])}, n={d['n_students']})")
 
 
 def table(rungs: list[dict]) -> str:

@@ -75,5 +75,5 @@ def test_gtn_scale_ladder_compares_per_student_and_tabulates_each_rung():
             "gtn_warm_teacher": {"sampled_branch_acc": 80.0, "teacher_logit_std": 2.5}}
     table = ladder.table([rung]).splitlines()
     assert len(table) == 3 and table[0].count("|") == table[2].count("|")
-    assert "| 400 | 30/20 | 60.00 | 63.00 | 63.50 | 61.00 | 62.00 | -2.00 (-2.00 to -2.00" in table[2]
+    assert "| 400 | 30/20 | 60.00 | 63.00 | 63.50 | 61.00 | 62.00 | -2.00 (-2.00 to -2.00, p < 0.001, n=2)" in table[2]
     assert "66.0% / 0.98 | 80.0% / 2.50 |" in table[2]
