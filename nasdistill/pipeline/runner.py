@@ -165,7 +165,8 @@ def _stages(cfg, out: Path, stage: Stage, world, splits, space, times: dict, pre
 
     t_search = time.perf_counter()
     search = start_search(cfg, out, space, stage)
-    early = not teachers_need_students(cfg)
+    # (without worker processes a stage's runs run as it starts: nothing to gain from starting early)
+    early = stage.queues and not teachers_need_students(cfg)
     t_teachers = time.perf_counter()
     pending = start_teachers(cfg, out, [], stage) if early else None
     students = search.wait()

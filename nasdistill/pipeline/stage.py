@@ -53,6 +53,12 @@ class Stage:
         #: runs in this process
         self.pool = pool
 
+    @property
+    def queues(self) -> bool:
+        """Whether :meth:`start` queues runs on worker processes (and returns at once) rather than
+        running them before it returns."""
+        return self.pool is not None and self.cfg.workers > 1 and not distributed.world().distributed
+
     def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
         return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
                 "threads": self.cfg.threads}
@@ -70,7 +76,7 @@ class Stage:
         self.ran_by[name] = self.ran_by.get(name, 0) + len(todo)
         world = distributed.world()
         parallel = self.cfg.workers > 1 and not world.distributed
-        pool = self.pool if parallel else None
+        pool = self.pool if self.queues else None
         own = pool is None and parallel and len(todo) > 1
         if own:
             pool = JobPool(min(self.cfg.workers, len(todo)))

@@ -45,6 +45,9 @@ def test_every_stage_writes_its_runs(run):
     assert {(r["teacher"], r["method"]) for r in rows} == {("ce", "kd"), ("gtn", "kd"), ("none", "none")}
     # the distillation of seed s used the teacher of seed s
     assert all(r["teacher_seed"] == r["seed"] for r in rows if r["teacher"] != "none")
+    # one process (workers=1): the teachers train after the search, and no overlap is claimed
+    times = json.loads((out / "stage_times.json").read_text())
+    assert "overlap" not in times and {"search", "teachers", "distill", "export"} <= set(times)
 
 
 def test_report_has_gtn_rows_and_confidence_intervals(run):
