@@ -7,6 +7,7 @@ set of weights for all widths where slicing its input channels is the op on the 
 and one copy per width, with the reason, where it is not.
 """
 import hashlib
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -170,7 +171,10 @@ def randomize(module: nn.Module, seed: int = 0) -> None:
 
 
 def storages(module: nn.Module) -> set:
-    return {t.untyped_storage().data_ptr() for t in module.state_dict().values()}
+    """The storages of ``module``'s parameters and buffers (not ``state_dict()``: an extra state,
+    like the gates' generator, is serialized into a fresh tensor each call, freed at once, and its
+    address may be handed to the next tensor allocated)."""
+    return {t.untyped_storage().data_ptr() for t in itertools.chain(module.parameters(), module.buffers())}
 
 
 # ----------------------------------------------------------------------------- every op, every width
