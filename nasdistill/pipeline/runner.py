@@ -30,9 +30,9 @@ from ..engine.run import (ConfigMismatch, config_identity, describe_diff, finger
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
-from .workers import JobPool
 from .steps import (describe_task, distill_students, export_students, gtn_histories, sample_students,
                     start_search, start_teachers, teacher_rows, teachers_need_students)
+from .workers import JobPool
 
 #: Keys of the main job's configuration that never change a result.
 NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root", "about")
