@@ -28,23 +28,12 @@ def space():
     return load_space("digits_small", num_classes=10, input_size=(1, 8, 8))
 
 
-def randomize(model, seed=0):
-    """Non-trivial weights and BatchNorm statistics, so equal outputs mean equal networks."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                r = torch.rand(t.shape, generator=gen)
-                t.copy_(0.5 + r if name.endswith("running_var") else (r - 0.5) * 0.5)
-    return model
-
-
 def max_diff(a, b, x):
     with torch.no_grad():
         return (a(x) - b(x)).abs().max().item()
 
 
-def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
+def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys, randomize):
     model = randomize(space.build(ARCH))
     model.train()
     result = export_model(model, tmp_path / "e", space=space, arch=ARCH, onnx=False)
@@ -76,7 +65,7 @@ def test_space_arch_round_trips_through_every_format(space, tmp_path, capsys):
     assert result["pt2_dynamic_batch"] is True
 
 
-def test_zoo_model_round_trips(tmp_path):
+def test_zoo_model_round_trips(tmp_path, randomize):
     model = randomize(create_model("resnet8", num_classes=10, in_channels=1)).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = export_model(model, tmp_path / "z", record=ModelRecord.zoo("resnet8", 10, (1, 8, 8)), onnx=False)
@@ -93,7 +82,7 @@ def test_zoo_model_round_trips(tmp_path):
     assert max_diff(load_pt2(tmp_path / "z"), model, x) <= 1e-5
 
 
-def test_extracted_supernet_student_round_trips(space, tmp_path):
+def test_extracted_supernet_student_round_trips(space, tmp_path, randomize):
     torch.manual_seed(0)
     supernet = randomize(Supernet(space, seed=0), seed=1).eval()
     student = supernet.extract(ARCH).eval()
@@ -115,7 +104,7 @@ def test_extracted_supernet_student_round_trips(space, tmp_path):
     assert max_diff(load_pt2(tmp_path / "s"), student, x) <= 1e-5
 
 
-def test_missing_or_corrupt_folders_give_clear_errors(space, tmp_path):
+def test_missing_or_corrupt_folders_give_clear_errors(space, tmp_path, randomize):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
@@ -186,7 +175,7 @@ def test_onnx_auto_without_the_extra_says_why(space, tmp_path, monkeypatch, caps
 
 @pytest.mark.skipif(ONNX_MISSING is not None,
                     reason=f"ONNX path needs the onnx extra: {ONNX_MISSING}")
-def test_onnx_export_matches(space, tmp_path):
+def test_onnx_export_matches(space, tmp_path, randomize):
     import onnxruntime as ort
 
     model = randomize(space.build(ARCH)).eval()
@@ -199,7 +188,7 @@ def test_onnx_export_matches(space, tmp_path):
         assert (torch.from_numpy(y) - model(x)).abs().max().item() <= 1e-4
 
 
-def _fake_search_run(space, folder):
+def _fake_search_run(space, folder, randomize):
     """What `nasdistill search` leaves: model.json (the space as data) + the extracted student."""
     folder.mkdir()
     student = Supernet(space, seed=0).extract(ARCH)
@@ -209,8 +198,8 @@ def _fake_search_run(space, folder):
     return student.eval()
 
 
-def test_cli_exports_a_search_run(space, tmp_path, capsys):
-    student = _fake_search_run(space, tmp_path / "search")
+def test_cli_exports_a_search_run(space, tmp_path, capsys, randomize):
+    student = _fake_search_run(space, tmp_path / "search", randomize)
     assert main(["export", str(tmp_path / "search"), "--out", str(tmp_path / "out"), "--no-onnx"]) == 0
     out = capsys.readouterr().out
     assert "model.safetensors  max |diff| 0.000e+00" in out and "model.pt2" in out
@@ -225,7 +214,7 @@ def test_cli_exports_a_search_run(space, tmp_path, capsys):
     assert (tmp_path / "search" / "model.json").read_text() == before
 
 
-def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
+def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys, randomize):
     run = tmp_path / "teacher"
     run.mkdir()
     teacher = randomize(create_model("resnet8", num_classes=10, in_channels=1)).eval()
@@ -247,10 +236,10 @@ def test_cli_exports_a_teacher_run_and_an_arch_file(space, tmp_path, capsys):
     assert "pass --space" in capsys.readouterr().err
 
 
-def test_cli_builds_a_record_file_for_the_data_asked_and_names_a_space_that_does_not_fit(space, tmp_path, capsys):
+def test_cli_builds_a_record_file_for_the_data_asked_and_names_a_space_that_does_not_fit(space, tmp_path, capsys, randomize):
     """A model record given as a JSON file is resolved like a config's student.arch: --num-classes and
     --input-size rebuild it for that data, and a --space it does not fit is refused by name."""
-    _fake_search_run(space, tmp_path / "search")
+    _fake_search_run(space, tmp_path / "search", randomize)
     record_file = tmp_path / "search" / "model.json"
     assert main(["export", str(record_file), "--num-classes", "3", "--input-size", "1,16,16", "--no-onnx",
                  "--out", str(tmp_path / "wide")]) == 0
@@ -269,7 +258,7 @@ def test_cli_builds_a_record_file_for_the_data_asked_and_names_a_space_that_does
     assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
-def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path):
+def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path, randomize):
     """A zoo model's builder options travel with the record; ``weights`` (a pretrained download)
     is dropped when the record is rebuilt to load trained weights."""
     from nasdistill.models import MODELS, register_model
@@ -302,7 +291,7 @@ def damage(path):
     path.write_bytes(bytes(data))
 
 
-def test_damaged_files_of_an_export_are_refused_by_load_and_export(space, tmp_path, capsys):
+def test_damaged_files_of_an_export_are_refused_by_load_and_export(space, tmp_path, capsys, randomize):
     from safetensors.torch import load_file
 
     folder = tmp_path / "students" / "s1"
@@ -329,9 +318,9 @@ def test_damaged_files_of_an_export_are_refused_by_load_and_export(space, tmp_pa
     assert finished_export(intact) is None
 
 
-def test_damaged_weights_of_a_run_directory_are_refused(space, tmp_path, capsys):
+def test_damaged_weights_of_a_run_directory_are_refused(space, tmp_path, capsys, randomize):
     run = tmp_path / "run"
-    student = _fake_search_run(space, run)
+    student = _fake_search_run(space, run, randomize)
     digest = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
     (run / "result.json").write_text(json.dumps({"weights_sha256": digest, "epochs": 1}))
     assert max_diff(load(run), student, torch.randn(3, 1, 8, 8)) == 0.0
@@ -349,12 +338,12 @@ def test_damaged_weights_of_a_run_directory_are_refused(space, tmp_path, capsys)
         load(run)
 
 
-def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, monkeypatch):
+def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, monkeypatch, randomize):
     import nasdistill.export as export
 
     # a folder that records no digest (written by hand): it loads, but its network outputs NaN
     handmade = tmp_path / "handmade"
-    _fake_search_run(space, handmade)
+    _fake_search_run(space, handmade, randomize)
     damage(handmade / "model.safetensors")
     assert torch.isnan(load(handmade)(torch.randn(2, 1, 8, 8))).all()
     capsys.readouterr()
@@ -364,7 +353,7 @@ def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, mo
 
     # the weights read back give NaN (a file damaged between writing and reading): an error, not "nan"
     good = tmp_path / "good"
-    _fake_search_run(space, good)
+    _fake_search_run(space, good, randomize)
     real_load = export.load
 
     def damaged_reload(folder, device="cpu"):
@@ -393,7 +382,7 @@ def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, mo
     assert info["max_abs_diff"]["pt2"] is None and not (tmp_path / "o3" / "model.pt2").exists()
 
 
-def test_main_job_exports_refuse_a_damaged_run_and_redo_a_damaged_export(space, tmp_path):
+def test_main_job_exports_refuse_a_damaged_run_and_redo_a_damaged_export(space, tmp_path, randomize):
     """`export_students` (the main job's last step) loads each student's run through the digest
     check, and exports again a student whose export folder no longer matches its digests."""
     from types import SimpleNamespace
@@ -404,7 +393,7 @@ def test_main_job_exports_refuse_a_damaged_run_and_redo_a_damaged_export(space, 
     arch_id = space.arch_id(ARCH)
     src = distill_dir(out, arch_id, "ce", "kd", 0)
     src.parent.mkdir(parents=True)
-    student = _fake_search_run(space, src)
+    student = _fake_search_run(space, src, randomize)
     digest = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
     (src / "result.json").write_text(json.dumps({"weights_sha256": digest, "epochs": 1}))
     cfg = SimpleNamespace(distill=SimpleNamespace(seeds=[0]), export=SimpleNamespace(onnx=False))

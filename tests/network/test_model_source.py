@@ -86,17 +86,6 @@ RUNNER = textwrap.dedent('''
 ''')
 
 
-def randomize(model, seed=0):
-    """Non-trivial weights and BatchNorm statistics, so equal outputs mean equal networks."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                r = torch.rand(t.shape, generator=gen)
-                t.copy_(0.5 + r if name.endswith("running_var") else (r - 0.5) * 0.5)
-    return model.eval()
-
-
 def imported_roots(source: str) -> set:
     roots = set()
     for node in ast.walk(ast.parse(source)):
@@ -121,16 +110,16 @@ def run_without_nasdistill(tmp_path, cases):
     return report, {c["name"]: torch.load(c["output"]) for c in cases}
 
 
-def test_exported_model_py_runs_without_nasdistill_and_matches_load(tmp_path):
+def test_exported_model_py_runs_without_nasdistill_and_matches_load(tmp_path, randomize):
     space = load_space("digits_small", num_classes=10, input_size=(1, 8, 8))
     ops_file = tmp_path / "src_space.py"
     ops_file.write_text(OPS_SPACE)
     ops_space = load_space(str(ops_file))
     exports = {
-        "space": (randomize(space.build(ARCH)), {"space": space, "arch": ARCH}),
-        "resnet8": (randomize(create_model("resnet8", num_classes=5, in_channels=1)),
+        "space": (randomize(space.build(ARCH)).eval(), {"space": space, "arch": ARCH}),
+        "resnet8": (randomize(create_model("resnet8", num_classes=5, in_channels=1)).eval(),
                     {"record": ModelRecord.zoo("resnet8", 5, (1, 8, 8))}),
-        "custom_op": (randomize(ops_space.build({"layer1": "sep3_src", "layer2": "sep3_src"})),
+        "custom_op": (randomize(ops_space.build({"layer1": "sep3_src", "layer2": "sep3_src"})).eval(),
                       {"space": ops_space, "arch": {"layer1": "sep3_src", "layer2": "sep3_src"}}),
     }
     cases, inputs = [], {}
@@ -167,7 +156,7 @@ def test_exported_model_py_runs_without_nasdistill_and_matches_load(tmp_path):
         assert report[name]["params"] == len(dict(model.named_parameters()))
 
 
-def test_every_zoo_family_copies_standalone(tmp_path):
+def test_every_zoo_family_copies_standalone(tmp_path, randomize):
     """The family's module made standalone: resnet, resnetv2, wrn, vgg, mobilenetv2, shufflenet v1/v2.
     ResNet50 (94 MB) is checked on a one-block-per-stage network of the same copied classes."""
     families = {"resnet8x4": None, "ResNet50": "BottleneckResNet((1, 1, 1, 1), 3, 1)", "wrn_16_1": None,
@@ -177,7 +166,7 @@ def test_every_zoo_family_copies_standalone(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         model = randomize(BottleneckResNet((1, 1, 1, 1), 3, 1) if construct else
-                          create_model(name, num_classes=3, in_channels=1), seed=i)
+                          create_model(name, num_classes=3, in_channels=1), seed=i).eval()
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
         source = model_source(ModelRecord.zoo(name, 3, (1, 8, 8)), sha256_file(folder / "model.safetensors"))
         assert "nasdistill" not in imported_roots(source) and imported_roots(source) <= ALLOWED_IMPORTS
@@ -199,8 +188,8 @@ def test_every_zoo_family_copies_standalone(tmp_path):
         list(create_model("resnet14", num_classes=3, in_channels=1).state_dict())
 
 
-def test_model_py_refuses_weights_that_differ_from_its_digest(tmp_path):
-    model = randomize(create_model("resnet8", num_classes=3, in_channels=1))
+def test_model_py_refuses_weights_that_differ_from_its_digest(tmp_path, randomize):
+    model = randomize(create_model("resnet8", num_classes=3, in_channels=1)).eval()
     export_model(model, tmp_path / "e", record=ModelRecord.zoo("resnet8", 3, (1, 8, 8)), onnx=False, verbose=False)
     ns = runpy.run_path(str(tmp_path / "e" / "model.py"))
     x = torch.randn(2, 1, 8, 8)
@@ -221,7 +210,7 @@ def test_model_py_refuses_weights_that_differ_from_its_digest(tmp_path):
     assert finished_export(tmp_path / "e2") is None
 
 
-def test_what_cannot_be_copied_is_recorded_with_the_reason(tmp_path):
+def test_what_cannot_be_copied_is_recorded_with_the_reason(tmp_path, randomize):
     with pytest.raises(UnsupportedSource, match="torchvision network"):
         model_source(ModelRecord.zoo("tv_resnet18", 10, (3, 32, 32)), "0" * 64)
     from nasdistill.models import MODELS, register_model
@@ -231,7 +220,7 @@ def test_what_cannot_be_copied_is_recorded_with_the_reason(tmp_path):
 
     if "nested_builder" not in MODELS:
         register_model("nested_builder")(nested)
-    model = randomize(nested(3))
+    model = randomize(nested(3)).eval()
     result = export_model(model, tmp_path / "n", record=ModelRecord.zoo("nested_builder", 3, (1, 8, 8)),
                           onnx=False, verbose=False)
     assert "python" not in result["files"] and "python" not in result["errors"]
