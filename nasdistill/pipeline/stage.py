@@ -54,10 +54,15 @@ class Stage:
         self.pool = pool
 
     @property
+    def parallel(self) -> bool:
+        """Whether runs go to worker processes (``workers`` > 1, not under torchrun)."""
+        return self.cfg.workers > 1 and not distributed.world().distributed
+
+    @property
     def queues(self) -> bool:
-        """Whether :meth:`start` queues runs on worker processes (and returns at once) rather than
-        running them before it returns."""
-        return self.pool is not None and self.cfg.workers > 1 and not distributed.world().distributed
+        """Whether :meth:`start` queues runs on the job's worker processes (and returns at once)
+        rather than running them before it returns."""
+        return self.pool is not None and self.parallel
 
     def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
         return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
@@ -75,9 +80,8 @@ class Stage:
         self.ran += len(todo)
         self.ran_by[name] = self.ran_by.get(name, 0) + len(todo)
         world = distributed.world()
-        parallel = self.cfg.workers > 1 and not world.distributed
         pool = self.pool if self.queues else None
-        own = pool is None and parallel and len(todo) > 1
+        own = pool is None and self.parallel and len(todo) > 1
         if own:
             pool = JobPool(min(self.cfg.workers, len(todo)))
         if payloads:

@@ -313,7 +313,7 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
                 "src": str(src), "target": str(target), "example_input": example, "onnx": cfg.export.onnx,
                 "source": {"source": str(src.relative_to(out)), "teacher": teacher, "method": method,
                            "seed": seed, "source_weights_sha256": digest}}})
-    pool = stage.pool if stage is not None and cfg.workers > 1 and len(todo) > 1 else None
+    pool = stage.pool if stage is not None and stage.queues and len(todo) > 1 else None
     done = iter(pool.submit(todo, name="export").wait() if pool is not None
                 else [export_student(**p["args"]) for p in todo])
     exported = []
