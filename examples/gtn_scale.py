@@ -1,26 +1,26 @@
-"""A scale ladder for GTN: at what training-set size do the sampled paths learn, and does GTN+KD
-then match or beat CE+KD, with and without the warm-up?
+"""A scale ladder for GTN in training steps: does GTN+KD catch up with CE+KD as its teacher trains
+longer, and what do logit standardization and temperature calibration do to the comparison?
 
-Each rung is the synthetic known-posterior benchmark (``examples/synthetic_gtn.yaml``: 10
-overlapping Gaussian classes of 8x8 images, Bayes accuracy 80%) with a larger training set and
-fewer epochs to match. Per rung, two main jobs over the same sampled students and seeds:
+Each rung is the synthetic known-posterior task (``examples/synthetic_gtn.yaml``: 10 overlapping
+Gaussian classes of 8x8 images, Bayes accuracy 80%) at a number of GTN *weight steps* (GTN spends
+every other iteration on phi, so its teacher trains ``2 x steps`` iterations of batch 64), with
+enough training images that the teacher does not run over them many times. Every teacher gets the
+same number of epochs as GTN; the distillations get as many steps of batch 64 as GTN's weight steps.
+Per rung, one main job trains CE, MSE, SFTN and GTN teachers (every teacher at the main job's
+teacher settings, gradient clipping included) and distills the same sampled students with plain KD
+and alone; two more jobs reuse its teachers and baselines (copied in: the same configuration, so
+they are reused) and distill with KD on standardized logits (``distill.kd.standardize=true``, T 2,
+weight 9, the authors' CIFAR pairing) and from calibrated teachers (``teachers.calibrate=true``):
+the same rule for every teacher.
 
-- ``paper``: CE, SFTN and GTN teachers as the papers train them, KD from each, and the students
-  alone;
-- ``warmup``: CE and GTN teachers, every GTN teacher of seed s started from the CE teacher of seed
-  s (``teachers.init_from_ce=true``) and frozen for the first half of its epochs while the branches
-  and phi train (GTN supplement section 2), then KD from each (the baseline is the ``paper`` job's:
-  the same students, seeds and schedule; its CE runs are the paper job's, copied in and reused).
+Printed per rung (and written to ``OUT/ladder.json``): the mean over students of every condition,
+each teacher's KD minus CE's KD per variant with the student as the unit (bootstrap 95% CI, paired
+t p-value), each variant minus plain KD per teacher, and at the end of each GTN teacher the sampled
+branches' training accuracy and the teacher's logit spread.
 
-Printed per rung (and written to ``OUT/ladder.json``): the mean over students of each condition,
-GTN+KD minus CE+KD with the student as the unit (bootstrap 95% CI, paired t p-value), the same
-for SFTN and the warmed GTN, and at the end of each GTN teacher the training accuracy of the
-branches on the paths it sampled in its last epoch (the paper's precondition) and the standard
-deviation of its logits, next to the CE teacher's. ``OUT/ladder.png`` plots GTN-CE per rung.
-
-    python examples/gtn_scale.py --out runs/gtn_scale                  # the CPU ladder (~1 h, 2 cores)
-    python examples/gtn_scale.py --sizes 20000 50000 --device cuda     # larger rungs on a GPU
-    python examples/gtn_scale.py --tiny --sizes 400 --out /tmp/ladder  # a smoke run (~2 min)
+    python examples/gtn_scale.py --out runs/gtn_scale                          # the CPU ladder
+    python examples/gtn_scale.py --rungs 50000:100000 --device cuda            # a GPU rung
+    python examples/gtn_scale.py --tiny --out /tmp/ladder                      # a smoke run (~3 min)
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,60 +37,74 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARK = HERE / "synthetic_gtn.yaml"
-
-#: Epochs per rung (teacher, distillation): more images, fewer epochs; the teacher's weight steps
-#: still grow with the rung (190, 375 and 500 steps of 64 images), and the whole CPU ladder fits in
-#: about an hour on 2 cores. Sizes between these take the epochs of the nearest (log scale).
-EPOCHS = {400: (30, 20), 2000: (12, 8), 8000: (4, 3), 20000: (3, 2), 50000: (2, 2)}
+BATCH = 64
+#: The default CPU rungs, ``weight steps:training images``.
+RUNGS = ["500:2000", "2500:8000", "12500:20000"]
+TEACHERS = ["ce", "mse", "sftn", "gtn"]
+#: KD variants: name -> the overrides of its job (plain KD is the benchmark's).
+VARIANTS = {"plain": [],
+            "standardized": ["distill.kd.standardize=true", "distill.kd.temperature=2", "distill.kd.kd_weight=9"],
+            "calibrated": ["teachers.calibrate=true"]}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/gtn_scale", help="folder of the ladder (one sub-folder per rung)")
-    p.add_argument("--sizes", nargs="+", type=int, default=[400, 2000, 8000], help="training images per rung")
+    p.add_argument("--rungs", nargs="+", default=RUNGS, metavar="STEPS:IMAGES",
+                   help="GTN weight steps and training images of each rung")
+    p.add_argument("--teacher", default="vgg8", help="the teachers' zoo model")
     p.add_argument("--students", type=int, default=8, help="students sampled from the pool")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--device", default="auto", help="train.device of every run (auto, cpu, cuda)")
-    p.add_argument("--workers", type=int, default=2, help="runs in parallel (processes)")
-    p.add_argument("--freeze-frac", type=float, default=0.5,
-                   help="warm-up: fraction of the GTN epochs with the teacher frozen")
-    p.add_argument("--tiny", action="store_true", help="smoke run: 2 students, 2 seeds, 2 epochs")
+    p.add_argument("--workers", default="2", help="runs in parallel (processes)")
+    p.add_argument("--tiny", action="store_true", help="smoke run: 20 steps on 400 images, 2 students, 2 seeds")
     return p.parse_args(argv)
 
 
-def rung_epochs(size: int, tiny: bool) -> tuple[int, int]:
-    """(teacher epochs, distillation epochs) of a rung: the nearest size of :data:`EPOCHS`."""
-    if tiny:
-        return 2, 1
-    nearest = min(EPOCHS, key=lambda s: abs(math.log(s) - math.log(size)))
-    return EPOCHS[nearest]
+def rung_schedule(steps: int, images: int) -> tuple[int, int]:
+    """``(teacher epochs, distillation epochs)`` giving GTN ``steps`` weight steps (one iteration in
+    two) and the distillations ``steps`` steps, at batch 64."""
+    per_epoch = math.ceil(images / BATCH)
+    return max(1, math.ceil(2 * steps / per_epoch)), max(1, math.ceil(steps / per_epoch))
 
 
-def job_overrides(args, size: int, variant: str) -> list[str]:
-    t_epochs, d_epochs = rung_epochs(size, args.tiny)
+def job_overrides(args, steps: int, images: int) -> list[str]:
+    t_epochs, d_epochs = rung_schedule(steps, images)
     students = 2 if args.tiny else args.students
     seeds = args.seeds[:2] if args.tiny else args.seeds
-    common = [f"data.options.n_train={size}", f"students.sampled={students}",
-              f"teachers.seeds=[{','.join(map(str, seeds))}]", f"distill.seeds=[{','.join(map(str, seeds))}]",
-              f"teachers.train.epochs={t_epochs}", f"distill.train.epochs={d_epochs}",
-              f"teachers.train.device={args.device}", f"distill.train.device={args.device}",
-              f"workers={args.workers}", "export.enabled=false"]
+    seed_list = ",".join(map(str, seeds))
+    out = [f"data.options.n_train={images}", f"students.sampled={students}", f"teachers.model.name={args.teacher}",
+           f"teachers.methods=[{','.join(TEACHERS)}]", f"teachers.seeds=[{seed_list}]",
+           f"distill.seeds=[{seed_list}]", f"teachers.train.epochs={t_epochs}",
+           f"distill.train.epochs={d_epochs}", f"teachers.train.device={args.device}",
+           f"distill.train.device={args.device}", f"workers={args.workers}", "export.enabled=false"]
     if args.tiny:
-        common += ["data.options.n_test=500", "data.val_size=100"]
-    if variant == "paper":
-        return common + ["teachers.methods=[ce,sftn,gtn]"]
-    freeze = max(1, int(round(args.freeze_frac * t_epochs)))
-    return common + ["teachers.methods=[ce,gtn]", "teachers.init_from_ce=true",
-                     f"teachers.gtn.freeze_teacher_epochs={freeze}", "distill.baseline=false"]
+        out += ["data.options.n_test=500", "data.val_size=100"]
+    return out
 
 
 def run_job(folder: Path, overrides: list[str]) -> float:
-    """``nasdistill run`` into ``folder`` (reused when finished); its wall time in seconds."""
+    """``nasdistill run`` into ``folder`` (finished runs reused); its wall time in seconds."""
     cmd = [sys.executable, "-m", "nasdistill", "run", str(BENCHMARK), *overrides, "--out-dir", str(folder)]
     print("$", " ".join(cmd[2:]), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - t0
+
+
+def share_runs(src: Path, dst: Path) -> int:
+    """Copy ``src``'s finished teachers and baselines into ``dst``: the same configuration, so the
+    variant's job reuses them (each run's fingerprint is checked, and a distillation's includes its
+    teacher's weights digest). Returns the number of runs copied."""
+    copied = 0
+    for run in [*src.glob("teachers/*_s*"), *src.glob("distill/*/none_s*")]:
+        target = dst / run.relative_to(src)
+        if (run / "result.json").is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.lock", "last.ckpt"))
+            copied += 1
+    return copied
 
 
 def read_results(folder: Path) -> list[dict]:
@@ -114,67 +129,11 @@ def compare(a: dict, b: dict) -> dict:
     for key, value in a.items():
         if key in b:
             diffs.setdefault(key[0], []).append(value - b[key])
-    return student_level_test(diffs)
+    test = student_level_test(diffs)
+    return {k: test.get(k) for k in ("n_students", "mean_diff", "boot_ci_low", "boot_ci_high", "t_pvalue")}
 
 
-def teacher_end(folder: Path, method: str) -> dict:
-    """Mean over teacher seeds, at the last epoch: sampled-branch training accuracy, logit std,
-    training accuracy of the teacher."""
-    rows = []
-    for run in sorted((folder / "teachers").glob(f"{method}_s*")):
-        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        if lines:
-            rows.append(lines[-1])
-
-    def mean(key_filter):
-        values = [v for r in rows for k, v in r.items() if key_filter(k) and isinstance(v, (int, float))]
-        return sum(values) / len(values) if values else None
-
-    return {"sampled_branch_acc": mean(lambda k: k.startswith("sampled_branch") and k.endswith("_acc")),
-            "teacher_logit_std": mean(lambda k: k == "teacher_logit_std"),
-            "teacher_train_acc": mean(lambda k: k == "train_acc")}
-
-
-def share_ce_runs(paper: Path, warm: Path) -> int:
-    """Copy the ``paper`` job's finished CE teachers and CE+KD distillations into the ``warmup``
-    job's folder: the same configuration, so the warm-up job reuses them (the main job checks each
-    run's fingerprint, and a distillation's includes its teacher's weights digest) instead of
-    training them again. Returns the number of runs copied."""
-    import shutil
-
-    copied = 0
-    runs = [*paper.glob("teachers/ce_s*"), *paper.glob("distill/*/ce_kd_s*")]
-    for src in runs:
-        dst = warm / src.relative_to(paper)
-        if (src / "result.json").is_file() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "last.ckpt"))
-            copied += 1
-    return copied
-
-
-def rung(args, size: int) -> dict:
-    root = Path(args.out) / f"n{size}"
-    paper, warm = root / "paper", root / "warmup"
-    times = {"paper_s": run_job(paper, job_overrides(args, size, "paper"))}
-    print(f"warm-up job: {share_ce_runs(paper, warm)} CE runs taken from the paper job", flush=True)
-    times["warmup_s"] = run_job(warm, job_overrides(args, size, "warmup"))
-    p, w = read_results(paper), read_results(warm)
-    alone, ce = by_student(p, "none", "none"), by_student(p, "ce", "kd")
-    conditions = {"students alone": alone, "CE+KD": ce, "SFTN+KD": by_student(p, "sftn", "kd"),
-                  "GTN+KD": by_student(p, "gtn", "kd"), "GTN+KD (warm-up)": by_student(w, "gtn", "kd")}
-    means = {name: _mean_over_students(values) for name, values in conditions.items()}
-    return {"n_train": size, "epochs": dict(zip(("teacher", "distill"), rung_epochs(size, args.tiny))),
-            "means": means,
-            "gtn_minus_ce": _brief(compare(conditions["GTN+KD"], ce)),
-            "gtn_warm_minus_ce": _brief(compare(conditions["GTN+KD (warm-up)"], by_student(w, "ce", "kd"))),
-            "sftn_minus_ce": _brief(compare(conditions["SFTN+KD"], ce)),
-            "ce_minus_alone": _brief(compare(ce, alone)),
-            "gtn_teacher": teacher_end(paper, "gtn"), "gtn_warm_teacher": teacher_end(warm, "gtn"),
-            "sftn_teacher": teacher_end(paper, "sftn"), **times}
-
-
-def _mean_over_students(values: dict):
+def mean_over_students(values: dict):
     per: dict = {}
     for (student, _), v in values.items():
         per.setdefault(student, []).append(v)
@@ -182,8 +141,59 @@ def _mean_over_students(values: dict):
     return sum(means) / len(means) if means else None
 
 
-def _brief(test: dict) -> dict:
-    return {k: test.get(k) for k in ("n_students", "mean_diff", "boot_ci_low", "boot_ci_high", "t_pvalue")}
+def teacher_end(folder: Path, method: str) -> dict:
+    """Mean over teacher seeds at the last epoch: sampled-branch training accuracy, logit std,
+    training accuracy; and the runs flagged unstable."""
+    rows, unstable = [], 0
+    for run in sorted((folder / "teachers").glob(f"{method}_s*")):
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if lines:
+            rows.append(lines[-1])
+        result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
+        unstable += bool(result.get("instability"))
+
+    def mean(key_filter):
+        values = [v for r in rows for k, v in r.items() if key_filter(k) and isinstance(v, (int, float))]
+        return sum(values) / len(values) if values else None
+
+    return {"sampled_branch_acc": mean(lambda k: k.startswith("sampled_branch") and k.endswith("_acc")),
+            "teacher_logit_std": mean(lambda k: k == "teacher_logit_std"),
+            "teacher_train_acc": mean(lambda k: k == "train_acc"), "unstable_runs": unstable}
+
+
+def rung(args, steps: int, images: int) -> dict:
+    root = Path(args.out) / f"steps{steps}_n{images}"
+    base = job_overrides(args, steps, images)
+    times, results = {}, {}
+    for variant in args.variants:
+        folder = root / variant
+        if variant != "plain" and "plain" in args.variants:
+            print(f"{variant}: {share_runs(root / 'plain', folder)} teacher and baseline runs taken from plain",
+                  flush=True)
+        times[variant] = run_job(folder, base + VARIANTS[variant])
+        results[variant] = read_results(folder)
+    first = results[args.variants[0]]
+    alone = by_student(first, "none", "none")
+    conditions = {"students alone": alone}
+    for variant, rows in results.items():
+        for t in TEACHERS:
+            conditions[f"{t.upper()}+KD ({variant})"] = by_student(rows, t, "kd")
+    out = {"weight_steps": steps, "n_train": images,
+           "epochs": dict(zip(("teacher", "distill"), rung_schedule(steps, images))),
+           "means": {k: mean_over_students(v) for k, v in conditions.items()},
+           "minus_ce": {}, "minus_plain": {}, "minus_alone": {},
+           "teachers": {t: teacher_end(root / args.variants[0], t) for t in TEACHERS},
+           "wall_s": times}
+    for variant, rows in results.items():
+        ce = by_student(rows, "ce", "kd")
+        for t in TEACHERS:
+            mine = by_student(rows, t, "kd")
+            if t != "ce":
+                out["minus_ce"][f"{t} {variant}"] = compare(mine, ce)
+            out["minus_alone"][f"{t} {variant}"] = compare(mine, alone)
+            if variant != "plain" and "plain" in results:
+                out["minus_plain"][f"{t} {variant}"] = compare(mine, by_student(results["plain"], t, "kd"))
+    return out
 
 
 def _fmt(x, spec=".2f") -> str:
@@ -196,46 +206,49 @@ def _p(p) -> str:
 
 def _diff(d: dict) -> str:
     return (f"{_fmt(d['mean_diff'], '+.2f')} ({_fmt(d['boot_ci_low'], '+.2f')} to {_fmt(d['boot_ci_high'], '+.2f')}, "
-            f"{_p(d['t_pvalue'])}, n={d['n_students']})")
+            f"{_p(d['t_pvalue'])})")
 
 
-def table(rungs: list[dict]) -> str:
-    head = ("| images | epochs (teacher/KD) | alone | CE+KD | SFTN+KD | GTN+KD | GTN+KD warm-up | GTN - CE | "
-            "GTN warm-up - CE | GTN sampled-path train acc / logit std | warm-up |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+def table(rungs: list[dict], variants: list[str]) -> str:
+    lines = []
     for r in rungs:
-        m, g, gw = r["means"], r["gtn_teacher"], r["gtn_warm_teacher"]
-        lines.append(
-            f"| {r['n_train']:,} | {r['epochs']['teacher']}/{r['epochs']['distill']} | {_fmt(m['students alone'])} | "
-            f"{_fmt(m['CE+KD'])} | {_fmt(m['SFTN+KD'])} | {_fmt(m['GTN+KD'])} | {_fmt(m['GTN+KD (warm-up)'])} | "
-            f"{_diff(r['gtn_minus_ce'])} | {_diff(r['gtn_warm_minus_ce'])} | "
-            f"{_fmt(g['sampled_branch_acc'], '.1f')}% / {_fmt(g['teacher_logit_std'])} | "
-            f"{_fmt(gw['sampled_branch_acc'], '.1f')}% / {_fmt(gw['teacher_logit_std'])} |")
+        lines.append(f"\n### {r['weight_steps']:,} weight steps, {r['n_train']:,} images "
+                     f"(teacher/KD epochs {r['epochs']['teacher']}/{r['epochs']['distill']})\n")
+        lines.append(f"students alone: {_fmt(r['means']['students alone'])}\n")
+        lines.append("| KD | CE+KD | " + " | ".join(f"{t.upper()}+KD - CE+KD" for t in TEACHERS if t != "ce") + " |")
+        lines.append("|---|---|" + "---|" * (len(TEACHERS) - 1))
+        for v in variants:
+            lines.append(f"| {v} | {_fmt(r['means'][f'CE+KD ({v})'])} | "
+                         + " | ".join(_diff(r["minus_ce"][f"{t} {v}"]) for t in TEACHERS if t != "ce") + " |")
+        g = r["teachers"]["gtn"]
+        lines.append(f"\nGTN teacher at the end: sampled branches {_fmt(g['sampled_branch_acc'], '.1f')}% train acc, "
+                     f"teacher {_fmt(g['teacher_train_acc'], '.1f')}%, logit std {_fmt(g['teacher_logit_std'])}; "
+                     f"unstable teacher runs: " + ", ".join(f"{t} {r['teachers'][t]['unstable_runs']}" for t in TEACHERS))
     return "\n".join(lines)
 
 
-def plot(rungs: list[dict], path: Path) -> None:
+def plot(rungs: list[dict], variants: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    xs = [r["n_train"] for r in rungs]
-    for key, label in (("gtn_minus_ce", "GTN+KD - CE+KD"), ("gtn_warm_minus_ce", "GTN+KD (warm-up) - CE+KD"),
-                       ("sftn_minus_ce", "SFTN+KD - CE+KD")):
-        ys = [r[key]["mean_diff"] for r in rungs]
-        lo = [r[key]["mean_diff"] - r[key]["boot_ci_low"] for r in rungs]
-        hi = [r[key]["boot_ci_high"] - r[key]["mean_diff"] for r in rungs]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    xs = [r["weight_steps"] for r in rungs]
+    for v in variants:
+        key = f"gtn {v}"
+        ys = [r["minus_ce"][key]["mean_diff"] for r in rungs]
+        lo = [r["minus_ce"][key]["mean_diff"] - r["minus_ce"][key]["boot_ci_low"] for r in rungs]
+        hi = [r["minus_ce"][key]["boot_ci_high"] - r["minus_ce"][key]["mean_diff"] for r in rungs]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"GTN+KD - CE+KD, {v} KD")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{x:,}" for x in xs])
     ax.minorticks_off()
-    ax.set_xlabel("training images")
+    ax.set_xlabel("GTN weight steps (batch 64)")
     ax.set_ylabel("student test acc. difference (points)")
-    ax.set_title("GTN against CE over the scale ladder (95% CI over students)")
+    ax.set_title("GTN against CE along the ladder (95% CI over students)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     from nasdistill.atomic import atomic_path
@@ -248,15 +261,18 @@ def plot(rungs: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("NASDISTILL_PROGRESS", "0")
+    if args.tiny:
+        args.rungs = ["20:400"]
     out = Path(args.out)
     rungs = []
-    for size in sorted(args.sizes):
-        rungs.append(rung(args, size))
+    for item in args.rungs:
+        steps, _, images = item.partition(":")
+        rungs.append(rung(args, int(steps), int(images or 2000)))
         from nasdistill.atomic import write_json
 
         write_json(out / "ladder.json", rungs)
-        print(table(rungs), flush=True)
-    plot(rungs, out / "ladder.png")
+        print(table(rungs, args.variants), flush=True)
+    plot(rungs, args.variants, out / "ladder.png")
     print(f"ladder: {out / 'ladder.json'}, {out / 'ladder.png'}")
     return 0
 

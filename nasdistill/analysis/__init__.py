@@ -5,7 +5,7 @@ which runs a model over a split.
 """
 from nasdistill.analysis.similarity import compare_teacher_student, linear_cka, teacher_student_kl
 from nasdistill.analysis.teacher_quality import (evaluate_teacher_quality, expected_calibration_error,
-                                                 posterior_kl, posterior_mse, predict)
+                                                 fit_temperature, posterior_kl, posterior_mse, predict)
 
 __all__ = ["posterior_mse", "posterior_kl", "expected_calibration_error", "evaluate_teacher_quality",
-           "predict", "teacher_student_kl", "linear_cka", "compare_teacher_student"]
+           "fit_temperature", "predict", "teacher_student_kl", "linear_cka", "compare_teacher_student"]

@@ -103,12 +103,14 @@ class Distiller(nn.Module):
 class FeatureKDConfig:
     """Weights shared by the feature methods (RepDistiller's ``-r`` CE weight, ``-a`` KD weight).
 
-    ``kd_weight`` adds Hinton KD at ``temperature`` on the logits (0 = off, RepDistiller's default).
+    ``kd_weight`` adds Hinton KD at ``temperature`` on the logits (0 = off, RepDistiller's default);
+    ``standardize`` z-scores both logits of that KD term first (logit standardization).
     """
 
     ce_weight: float = 1.0
     kd_weight: float = 0.0
     temperature: float = 4.0
+    standardize: bool = False
 
 
 class FeatureDistiller(Distiller):
@@ -129,7 +131,7 @@ class FeatureDistiller(Distiller):
         cfg = self.cfg
         loss_ce = cfg.ce_weight * F.cross_entropy(logits, y)
         if cfg.kd_weight:
-            loss_kd = cfg.kd_weight * kd_loss(logits, feats_t.logits, cfg.temperature)
+            loss_kd = cfg.kd_weight * kd_loss(logits, feats_t.logits, cfg.temperature, cfg.standardize)
         else:
             loss_kd = logits.new_zeros(())
         loss_feat = cfg.feat_weight * self.feature_loss(feats_s, feats_t, y, idx)

@@ -50,6 +50,9 @@ class DistillConfigBase:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=distill_train_defaults)
     cache_teacher_logits: bool = False
+    #: divide the teacher's logits by the temperature T_cal that minimises its NLL on the
+    #: validation split (Guo et al. 2017) before any loss reads them
+    calibrate_teacher: bool = False
 
     def __post_init__(self):
         if self.method not in DISTILLERS:

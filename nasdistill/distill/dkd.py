@@ -3,7 +3,8 @@
 ``L = ce_weight * CE + min(epoch / warmup_epochs, 1) * (alpha * TCKD + beta * NCKD)`` (see
 :func:`nasdistill.distill.losses.dkd_loss`). CIFAR defaults: alpha 1, beta 8, T 4, warm-up 20
 epochs. REFERENCE.md lists beta per teacher/student pair (2 or 6 for some CIFAR pairs) and
-beta 0.5, T 1, warm-up 1 on ImageNet.
+beta 0.5, T 1, warm-up 1 on ImageNet. ``standardize`` z-scores both logits first (logit
+standardization, Sun et al. CVPR 2024).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class DKDConfig:
     temperature: float = 4.0
     ce_weight: float = 1.0
     warmup_epochs: float = 20.0
+    standardize: bool = False     # logit standardization of teacher and student logits
 
 
 def dkd_warmup_factor(epoch: float, warmup_epochs: float) -> float:
@@ -52,5 +54,6 @@ class DKDDistiller(Distiller):
         factor = dkd_warmup_factor(epoch, cfg.warmup_epochs)
         return logits, {
             "loss_ce": cfg.ce_weight * F.cross_entropy(logits, y),
-            "loss_kd": factor * dkd_loss(logits, logits_t, y, cfg.alpha, cfg.beta, cfg.temperature),
+            "loss_kd": factor * dkd_loss(logits, logits_t, y, cfg.alpha, cfg.beta, cfg.temperature,
+                                       cfg.standardize),
         }

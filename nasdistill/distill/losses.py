@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "at_loss", "attention_map", "dkd_loss", "fitnet_loss", "kd_loss", "pairwise_distances",
-    "pkt_loss", "pool_to_smaller", "rkd_loss", "sp_loss",
+    "pkt_loss", "pool_to_smaller", "rkd_loss", "sp_loss", "standardize_logits",
 ]
 
 
@@ -30,29 +30,52 @@ def _check_batch(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
                          "feed both networks the same inputs")
 
 
-def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, temperature: float) -> torch.Tensor:
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Logit standardization (Sun et al., CVPR 2024): each row z-scored over the classes,
+
+    ``z = (l - mean_c(l)) / (std_c(l) + eps)``
+
+    with the unbiased standard deviation (``torch.std``'s default, as in the authors' code). A flat
+    teacher (small logit spread) and a sharp one then hand the student targets of the same
+    sharpness at a given temperature: only the ranking of the classes and their relative gaps
+    remain. Applied to the student's logits too, the student is not asked to match the teacher's
+    scale either.
+    """
+    mean = logits.mean(dim=1, keepdim=True)
+    std = logits.std(dim=1, keepdim=True)
+    return (logits - mean) / (std + eps)
+
+
+def kd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, temperature: float,
+            standardize: bool = False) -> torch.Tensor:
     """Hinton KD.
 
     ``L = T^2 / B * sum_b sum_c p_t[b,c] * (log p_t[b,c] - log p_s[b,c])``
     with ``p = softmax(z / T)``, i.e. KL(p_t || p_s) * T^2 summed over classes, averaged over the batch.
+    ``standardize``: both logits go through :func:`standardize_logits` first.
     """
     _check_same_shape("kd_loss", logits_s, logits_t, "logits")
+    if standardize:
+        logits_s, logits_t = standardize_logits(logits_s), standardize_logits(logits_t)
     log_p_s = F.log_softmax(logits_s / temperature, dim=1)
     p_t = F.softmax(logits_t / temperature, dim=1)
     return F.kl_div(log_p_s, p_t, reduction="sum") * temperature ** 2 / logits_s.shape[0]
 
 
 def dkd_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, target: torch.Tensor,
-             alpha: float, beta: float, temperature: float) -> torch.Tensor:
+             alpha: float, beta: float, temperature: float, standardize: bool = False) -> torch.Tensor:
     """Decoupled KD (Zhao et al. 2022), mdistiller numerics, without CE and without warm-up.
 
     ``p = softmax(z / T)``; binary ``b = [p_gt, 1 - p_gt]`` (sum of the non-target probabilities);
     ``TCKD = T^2 / B * sum_b KL(b_t || b_s)``;
     ``NCKD = T^2 / B * sum_b KL(softmax(z_t/T - 1000*gt) || softmax(z_s/T - 1000*gt))``
     where ``gt`` is the one-hot target mask (the target class is pushed out of the softmax).
-    Returns ``alpha * TCKD + beta * NCKD``.
+    Returns ``alpha * TCKD + beta * NCKD``. ``standardize``: both logits go through
+    :func:`standardize_logits` first (as the logit-standardization authors plug it into DKD).
     """
     _check_same_shape("dkd_loss", logits_s, logits_t, "logits")
+    if standardize:
+        logits_s, logits_t = standardize_logits(logits_s), standardize_logits(logits_t)
     target = target.reshape(-1)
     if target.shape[0] != logits_s.shape[0]:
         raise ValueError(f"dkd_loss: {target.shape[0]} targets for a batch of {logits_s.shape[0]} logits")

@@ -125,6 +125,9 @@ def build_distill_task(cfg, splits, loaders, device, world) -> DistillTask:
     teacher = None
     if get_distiller(cfg.method).needs_teacher:
         teacher, _ = load_teacher(cfg.teacher, splits, device, verbose=world.is_main, data_cfg=cfg.data)
+    temperature = None
+    if teacher is not None and cfg.calibrate_teacher:
+        temperature = calibrate(teacher, splits, device)
     torch.set_rng_state(rng)  # the student's weights depend on cfg.seed only
     student = record.build()
     distiller = build_distiller(cfg.method, student, teacher, num_data=len(splits.train),
@@ -140,9 +143,37 @@ def build_distill_task(cfg, splits, loaders, device, world) -> DistillTask:
     task.info = {"method": cfg.method, "student": record.to_json(),
                  "teacher": str(Path(cfg.teacher).resolve()) if teacher is not None else None,
                  "cache_teacher_logits": cfg.cache_teacher_logits}
+    if temperature is not None:
+        task.info["teacher_temperature"] = temperature
     if cache_s is not None:
         task.info["teacher_cache_build_s"] = cache_s
     return task
+
+
+def calibrate(teacher, splits, device) -> float:
+    """Fit the teacher's temperature ``T_cal`` on the validation split (:func:`~nasdistill.analysis.
+    fit_temperature`) and divide its logits by it from now on: the classifier's weight and bias are
+    scaled by ``1 / T_cal`` (the teacher is a frozen copy loaded for this run), so every loss, the
+    logit cache and the teacher's features agree. Returns ``T_cal``."""
+    from ..analysis import fit_temperature, predict
+
+    out = predict(teacher, splits.val, device, mean=splits.mean, std=splits.std)
+    temperature = fit_temperature(out["logits"], out["labels"])
+    with torch.no_grad():
+        teacher.classifier.weight.div_(temperature)
+        if teacher.classifier.bias is not None:
+            teacher.classifier.bias.div_(temperature)
+    return temperature
+
+
+def check_calibration_data(cfg, splits, key: str = "calibrate_teacher") -> None:
+    """``calibrate_teacher`` fits on the validation split: refuse data without one of its own."""
+    from ..engine.config import ConfigError
+
+    if cfg.calibrate_teacher and (len(splits.val) == 0 or splits.val is splits.test):
+        raise ConfigError.for_key(key, f"needs a validation split (the temperature is fitted on it, never on "
+                                       f"the test split), and data {cfg.data.name!r} has none of its own; set "
+                                       "data.val_size, e.g. data.val_size=5000")
 
 
 def prepare_distill(cfg, splits, device="cpu", verbose: bool = False) -> DistillTask:
@@ -168,7 +199,9 @@ def _identity(cfg) -> dict:
     from .registry import get_distiller
 
     unused = other_method_sections(cfg, DistillConfigBase)
-    out = config_identity(cfg, ignore=NOT_IDENTITY + ("teacher", "student.arch", *unused))
+    # a run without a teacher does not depend on what would be done to one
+    teacherless = () if get_distiller(cfg.method).needs_teacher else ("calibrate_teacher", "cache_teacher_logits")
+    out = config_identity(cfg, ignore=NOT_IDENTITY + ("teacher", "student.arch", *unused, *teacherless))
     out["student.arch"] = student_source(cfg.student)
     out["teacher_weights"] = (finished_teacher(cfg.teacher).get("weights_sha256")
                               if get_distiller(cfg.method).needs_teacher else None)
@@ -197,7 +230,7 @@ def _check_run(cfg) -> None:
 from .config import DistillConfigBase  # noqa: E402
 
 DISTILL_RUN = RunMethod("distill", build_distill_task, identity=_identity, saved_config=_saved_config,
-                        check=_check_run)
+                        check=_check_run, check_data=check_calibration_data)
 
 
 def run_distill(cfg, run_dir=None, mode: str = "resume", splits=None, device=None, verbose: bool = True,

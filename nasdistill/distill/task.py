@@ -31,6 +31,8 @@ class DistillTask(TrainTask):
     logits from a table instead of a teacher forward (logit methods only).
     """
 
+    ce_log = None  # its ``loss_ce`` is weighted by the method (e.g. 0.1 in KD)
+
     def __init__(self, student: nn.Module, distiller: Optional[Distiller] = None,
                  teacher_cache: Optional[TeacherLogitCache] = None):
         from .vanilla import VanillaDistiller

@@ -42,6 +42,8 @@ class TrainConfig:
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
+    warmup_epochs: float = 0.0               # linear lr warm-up from 0 over the first N epochs (per step)
+    clip_grad_norm: Optional[float] = None   # clip the main optimizer's gradient norm to this (None: off)
     amp: Literal["auto", "bf16", "off"] = "auto"          # auto: bf16 on CUDA, fp32 on CPU; bf16: everywhere
     channels_last: Union[bool, Literal["auto"]] = "auto"  # auto: on CUDA only
     compile: bool = False                                 # torch.compile (fixed models only)
@@ -59,6 +61,10 @@ class TrainConfig:
         require(self.momentum >= 0, "momentum", f"must be >= 0, got {self.momentum}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+                f"must be in [0, train.epochs = {self.epochs}], got {self.warmup_epochs}")
+        require(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm",
+                f"must be > 0 or null, got {self.clip_grad_norm}")
         require(all(m >= 0 for m in self.milestones), "milestones", f"must be epochs >= 0, got {self.milestones}")
         require(self.eval_every >= 1, "eval_every", f"must be >= 1 (evaluate every N epochs), got {self.eval_every}")
         require(self.check_every >= 1, "check_every", f"must be >= 1, got {self.check_every}")

@@ -36,6 +36,9 @@ class EpochMeter:
         self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self.correct = torch.zeros((), dtype=torch.float64, device=self.device)
         self.logs: dict[str, torch.Tensor] = {}
+        #: samples of the steps that logged each key (on the device, in place: a captured step
+        #: counts on replay); a term logged on some steps only is averaged over those steps
+        self.log_counts: dict[str, torch.Tensor] = {}
         self.seen = 0        # samples of the main steps (host counters: known without the device)
         self.counted = 0     # samples whose logits were scored
 
@@ -44,6 +47,8 @@ class EpochMeter:
         self.loss.zero_()
         self.correct.zero_()
         for v in self.logs.values():
+            v.zero_()
+        for v in self.log_counts.values():
             v.zero_()
         self.seen = self.counted = 0
 
@@ -62,21 +67,29 @@ class EpochMeter:
         self.counted += n if scored else 0
 
     def add_logs(self, logs: dict, n: int) -> None:
-        """Add ``logs`` (converted by :func:`step_values`) weighted by ``n``."""
+        """Add ``logs`` (converted by :func:`step_values`) weighted by ``n``, and ``n`` to the
+        sample count of each key."""
         for k, v in logs.items():
             if k not in self.logs:
                 self.logs[k] = torch.zeros((), dtype=torch.float64, device=self.device)
+                self.log_counts[k] = torch.zeros((), dtype=torch.float64, device=self.device)
             self.logs[k].add_(v * n)  # a float stays a scalar operand
+            self.log_counts[k].add_(n)
 
     def reduce(self) -> dict:
-        """The epoch's ``train_loss``, ``train_acc`` and ``train_<log>`` averaged over all ranks."""
+        """The epoch's ``train_loss``, ``train_acc`` and ``train_<log>`` averaged over all ranks:
+        each ``train_<log>`` is the sample-weighted mean over the steps that logged it (a term a
+        method logs on its weight steps only is not diluted by its other steps)."""
         keys = sorted(self.logs)
-        sums = torch.stack([self.loss, self.correct] + [self.logs[k] for k in keys]).tolist()
+        sums = torch.stack([self.loss, self.correct] + [self.logs[k] for k in keys]
+                           + [self.log_counts[k] for k in keys]).tolist()
         totals = distributed.all_reduce_sum(sums + [float(self.seen), float(self.counted)], self.device)
         seen, counted = totals[-2], totals[-1]
+        n = len(keys)
         row = {"train_loss": totals[0] / max(seen, 1),
                "train_acc": 100.0 * totals[1] / counted if counted else None}
-        row.update({f"train_{k}": totals[2 + j] / max(seen, 1) for j, k in enumerate(keys)})
+        row.update({f"train_{k}": totals[2 + j] / totals[2 + n + j] if totals[2 + n + j] else None
+                    for j, k in enumerate(keys)})
         return row
 
     def running_loss(self) -> float:

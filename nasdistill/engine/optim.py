@@ -9,6 +9,11 @@ drift, nothing extra to checkpoint, and a resumed run gets exactly the same floa
 - ``constant``: ``lr``.
 
 ``epoch`` counts from 0, so epoch 0 always runs at the base lr.
+
+Warm-up (``train.warmup_epochs`` = W > 0): during the first W epochs the lr of step ``t`` (global,
+0-based, ``S`` steps per epoch) is the schedule's lr times ``(t + 1) / (W S)``, a linear ramp from
+almost 0 (Goyal et al. 2017): large early gradients of freshly initialised branches or heads then
+meet a small step. :func:`warmup_factor` gives the factor.
 """
 from __future__ import annotations
 
@@ -45,6 +50,19 @@ def lr_at(train_cfg, epoch: int) -> float:
         return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, train_cfg.epochs)))
     raise ValueError(f"train.schedule: unknown schedule {train_cfg.schedule!r}; "
                      "use 'multistep', 'cosine' or 'constant'")
+
+
+def warmup_factor(train_cfg, step: int, steps_per_epoch: int) -> float:
+    """The warm-up factor of global step ``step`` (0-based): ``min(1, (step + 1) / (W * S))``."""
+    ramp = train_cfg.warmup_epochs * steps_per_epoch
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / ramp)
+
+
+def in_warmup(train_cfg, epoch: int) -> bool:
+    """Whether any step of ``epoch`` (0-based) runs below the schedule's lr."""
+    return epoch < train_cfg.warmup_epochs
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -211,6 +211,7 @@ class RunFolder:
         if not self.writes:
             return result
         path = self.rd.path
+        result["instability"] = run_health(task, path)
         result["weights_sha256"] = write_weights(path / "model.safetensors", weights)
         record = task.model_record()
         if record is not None:
@@ -223,6 +224,21 @@ class RunFolder:
                                f"its save_artifacts did not write them into {path}")
         self.rd.write_result(result)
         return result
+
+
+def run_health(task: TrainTask, path: Path) -> list:
+    """The instability events of the run in ``path`` (:mod:`.health`), from its metrics rows."""
+    from .health import instability
+    from .rundir import read_metrics
+
+    try:
+        rows = read_metrics(path)
+    except (OSError, ValueError):
+        return []
+    record = task.model_record()
+    num_classes = getattr(record, "num_classes", None)
+    ce_key = None if task.ce_log is None else f"train_{task.ce_log}"
+    return instability(rows, num_classes, ce_key, task.logit_std_metric)
 
 
 @contextmanager

@@ -86,6 +86,12 @@ class TrainTask:
     #: with a property. Declared names are recorded in ``run.json``, required for a finished run to
     #: be reused and removed by ``--restart``.
     artifacts: tuple = ()
+    #: The step log (without ``train_``) holding the cross-entropy of the trained model's own
+    #: predictions, and the epoch metric (a key of :meth:`epoch_metrics`) holding the spread of
+    #: its logits: the run's health check reads them (:mod:`nasdistill.engine.health`); None: not
+    #: logged.
+    ce_log: Optional[str] = "ce"
+    logit_std_metric: Optional[str] = None
 
     def __init__(self, model: nn.Module):
         self.model = model

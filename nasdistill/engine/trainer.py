@@ -34,7 +34,7 @@ from .checkpoint import (UnusableCheckpoint, capture_rng, load_checkpoint, resto
 from .cuda_graphs import graphed_step_for, is_capturing
 from .evaluation import evaluate  # noqa: F401  (re-exported: the engine's evaluation)
 from .meter import EpochMeter, NonFiniteGuard, step_values
-from .optim import build_optimizer, lr_at, set_lr
+from .optim import build_optimizer, in_warmup, lr_at, set_lr, warmup_factor
 from .precision import autocast_for, to_channels_last, use_channels_last
 from .rundir import MetricsLog
 from .task import Loaders, StepContext, TrainTask
@@ -45,11 +45,14 @@ def progress_enabled() -> bool:
     return os.environ.get("NASDISTILL_PROGRESS", "1") != "0"
 
 
-def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: bool = False) -> None:
+def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: bool = False,
+               clip: Optional[float] = None) -> None:
     """Back-propagate ``out.loss`` and step the optimizer ``out`` names (the engine's step).
 
     ``sync`` averages that optimizer's gradients over the ranks (one flat all-reduce) before the
-    step; parameters trained through DDP are averaged by DDP during backward instead.
+    step; parameters trained through DDP are averaged by DDP during backward instead. ``clip``
+    (``train.clip_grad_norm``, main optimizer only) scales the gradients so that their global L2
+    norm is at most ``clip`` (no host synchronisation: the norm stays on the device).
     """
     opt = optimizers.get(out.optimizer)
     if opt is None:
@@ -59,6 +62,9 @@ def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: b
     out.loss.backward()
     if sync:
         distributed.sync_gradients(p for g in opt.param_groups for p in g["params"])
+    if clip is not None and out.optimizer == "main":
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip,
+                                       foreach=True)
     opt.step()
     task.after_optimizer_step(out.optimizer, ctx)
 
@@ -164,7 +170,7 @@ class Trainer:
 
     def _apply(self, out, ctx: StepContext) -> None:
         sync = self.world.distributed and not (self.ddp is not None and out.optimizer == "main")
-        apply_step(self.task, self.optimizers, out, ctx, sync=sync)
+        apply_step(self.task, self.optimizers, out, ctx, sync=sync, clip=self.cfg.clip_grad_norm)
 
     @property
     def run_dir(self) -> Optional[Path]:
@@ -276,6 +282,10 @@ class Trainer:
         self.guard.reset(epoch * steps)
         if self.graphed is not None:
             self.graphed.invalidate()  # the lr (and other per-epoch numbers) changed
+        # warm-up changes the lr at every step: those epochs run eagerly (a graph bakes the lr in)
+        graphed = self.graphed if not in_warmup(self.cfg, epoch) else None
+        warming = in_warmup(self.cfg, epoch)
+        base_lr = lr_at(self.cfg, epoch)
         bar = self._bar(epoch, steps)
         every = self.cfg.check_every
         try:
@@ -284,9 +294,11 @@ class Trainer:
                     x = to_channels_last(x)
                 self._ctx = StepContext(epoch, epoch * steps + i, i, self.device,
                                         self.world.world_size, self.world.rank)
+                if warming:
+                    set_lr(self.optimizers["main"], base_lr * warmup_factor(self.cfg, epoch * steps + i, steps))
                 try:
-                    if self.graphed is not None:
-                        self.graphed((x, y, idx))
+                    if graphed is not None:
+                        graphed((x, y, idx))
                     else:
                         self._step_tensors((x, y, idx))
                 except FloatingPointError:

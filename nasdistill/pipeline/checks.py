@@ -26,6 +26,11 @@ def check_job_inputs(cfg, splits):
     if cfg.search.targets:
         check_held_out_split(cfg, splits, ", or search.targets=[] to skip the search")
     _check_distill_sections(cfg, space, augmented(cfg, splits))
+    if cfg.teachers.calibrate and (len(splits.val) == 0 or splits.val is splits.test):
+        raise ConfigError.for_key("teachers.calibrate", f"needs a validation split (each teacher's "
+                                  f"temperature is fitted on it, never on the test split), and data "
+                                  f"{cfg.data.name!r} has none of its own; set data.val_size, e.g. "
+                                  "data.val_size=5000")
     return space
 
 

@@ -56,9 +56,12 @@ class PipelineSearch:
 
 @dataclass
 class PipelineStudents:
-    """Random students of the pool, besides the searched ones."""
+    """Random students besides the searched ones: ``random_per_target`` per search target, drawn
+    uniformly from the networks whose MACs lie in that target's band (the baseline of the report's
+    "Did the search help?"), and ``sampled`` drawn from the whole pool."""
 
     sampled: int = 3
+    random_per_target: int = 1
     sample_seed: int = 1000
 
 
@@ -81,6 +84,10 @@ class PipelineTeachersBase:
     (trained first; the papers' warm-up, with ``teachers.gtn.freeze_teacher_epochs`` /
     ``teachers.sftn.freeze_teacher_epochs``); the teacher table then counts the CE epochs in
     those teachers' cost.
+
+    ``calibrate``: every distillation from a teacher divides the teacher's logits by its
+    temperature-scaling temperature T_cal, fitted on the validation split (Guo et al. 2017), the
+    same rule for every teacher; the teacher table shows T_cal either way.
     """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet8"))
@@ -89,6 +96,7 @@ class PipelineTeachersBase:
     train: TrainConfig = field(default_factory=_teacher_train)
     sftn_student_from_search: bool = True   # SFTN grafts the first (smallest target) student
     init_from_ce: bool = False              # GTN / SFTN teachers start from the CE teacher of their seed
+    calibrate: bool = False                 # distill from each teacher's logits / T_cal (fitted on val)
 
     def __post_init__(self):
         if self.init_from_ce and "ce" not in self.methods:
@@ -182,6 +190,9 @@ class PipelineConfigBase:
                               f"from 'space' ({self.space!r}): GTN uses the pipeline's space")
         if self.students.sampled < 0:
             raise ConfigError(f"config key 'students.sampled' must be >= 0, got {self.students.sampled}")
+        if self.students.random_per_target < 0:
+            raise ConfigError.for_key("students.random_per_target",
+                                      f"must be >= 0, got {self.students.random_per_target}")
         if not self.search.targets and self.students.sampled == 0:
             raise ConfigError("no students: search.targets is empty and students.sampled is 0")
 

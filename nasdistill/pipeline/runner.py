@@ -30,7 +30,8 @@ from ..engine.run import (ConfigMismatch, config_identity, describe_diff, finger
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
-from .steps import (describe_task, distill_students, export_students, gtn_histories, sample_students,
+from .steps import (describe_task, distill_students, export_students, gtn_histories, random_students,
+                    sample_students,
                     start_search, start_teachers, teacher_rows, teachers_need_students)
 from .workers import JobPool
 
@@ -171,6 +172,7 @@ def _stages(cfg, out: Path, stage: Stage, world, splits, space, times: dict, pre
     pending = start_teachers(cfg, out, [], stage) if early else None
     students = search.wait()
     record("search", t_search)
+    students += random_students(cfg, space, students)
     students += sample_students(cfg, space, {s["student"] for s in students})
     if world.is_main:
         write_json(out / "students.json", students)

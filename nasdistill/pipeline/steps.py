@@ -65,9 +65,39 @@ def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
                 stage.log.say("  (same network as an earlier target's: kept once)")
                 continue
             out_students.append({"student": arch_id, "kind": "searched", "arch": arch, "macs": cost["macs"],
-                                 "params": cost["params"], "target_macs": float(entry["target"])})
+                                 "params": cost["params"], "target_macs": float(entry["target"]),
+                                 "band": entry.get("band"), "convergence": entry.get("convergence")})
         return out_students
     return Pending(students)
+
+
+def random_students(cfg, space, searched: list[dict]) -> list[dict]:
+    """``students.random_per_target`` networks per searched student, drawn uniformly from the
+    distinct networks whose MACs lie in its target's band (:func:`nasdistill.space.band.band_networks`),
+    none of them a searched student or an earlier draw; fewer when the band holds fewer (said)."""
+    from ..space.band import band_networks
+
+    n = cfg.students.random_per_target
+    if n <= 0:
+        return []
+    out: list[dict] = []
+    taken = [dict(s["arch"]) for s in searched]
+    for k, st in enumerate(searched):
+        target = float(st["target_macs"])
+        tol = cfg.search.search.tolerance
+        lo, hi = st.get("band") or (target * (1 - tol), target * (1 + tol))
+        band = band_networks(space, lo, hi, "macs")
+        free = band.networks - sum(1 for a in taken if lo <= space.cost(a)["macs"] <= hi)
+        if free < n:
+            print(f"  the MACs band {lo:,.0f} .. {hi:,.0f} of target {target:,.0f} holds {band.networks} "
+                  f"network(s), {free} not yet taken: {free} random student(s) instead of {n}", flush=True)
+        for arch in band.sample(min(n, free), seed=cfg.students.sample_seed + 1_000_003 * (k + 1), exclude=taken):
+            taken.append(arch)
+            cost = space.cost(arch)
+            out.append({"student": space.arch_id(arch), "kind": "random", "arch": arch, "macs": cost["macs"],
+                        "params": cost["params"], "target_macs": target, "band": [lo, hi],
+                        "band_networks": band.networks})
+    return out
 
 
 def sample_students(cfg, space, taken: set) -> list[dict]:
@@ -206,6 +236,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
                            method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
                            data=cfg.data, train=cfg.distill.train,
                            cache_teacher_logits=cfg.distill.caches_logits(method, augmented),
+                           calibrate_teacher=cfg.teachers.calibrate and teacher != "none",
                            **sections)
                 metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
                               "teacher_seed": None if teacher == "none" else tseed})
@@ -223,14 +254,19 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
 
 
 def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
-    from ..analysis import evaluate_teacher_quality
+    from ..analysis import evaluate_teacher_quality, fit_temperature, predict
     from ..artifact import load
 
     rows = []
+    held_out = len(splits.val) > 0 and splits.val is not splits.test
     for (method, seed), info in teachers.items():
         result = info["result"]
         model = load(info["dir"], device=device)
         quality = evaluate_teacher_quality(model, splits.test, device, mean=splits.mean, std=splits.std)
+        temperature = None
+        if held_out:  # T_cal on the validation split, as calibrated distillation fits it
+            val = predict(model, splits.val, device, mean=splits.mean, std=splits.std)
+            temperature = fit_temperature(val["logits"], val["labels"])
         # a teacher started from another run (init_from) costs that run's epochs too
         init_s = result.get("init_from_wall_time_s")
         wall = result.get("wall_time_s")
@@ -238,7 +274,8 @@ def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
                "test_acc": result.get("test_acc"), "best_acc": result.get("best_acc"),
                "wall_time_s": wall, "init_wall_time_s": init_s,
                "total_wall_time_s": None if wall is None else wall + (init_s or 0.0),
-               "epochs": result.get("epochs"), "ece": quality.get("ece")}
+               "epochs": result.get("epochs"), "ece": quality.get("ece"), "temperature": temperature,
+               "instability": result.get("instability") or []}
         if "posterior_mse" in quality:
             row["posterior_mse"] = quality["posterior_mse"]
         rows.append(row)

@@ -14,8 +14,9 @@ from .fmt import (ALPHA, flatten, fmt_acc, fmt_count, fmt_mean_ci, fmt_p, fmt_ra
 from .gates import gate_section, plot_gate_exploration, plot_phi_entropy
 from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plot_gain
 from .precondition import branch_teacher_section, precondition_plots
+from .search_gain import search_gain, search_gain_section, verdict_sentence
 from .stats import significant
-from .tables import (MISSED_TARGET_TOL, OVERLAP, MeanCI, accuracy_table, as_float, choose_metric,
+from .tables import (MISSED_TARGET_TOL, OVERLAP, SEED_SPREAD, MeanCI, accuracy_table, as_float, choose_metric,
                      comparison_table, conditions, display_name, gain_table, stage_table, students_table, teacher_table,
                      validate_results, write_results_csv)
 
@@ -107,12 +108,12 @@ def _teachers_section(teachers) -> str:
     rows = teacher_table(teachers)
     if not rows:
         return "No teacher was trained in this run."
-    extras = [k for k in ("ece", "posterior_mse") if k in rows[0]]
+    extras = [k for k in ("ece", "posterior_mse", "temperature") if k in rows[0]]
     several = any(r["n_seeds"] > 1 for r in rows)
     header = ["Teacher", "Model"] + (["Seeds"] if several else []) + [
         "Epochs", "Test acc (%)" + (", mean ± 95% CI" if several else ""), "Best val acc (%)", "Wall time",
         "Cost vs CE"]
-    header += [{"ece": "ECE", "posterior_mse": "Posterior MSE"}[k] for k in extras]
+    header += [{"ece": "ECE", "posterior_mse": "Posterior MSE", "temperature": "T_cal"}[k] for k in extras]
     body = []
     for r in rows:
         cost = f"{r['cost_vs_ce']:.2f}x" if math.isfinite(r["cost_vs_ce"]) else "—"
@@ -124,10 +125,32 @@ def _teachers_section(teachers) -> str:
         line += [f"{r[k]:.4f}" if as_float(r[k]) is not None else "—" for k in extras]
         body.append(line)
     notes = "Cost vs CE = the teacher's wall time divided by the CE teacher's."
+    if "temperature" in extras:
+        notes += (" T_cal = the temperature that minimises the teacher's NLL on the validation split "
+                  "(above 1: overconfident, below 1: flat); `teachers.calibrate=true` distills from "
+                  "logits / T_cal.")
     if several:
         notes = ("Teachers trained once per seed: accuracies, wall times and costs are means over the seeds "
                  "(95% Student-t CI for test accuracy). " + notes)
-    return md_table(header, body) + "\n\n" + notes
+    for r in rows:
+        if r["seeds_disagree"]:
+            notes += (f"\n\n**{display_name(r['teacher'])}: the seeds disagree by more than "
+                      f"{SEED_SPREAD:g} points** (test accuracy per seed: "
+                      + ", ".join(f"seed {seed} {fmt_acc(a)}" for seed, a in r["per_seed"])
+                      + "); the mean hides it.")
+    return md_table(header, body) + "\n\n" + notes + _instability_text(rows)
+
+
+def _instability_text(rows) -> str:
+    """The teacher runs the engine flagged as unstable (``result.json`` ``instability``)."""
+    lines = [f"- {display_name(r['teacher'])}, seed {seed}: " + "; ".join(e["text"] for e in events[:3])
+             + (f" (and {len(events) - 3} more)" if len(events) > 3 else "")
+             for r in rows for seed, events in r["unstable"]]
+    if not lines:
+        return ""
+    return ("\n\n**Unstable teacher runs** (a blow-up: mean training CE above 1.5 ln K; a collapse: logit "
+            "spread below half its earlier maximum, or training accuracy 20 points below it):\n\n"
+            + "\n".join(lines))
 
 
 def _arch_text(arch_json: str) -> str:
@@ -145,16 +168,30 @@ def _ratio_cell(r: dict) -> str:
     return f"{ratio:.2f} ⚠ missed by {100 * (ratio - 1):+.0f}%" if r["missed_target"] else f"{ratio:.2f}"
 
 
+def _convergence_cell(conv) -> str:
+    if not conv:
+        return "—"
+    head = "yes" if conv.get("converged") else "**no**"
+    return (f"{head} (stable {conv.get('stable_epochs')}/{conv.get('phi_epochs')} epochs, "
+            f"H {conv.get('entropy_frac', math.nan):.2f} ln N, p {conv.get('prob', math.nan):.2g})")
+
+
 def _students_section(students, results) -> str:
     rows = students_table(students, results)
     searched = [r for r in rows if r["kind"] == "searched"]
-    others = [r for r in rows if r["kind"] != "searched"]
+    randoms = [r for r in rows if r["kind"] == "random"]
+    others = [r for r in rows if r["kind"] not in ("searched", "random")]
+    conv = {s["student"]: s.get("convergence") for s in students}
     out = []
     if searched:
         text = "Discovered by the search:\n\n" + md_table(
-            ["Student", "Target MACs", "MACs", "MACs / target", "Params", "Choices (in label order)"],
+            ["Student", "Target MACs", "MACs", "MACs / target", "Params", "Converged", "Choices (in label order)"],
             [[r["student"], fmt_count(r["target_macs"]), fmt_count(r["macs"]), _ratio_cell(r),
-              fmt_count(r["params"]), _arch_text(r["arch"])] for r in searched])
+              fmt_count(r["params"]), _convergence_cell(conv.get(r["student"])), _arch_text(r["arch"])]
+             for r in searched])
+        text += ("\n\nConverged: the student the search would export was the same over the last quarter of "
+                 "its phi epochs (at least two) and the entropy of its architecture distribution H fell to "
+                 "half of ln N (N label assignments) or below; p is the exported student's probability.")
         missed = [r for r in searched if r["missed_target"]]
         if missed:
             text += (f"\n\n{plural(len(missed), 'searched student')} missed {'its' if len(missed) == 1 else 'their'} "
@@ -164,6 +201,12 @@ def _students_section(students, results) -> str:
                      + (". Compare it with care: it is not" if len(missed) == 1 else
                         ". Compare them with care: they are not") + " at the cost the search was asked for.")
         out.append(text)
+    if randoms:
+        out.append("Drawn at random from the networks of each target's MACs band (the baseline of \"Did "
+                   "the search help?\"):\n\n" + md_table(
+                       ["Student", "Target MACs", "MACs", "Params", "Choices (in label order)"],
+                       [[r["student"], fmt_count(r["target_macs"]), fmt_count(r["macs"]), fmt_count(r["params"]),
+                         _arch_text(r["arch"])] for r in randoms]))
     if others:
         out.append("Sampled at random from the space:\n\n" + md_table(
             ["Student", "Kind", "MACs", "Params", "Choices (in label order)"],
@@ -320,6 +363,20 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
                         f"{p_eq(o['t_pvalue'])}, {verdict(o['t_pvalue'])}).")
     comps = comparison_table(results, metric, known={(("gtn", m), ("ce", m)): g for m, g in gains.items()})
     summary += _baseline_sentence(comps)
+    searched_gain = search_gain(results, students, metric)
+    if searched_gain is not None:
+        summary += "\n\n" + verdict_sentence(searched_gain)
+    unconverged = [s for s in students if s.get("kind") == "searched" and s.get("convergence")
+                   and not s["convergence"].get("converged")]
+    if unconverged:
+        summary += (f"\n\n**Warning:** the search did not converge for {plural(len(unconverged), 'target')} ("
+                    + "; ".join(f"{fmt_count(s.get('target_macs'))}: {s['convergence']['why']}" for s in unconverged)
+                    + "): its students are closer to a draw from a still-broad distribution than to an optimum.")
+    unstable = [t for t in teachers if t.get("instability")]
+    if unstable:
+        summary += ("\n\n**Warning:** " + plural(len(unstable), "teacher run") + " trained unstably ("
+                    + "; ".join(f"{display_name(t['teacher'])} seed {t.get('seed')}: {t['instability'][0]['text']}"
+                                for t in unstable) + "); see \"Teachers\".")
     gates_text, collapsed = _gates_section(run_dir, phi_history, gate_info)
     if collapsed:
         summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
@@ -334,6 +391,8 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         ("Summary", summary),
         ("Teachers", _teachers_section(teachers)),
         ("Students", _students_section(students, results)),
+    ] + ([("Did the search help?", search_gain_section(results, students, metric))]
+         if searched_gain is not None else []) + [
         ("Accuracy by teacher", _accuracy_section(results, students, metric, comps)),
         ("Gain GTN − CE", _gain_section(results, gains)),
         ("GTN gate exploration", gates_text),

@@ -163,6 +163,42 @@ def student_level_test(diffs_by_student: Mapping, confidence: float = 0.95, n_re
     return out
 
 
+def matched_difference(groups: Sequence[Mapping], confidence: float = 0.95, n_resamples: int = 10_000,
+                       seed: int = 0) -> dict:
+    """Searched students against random students of the same cost, the random student as the unit.
+
+    ``groups``: one mapping per target, ``{"searched": {seed: acc}, "random": {student: {seed:
+    acc}}}``. Each random student ``j`` of target ``t`` is one unit: its differences
+    ``a_t(s) - r_j(s)`` over the seeds both have are averaged (seeds are nested in the unit, and the
+    runs of a seed share its teachers), then the units are tested against zero with
+    :func:`student_level_test` (Student-t interval and paired t-test over the units, bootstrap
+    interval resampling them). The estimate is the mean over the units, which with the same number of
+    random students per target is the mean over targets of the searched student minus the mean of
+    its random students.
+
+    Returns the keys of :func:`student_level_test` plus ``n_targets``, ``n_random`` (units),
+    ``n_seeds`` (distinct seeds used) and ``per_target`` (each target's mean difference).
+    """
+    diffs: dict = {}
+    per_target, seeds, targets = [], set(), 0
+    for t, g in enumerate(groups):
+        searched = {s: v for s, v in g["searched"].items() if v is not None and math.isfinite(v)}
+        mine = []
+        for j, runs in g["random"].items():
+            d = [searched[s] - v for s, v in runs.items()
+                 if s in searched and v is not None and math.isfinite(v)]
+            if d:
+                diffs[(t, j)] = d
+                mine.append(sum(d) / len(d))
+                seeds.update(s for s in runs if s in searched)
+        if mine:
+            targets += 1
+            per_target.append(sum(mine) / len(mine))
+    out = student_level_test(diffs, confidence, n_resamples, seed)
+    out.update(n_targets=targets, n_random=len(diffs), n_seeds=len(seeds), per_target=per_target)
+    return out
+
+
 def significant(p: Optional[float], alpha: float = 0.05) -> bool:
     """True when ``p`` is a real p-value below ``alpha`` (NaN / None means "not tested": False)."""
     return p is not None and math.isfinite(p) and p < alpha

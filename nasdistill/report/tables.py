@@ -171,11 +171,14 @@ def student_info(results: Sequence[dict], students: Optional[Sequence[dict]]) ->
 
 
 def student_order(info: dict) -> list:
-    """Searched students first (by target, then MACs), then sampled ones by MACs."""
+    """Searched students first (by target, then MACs), then the random ones of each target's band,
+    then sampled ones, by MACs."""
+    rank = {"searched": 0, "random": 1}
+
     def key(sid):
         d = info[sid]
         macs = as_float(d["macs"])
-        return (d["kind"] != "searched", as_float(d["target_macs"]) or 0.0,
+        return (rank.get(d["kind"], 2), as_float(d["target_macs"]) or 0.0,
                 macs if macs is not None else math.inf, str(sid))
     return sorted(info, key=key)
 
@@ -209,11 +212,22 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
                "best_acc": MeanCI.of([as_float(t.get("best_acc")) for t in ts]).mean,
                "epochs": ts[0].get("epochs"), "wall_time_s": time,
                "cost_vs_ce": total / ce_time if ce_time and math.isfinite(total) else math.nan}
-        for extra in ("ece", "posterior_mse"):
+        for extra in ("ece", "posterior_mse", "temperature"):
             if any(as_float(t.get(extra)) is not None for t in teachers):
                 row[extra] = MeanCI.of([as_float(t.get(extra)) for t in ts]).mean
+        accs = [(t.get("teacher_seed", t.get("seed")), as_float(t.get("test_acc"))) for t in ts]
+        accs = [(seed, a) for seed, a in accs if a is not None]
+        row["per_seed"] = sorted(accs, key=lambda sa: (sa[0] is None, sa[0]))
+        row["seeds_disagree"] = (max(a for _, a in accs) - min(a for _, a in accs)
+                                 if len(accs) > 1 else 0.0) > SEED_SPREAD
+        row["unstable"] = [(t.get("teacher_seed", t.get("seed")), t["instability"]) for t in ts
+                           if t.get("instability")]
         rows.append(row)
     return rows
+
+
+#: Teacher seeds whose test accuracies span more than this (points) are listed one by one.
+SEED_SPREAD = 10.0
 
 
 def accuracy_table(results: Sequence[dict], students: Optional[Sequence[dict]] = None,

@@ -15,6 +15,12 @@ class SearchSection:
     ``RUN_DIR/target_<T>/``, from one supernet training shared by all targets (each with its own
     phi), or from a separate run per target with ``shared: false``. Each student is the most
     probable architecture under its phi whose cost lies within ``target * (1 +- tolerance)``.
+
+    Convergence (:mod:`nasdistill.search.convergence`): a target's search converged when the
+    student it would export was the same over the last ``converge_window`` of the phi epochs (at
+    least two epochs) and the entropy of its architecture distribution fell to
+    ``converge_entropy`` of the entropy of the uniform distribution over the space's label
+    assignments, or below.
     """
 
     space: str = "digits_small"
@@ -36,6 +42,9 @@ class SearchSection:
     beta: float = 0.3
     lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T; add#abs: |E - T|
     recalibrate_batches: int = 20                   # BN recalibration of the extracted student
+    converge_window: float = 0.25                   # converged: the exported student unchanged over this
+                                                    # fraction of the phi epochs (at least 2) ...
+    converge_entropy: float = 0.5                   # ... and H(p) <= this fraction of ln(#architectures)
 
     def __post_init__(self):
         from ..engine.config import require
@@ -55,6 +64,10 @@ class SearchSection:
         require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         require(self.arch_lr > 0, "arch_lr", f"must be > 0, got {self.arch_lr}")
         require(self.recalibrate_batches >= 0, "recalibrate_batches", "must be >= 0")
+        require(0 < self.converge_window <= 1, "converge_window", f"is a fraction of the phi epochs in (0, 1], "
+                f"got {self.converge_window}")
+        require(0 < self.converge_entropy <= 1, "converge_entropy", f"is a fraction of ln(#architectures) in "
+                f"(0, 1], got {self.converge_entropy}")
 
     def target_list(self) -> list[float]:
         """The cost targets: ``targets``, or ``[target]`` (empty when neither is set)."""

@@ -34,6 +34,7 @@ from ..engine.task import StepOutput, TrainTask
 from ..record import ModelRecord
 from ..supernet import ArchGates, CostModel, Supernet, cost_penalty
 from .config import target_folder
+from .convergence import convergence, entropy_fraction
 from .students import (MARKER, constrained_choice, remove_stale_students, serialize_weights, student_entry,
                        write_student)
 from .targets import SearchModel
@@ -73,6 +74,8 @@ class SearchTask(TrainTask):
                                            weight_decay=cfg.arch_weight_decay) for g in gates]
         self.val_epoch, self.val_pos, self.arch_steps = 0, 0, 0
         self._val_iter = None
+        #: per target: the student it would export after each epoch with phi steps (arch ids)
+        self.band_history: list[list[str]] = [[] for _ in targets]
         self.students: list = []    # per target: {"student", "entry", "data", "sha256"} after on_fit_end
 
     @property
@@ -152,24 +155,48 @@ class SearchTask(TrainTask):
         return ArgmaxPath(self.model, 0)
 
     def epoch_metrics(self, epoch: int, loaders) -> dict:
+        """Per target: expected and argmax cost, phi entropy per label, and the convergence
+        figures (:mod:`.convergence`): the architecture entropy and the student it would export
+        now, recorded for every epoch with phi steps."""
         out = {}
+        space, c = self.supernet.space, self.cfg
         for k, target in enumerate(self.targets):
             gates = self.model.gates[k]
             arch = gates.export()
             tag = "" if not self.multi else f"/{target_folder(target)}"
+            entropies = gates.entropy()
+            h, frac = entropy_fraction(entropies, {l: len(gates.choices[l]) for l in gates.labels})
+            choice = constrained_choice(space, gates.probabilities(), self.cost_model, target, c.tolerance)
+            band_id = space.arch_id(choice.arch)
+            if epoch >= c.warmup_epochs:
+                self.band_history[k].append(band_id)
             out.update({f"expected_cost{tag}": float(self.cost_model.expected(gates).detach()),
                         f"argmax_cost{tag}": self.cost_model.of_arch(arch),
-                        f"argmax_arch_id{tag}": self.supernet.space.arch_id(arch),
-                        f"argmax_arch{tag}": json.dumps(arch, sort_keys=False)})
-            out.update({f"phi_entropy{tag}/{l}": h for l, h in gates.entropy().items()})
+                        f"argmax_arch_id{tag}": space.arch_id(arch),
+                        f"argmax_arch{tag}": json.dumps(arch, sort_keys=False),
+                        f"arch_entropy{tag}": h, f"arch_entropy_frac{tag}": frac,
+                        f"band_arch_id{tag}": band_id, f"band_prob{tag}": choice.prob})
+            out.update({f"phi_entropy{tag}/{l}": v for l, v in entropies.items()})
         return out
 
+    def convergence_of(self, k: int, choice) -> dict:
+        """Target ``k``'s convergence verdict (:func:`.convergence.convergence`) now; ``choice``:
+        the :class:`~nasdistill.space.ConstrainedArch` it exports."""
+        gates = self.model.gates[k]
+        frac = entropy_fraction(gates.entropy(), {l: len(gates.choices[l]) for l in gates.labels})[1]
+        lo, hi = choice.band
+        return convergence(self.band_history[k], frac, choice.prob, self.cfg.converge_window,
+                           self.cfg.converge_entropy, lo <= choice.argmax_cost <= hi, choice.argmax_cost)
+
     def state_dict(self) -> dict:
-        return {"val_epoch": self.val_epoch, "val_pos": self.val_pos, "arch_steps": self.arch_steps}
+        return {"val_epoch": self.val_epoch, "val_pos": self.val_pos, "arch_steps": self.arch_steps,
+                "band_history": json.dumps(self.band_history)}
 
     def load_state_dict(self, state: dict) -> None:
         self.val_epoch, self.val_pos = int(state["val_epoch"]), int(state["val_pos"])
         self.arch_steps = int(state.get("arch_steps", 0))
+        if "band_history" in state:
+            self.band_history = json.loads(state["band_history"])
         self._val_iter = None
 
     # ------------------------------------------------------------------ the students
@@ -187,6 +214,7 @@ class SearchTask(TrainTask):
             phi = supernet.gates.probabilities()
             choice = constrained_choice(space, phi, self.cost_model, target, c.tolerance)
             entry = student_entry(space, choice, target, c.tolerance, c.cost_metric, phi)
+            entry["convergence"] = self.convergence_of(k, choice)
             student = supernet.extract(entry["arch"]).to(device)
             loaders.train.set_epoch(0)
             recalibrate_bn(student, loaders.train, c.recalibrate_batches)

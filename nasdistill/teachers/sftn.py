@@ -66,6 +66,8 @@ class BranchTeacherTask(TrainTask):
 
     compilable = False
     artifacts = ("branches.safetensors",)
+    ce_log = "teacher_ce"
+    logit_std_metric = "teacher_logit_std"
 
     def __init__(self, branched: BranchedTeacher, freeze_teacher_epochs: int = 0,
                  kd_temperature: float = 4.0):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nasdistill.analysis import (compare_teacher_student, evaluate_teacher_quality,
+from nasdistill.analysis import (compare_teacher_student, evaluate_teacher_quality, fit_temperature,
                                  expected_calibration_error, linear_cka, posterior_kl, posterior_mse,
                                  teacher_student_kl)
 
@@ -120,3 +120,21 @@ def test_compare_teacher_student_identical_models():
     t = create_model("resnet8", num_classes=10, in_channels=1)
     r = compare_teacher_student(t, t, splits.test, mean=splits.mean, std=splits.std)
     assert r["kl"] == pytest.approx(0.0, abs=1e-9) and r["cka"] == pytest.approx(1.0)
+
+
+def test_fit_temperature_recovers_the_temperature_of_the_labels():
+    # labels drawn from softmax(z / 2.5): the NLL-optimal temperature of z is about 2.5
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 5, generator=g) * 4
+    y = torch.multinomial(torch.softmax(z / 2.5, 1), 1, generator=g).squeeze(1)
+    t = fit_temperature(z, y)
+    assert t == pytest.approx(2.5, rel=0.05)
+    # the minimum of the NLL over a fine grid of temperatures, computed directly
+    grid = np.linspace(1.5, 3.5, 401)
+    nll = [float(torch.nn.functional.cross_entropy(z.double() / T, y)) for T in grid]
+    assert t == pytest.approx(grid[int(np.argmin(nll))], abs=0.01)
+    # a flat model is sharpened (T < 1), an overconfident one softened (T > 1); accuracy unchanged
+    assert fit_temperature(z / 10, y) == pytest.approx(t / 10, rel=1e-3)
+    assert fit_temperature(z * 3, y) == pytest.approx(3 * t, rel=1e-3)
+    with pytest.raises(ValueError, match="labels"):
+        fit_temperature(z, y[:10])

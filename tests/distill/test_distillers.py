@@ -143,6 +143,30 @@ def test_feature_methods_add_kd_when_asked():
     assert losses["loss_kd"].item() == pytest.approx(0.5 * kd_loss(logits, d.teacher(x), 2.0).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("method,kwargs", [("kd", {}), ("dkd", {"warmup_epochs": 0.0}),
+                                           ("pkt", {"kd_weight": 0.5}), ("at", {"kd_weight": 1.0})])
+def test_standardize_reaches_every_logit_term(method, kwargs):
+    x, y, idx = batch()
+    plain = make(method, **kwargs).eval()
+    std = make(method, standardize=True, **kwargs).eval()
+    logits, losses = std.forward_train(x, y, idx, epoch=30)
+    t = std.teacher(x)
+    cfg = std.cfg
+    if method == "dkd":
+        expected = dkd_loss(logits, t, y, cfg.alpha, cfg.beta, cfg.temperature, standardize=True)
+    else:
+        expected = cfg.kd_weight * kd_loss(logits, t, cfg.temperature, standardize=True)
+    assert losses["loss_kd"].item() == pytest.approx(expected.item(), rel=1e-6)
+    # a teacher ten times flatter hands the standardized loss the same targets
+    with torch.no_grad():
+        std.teacher.classifier.weight.mul_(0.1)
+        std.teacher.classifier.bias.mul_(0.1)
+    assert std.forward_train(x, y, idx, epoch=30)[1]["loss_kd"].item() == pytest.approx(
+        losses["loss_kd"].item(), rel=1e-4)
+    assert plain.forward_train(x, y, idx, epoch=30)[1]["loss_kd"].item() != pytest.approx(
+        losses["loss_kd"].item(), rel=1e-3)
+
+
 def test_at_sums_over_the_paired_stages():
     from nasdistill.distill import at_loss
     d = make("at", "tiny").eval()

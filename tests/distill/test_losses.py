@@ -166,6 +166,51 @@ def test_kd_and_dkd_vanish_for_identical_logits_and_have_gradients():
     assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
 
 
+def _zscore(row):
+    """Hand z-score with the unbiased standard deviation (n - 1)."""
+    m = sum(row) / len(row)
+    sd = math.sqrt(sum((v - m) ** 2 for v in row) / (len(row) - 1))
+    return [(v - m) / (sd + 1e-7) for v in row]
+
+
+def test_standardized_kd_by_hand_on_a_fixed_batch():
+    # row 1: teacher = 2 x student + 1: identical after the z-score, contributes 0
+    # row 2: z_s = [-1/sqrt(3), -1/sqrt(3), 2/sqrt(3)] and z_t = [1, -1, 0], by hand
+    s = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    t = torch.tensor([[3.0, 5.0, 7.0], [3.0, 1.0, 2.0]])
+    T = 2.0
+    r = 1 / math.sqrt(3)
+    zs, zt = [-r, -r, 2 * r], [1.0, -1.0, 0.0]
+    assert _zscore([0.0, 0.0, 1.0]) == pytest.approx(zs, abs=1e-6)
+    assert _zscore([3.0, 1.0, 2.0]) == pytest.approx(zt, abs=1e-6)
+
+    def softmax(v):
+        e = [math.exp(x / T) for x in v]
+        return [x / sum(e) for x in e]
+    pt, ps = softmax(zt), softmax(zs)
+    row2 = sum(a * (math.log(a) - math.log(b)) for a, b in zip(pt, ps))
+    expected = T * T * (0.0 + row2) / 2
+    got = kd_loss(s, t, T, standardize=True).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got != pytest.approx(kd_loss(s, t, T).item(), rel=1e-2)  # the plain loss differs
+
+
+def test_standardized_losses_ignore_the_teachers_scale_and_shift():
+    s, t, y = logits()
+    for scale, shift in ((0.1, 0.0), (7.0, -3.0)):
+        assert kd_loss(s, scale * t + shift, 4.0, standardize=True).item() == pytest.approx(
+            kd_loss(s, t, 4.0, standardize=True).item(), rel=1e-4)
+        assert dkd_loss(s, scale * t + shift, y, 1.0, 8.0, 4.0, standardize=True).item() == pytest.approx(
+            dkd_loss(s, t, y, 1.0, 8.0, 4.0, standardize=True).item(), rel=1e-4)
+    # the plain loss does not: a flat teacher (x0.1) gives near-uniform targets
+    assert kd_loss(s, 0.1 * t, 4.0).item() != pytest.approx(kd_loss(s, t, 4.0).item(), rel=1e-2)
+    # DKD on standardized logits is DKD of the z-scores
+    zs = (s - s.mean(1, keepdim=True)) / (s.std(1, keepdim=True) + 1e-7)
+    zt = (t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-7)
+    assert dkd_loss(s, t, y, 1.0, 8.0, 4.0, standardize=True).item() == pytest.approx(
+        np_dkd(n64(zs), n64(zt), y.numpy(), 1.0, 8.0, 4.0), rel=REL)
+
+
 def test_dkd_with_zero_beta_is_binary_kl_only():
     s, t, y = logits()
     tckd = dkd_loss(s, t, y, 1.0, 0.0, 4.0)

@@ -64,16 +64,17 @@ def test_gtn_scale_ladder_compares_per_student_and_tabulates_each_rung():
             for t, m, acc in (("ce", "kd", base + 2 + k), ("gtn", "kd", base + k))]
     test = ladder.compare(ladder.by_student(rows, "gtn", "kd"), ladder.by_student(rows, "ce", "kd"))
     assert test["n_students"] == 2 and test["mean_diff"] == pytest.approx(-2.0)  # per student: -2, -2
-    assert ladder.rung_epochs(2500, tiny=False) == ladder.EPOCHS[2000]  # the nearest size, log scale
-    assert ladder.rung_epochs(6000, tiny=False) == ladder.EPOCHS[8000]
-    diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.0, "boot_ci_high": -2.0, "t_pvalue": 0.0}
-    rung = {"n_train": 400, "epochs": {"teacher": 30, "distill": 20},
-            "means": {"students alone": 60.0, "CE+KD": 63.0, "SFTN+KD": 63.5, "GTN+KD": 61.0,
-                      "GTN+KD (warm-up)": 62.0},
-            "gtn_minus_ce": diff, "gtn_warm_minus_ce": diff, "sftn_minus_ce": diff, "ce_minus_alone": diff,
-            "gtn_teacher": {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98},
-            "gtn_warm_teacher": {"sampled_branch_acc": 80.0, "teacher_logit_std": 2.5}}
-    table = ladder.table([rung]).splitlines()
-    assert len(table) == 3 and table[0].count("|") == table[2].count("|")
-    assert "| 400 | 30/20 | 60.00 | 63.00 | 63.50 | 61.00 | 62.00 | -2.00 (-2.00 to -2.00, p < 0.001, n=2)" in table[2]
-    assert "66.0% / 0.98 | 80.0% / 2.50 |" in table[2]
+    # GTN's weight steps are one iteration in two: 500 steps on 2,000 images (32 batches an epoch)
+    assert ladder.rung_schedule(500, 2000) == (32, 16)
+    assert ladder.rung_schedule(12500, 20000) == (80, 40)
+    diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.5, "boot_ci_high": -1.5, "t_pvalue": 0.0}
+    means = {"students alone": 60.0, **{f"{t.upper()}+KD ({v})": 63.0 for t in ladder.TEACHERS
+                                        for v in ("plain", "standardized")}}
+    rung = {"weight_steps": 500, "n_train": 2000, "epochs": {"teacher": 32, "distill": 16}, "means": means,
+            "minus_ce": {f"{t} {v}": diff for t in ladder.TEACHERS if t != "ce" for v in ("plain", "standardized")},
+            "teachers": {t: {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98, "teacher_train_acc": 90.0,
+                             "unstable_runs": 0} for t in ladder.TEACHERS}}
+    table = ladder.table([rung], ["plain", "standardized"])
+    assert "### 500 weight steps, 2,000 images (teacher/KD epochs 32/16)" in table
+    assert "| plain | 63.00 | -2.00 (-2.50 to -1.50, p < 0.001) | -2.00 (-2.50 to -1.50, p < 0.001) |" in table
+    assert "sampled branches 66.0% train acc" in table and "unstable teacher runs: ce 0" in table

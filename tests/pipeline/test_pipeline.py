@@ -34,8 +34,15 @@ def run(tmp_path_factory):
 def test_every_stage_writes_its_runs(run):
     out, summary = run
     students = summary["students"]
-    assert 2 <= len(students) <= 3  # 1-2 searched (duplicates kept once) + 1 sampled
-    assert {s["kind"] for s in students} == {"searched", "sampled"}
+    searched = [s for s in students if s["kind"] == "searched"]
+    randoms = [s for s in students if s["kind"] == "random"]
+    # 1-2 searched (duplicates kept once), a random student of each searched one's band, 1 sampled
+    assert len(students) == 2 * len(searched) + 1 and len(randoms) == len(searched)
+    assert {s["kind"] for s in students} == {"searched", "random", "sampled"}
+    for s, r in zip(searched, randoms):
+        lo, hi = r["band"]
+        assert r["target_macs"] == s["target_macs"] and lo <= r["macs"] <= hi and r["student"] != s["student"]
+        assert s["convergence"]["phi_epochs"] == 1 and not s["convergence"]["converged"]
     for seed in (0, 1):  # one teacher per distillation seed
         assert (out / "teachers" / f"ce_s{seed}" / "model.safetensors").exists()
         assert (out / "teachers" / f"gtn_s{seed}" / "phi.json").exists()
@@ -53,7 +60,8 @@ def test_every_stage_writes_its_runs(run):
 def test_report_has_gtn_rows_and_confidence_intervals(run):
     out, _ = run
     report = (out / "report.md").read_text()
-    for section in ("## Summary", "## Teachers", "## Accuracy by teacher", "## Gain GTN", "## Time per stage"):
+    for section in ("## Summary", "## Teachers", "## Did the search help?", "## Accuracy by teacher",
+                    "## Gain GTN", "## Time per stage"):
         assert section in report
     assert "GTN+KD" in report and "±" in report and "95% CI" in report
     assert "statistically significant" in report  # stated either way
@@ -158,7 +166,7 @@ def kill_and_finish(run, out, procs, marks) -> None:
     killed job, and every result equals the uninterrupted run's."""
     ref_out, summary = run
     # the shared run without its sampled student and with one distillation seed of its two: each run
-    # left (the searched students, seed 0) equals the shared run's
+    # left (the searched students and the random ones of their bands, seed 0) equals the shared run's
     args = [sys.executable, "-m", "nasdistill", "run",
             *[a for a in TINY if not a.startswith(("workers", "distill.seeds", "students.sampled"))],
             "workers=2", "distill.seeds=[0]", "students.sampled=0", "--resume", "--out-dir", str(out)]
@@ -181,7 +189,7 @@ def kill_and_finish(run, out, procs, marks) -> None:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     key = lambda r: (r["student"], r["teacher"], r["method"], r["seed"])  # noqa: E731
-    searched = {s["student"] for s in summary["students"] if s["kind"] == "searched"}
+    searched = {s["student"] for s in summary["students"] if s["kind"] in ("searched", "random")}
     ref = {key(r): r for r in csv.DictReader(open(ref_out / "results.csv"))
            if r["seed"] == "0" and r["student"] in searched}
     got = {key(r): r for r in csv.DictReader(open(out / "results.csv"))}

@@ -602,3 +602,60 @@ def test_teacher_cost_counts_the_epochs_of_the_run_it_was_warmed_from():
     assert rows["gtn"]["wall_time_s"] == pytest.approx(20.0)   # its own epochs
     assert rows["gtn"]["cost_vs_ce"] == pytest.approx(3.0)     # (20 + 10) / 10
     assert rows["ce"]["cost_vs_ce"] == pytest.approx(1.0)
+
+
+def with_random_students(results, students, gain_by_target=(2.0, -1.0)):
+    """Two searched students, each with two random students of its band whose accuracy is the
+    searched one's minus ``gain`` plus a per-student offset of +-0.5 (so the mean gain is exact)."""
+    searched = [s for s in students if s["kind"] == "searched"][:2]
+    out_students, out_results = list(students), list(results)
+    for s, gain in zip(searched, gain_by_target):
+        for j, offset in enumerate((0.5, -0.5)):
+            rid = f"rand{s['student'][-2:]}{j}"
+            out_students.append({**s, "student": rid, "kind": "random"})
+            for r in results:
+                if r["student"] == s["student"]:
+                    out_results.append({**r, "student": rid, "student_kind": "random",
+                                        "test_acc": r["test_acc"] - gain + offset})
+    return out_results, out_students
+
+
+def test_report_says_whether_the_search_helped(tmp_path):
+    results, teachers, students, phi = make_run(n_students=4, seeds=(0, 1, 2))
+    results, students = with_random_students(results, students)
+    students[0]["convergence"] = {"converged": True, "phi_epochs": 8, "stable_epochs": 6, "stable_needed": 2,
+                                  "entropy_frac": 0.3, "prob": 0.4, "why": "stable"}
+    students[1]["convergence"] = {"converged": False, "phi_epochs": 8, "stable_epochs": 1, "stable_needed": 2,
+                                  "entropy_frac": 0.9, "prob": 0.001, "why": "the exported student changed"}
+    text = write_report(tmp_path, results, teachers, students, phi_history=phi).read_text()
+    section = text.split("## Did the search help?")[1].split("\n## ")[0]
+    # per condition, (2.0 + -1.0) / 2 over the four random students, the same in every condition
+    for label in ("baseline", "CE+KD", "GTN+KD"):
+        assert f"| **all targets** |  | 4 | {label} | **+0.50** |" in section
+    assert "| 1.00M | arch000000 (1.05M) | 2 | baseline | +2.00 |" in section
+    assert "| 2.00M | arch000001 (2.10M) | 2 | baseline | -1.00 |" in section
+    assert "cannot tell searched students from random ones" in section
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    assert "Searched minus random students of the same MACs band" in summary
+    assert "did not converge for 1 target" in summary and "the exported student changed" in summary
+    assert "Drawn at random from the networks of each target's MACs band" in text
+    # no random students: no section
+    plain = write_report(tmp_path / "plain", *make_run(n_students=4)[:3]).read_text()
+    assert "Did the search help?" not in plain
+
+
+def test_teacher_table_names_disagreeing_seeds_and_unstable_runs(tmp_path):
+    results, _, students, _ = make_run(n_students=3, seeds=(0, 1, 2))
+    teachers = [{"teacher": "ce", "seed": s, "model": "vgg8", "test_acc": a, "best_acc": a, "wall_time_s": 1.0,
+                 "epochs": 4} for s, a in ((0, 77.0), (1, 76.0), (2, 78.0))]
+    blowup = {"epoch": 1, "what": "blow-up", "value": 5.4, "threshold": 3.45,
+              "text": "epoch 1: mean training CE 5.40 > 1.5 ln 10 = 3.45 (worse than a uniform guess: the logits blew up)"}
+    teachers += [{"teacher": "gtn", "seed": s, "model": "vgg8", "test_acc": a, "best_acc": a, "wall_time_s": 3.0,
+                  "epochs": 4, "instability": [blowup] if s == 1 else []} for s, a in ((0, 76.0), (1, 49.0), (2, 76.5))]
+    text = write_report(tmp_path, results, teachers, students).read_text()
+    part = text.split("## Teachers")[1].split("\n## ")[0]
+    assert "GTN: the seeds disagree by more than 10 points** (test accuracy per seed: seed 0 76.00, seed 1 49.00, " \
+           "seed 2 76.50)" in part
+    assert "CE: the seeds disagree" not in part
+    assert "- GTN, seed 1: epoch 1: mean training CE 5.40 > 1.5 ln 10" in part
+    assert "1 teacher run trained unstably (GTN seed 1: epoch 1" in text.split("## Summary")[1].split("\n## ")[0]

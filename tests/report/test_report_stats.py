@@ -162,3 +162,23 @@ def test_unequal_seeds_per_student():
     o = gain_table(make_results(gains))["overall"]
     assert o["seeds_min"] == 1 and o["seeds_max"] == 3 and o["n_pairs"] == 6
     assert o["mean_diff"] == pytest.approx((2.0 + 0.0 + 1.0) / 3)  # each student weighs the same
+
+
+def test_matched_difference_by_hand():
+    from scipy import stats as sps
+
+    from nasdistill.report.stats import matched_difference
+
+    groups = [{"searched": {0: 80.0, 1: 82.0}, "random": {"r1": {0: 78.0, 1: 79.0}, "r2": {0: 75.0, 1: 81.0}}},
+              {"searched": {0: 70.0, 1: 70.0}, "random": {"r3": {0: 71.0, 1: None}}}]
+    out = matched_difference(groups)
+    units = [2.5, 3.0, -1.0]  # each random student's mean over the seeds both have
+    assert out["mean_diff"] == pytest.approx(sum(units) / 3)
+    assert out["per_target"] == pytest.approx([2.75, -1.0])
+    assert (out["n_targets"], out["n_random"], out["n_seeds"]) == (2, 3, 2)
+    half = sps.t.ppf(0.975, 2) * np.std(units, ddof=1) / np.sqrt(3)
+    assert out["ci_low"] == pytest.approx(1.5 - half) and out["ci_high"] == pytest.approx(1.5 + half)
+    assert out["t_pvalue"] == pytest.approx(sps.ttest_1samp(units, 0.0).pvalue)
+    single = matched_difference([groups[1]])
+    assert single["mean_diff"] == pytest.approx(-1.0) and not np.isfinite(single["ci_low"])
+    assert matched_difference([{"searched": {}, "random": {"r": {0: 1.0}}}])["n_random"] == 0

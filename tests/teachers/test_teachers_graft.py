@@ -159,6 +159,11 @@ def test_saved_teacher_is_the_plain_model(tmp_path, method, extra):
     assert (out / "branches.safetensors").exists()
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert "branch1_acc" in metrics[-1]
+    # the health check reads keys the run really logs (a missing key would check nothing)
+    from nasdistill.teachers.sftn import BranchTeacherTask
+
+    assert f"train_{BranchTeacherTask.ce_log}" in metrics[-1] and BranchTeacherTask.logit_std_metric in metrics[-1]
+    assert json.loads((out / "result.json").read_text())["instability"] == []
     if method == "gtn":
         assert "phi_entropy" in metrics[-1] and "argmax_arch" in metrics[-1]
         phi = json.loads((out / "phi.json").read_text())
