@@ -61,7 +61,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from nasdistill.data import load_dataset
     from nasdistill.distill.config import DistillConfig
-    from nasdistill.engine import ModelConfig, TrainConfig
+    from nasdistill.models.config import ModelConfig
+    from nasdistill.engine import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Path(args.teacher) if args.teacher else train_teacher(Path(tmp) / "teacher",

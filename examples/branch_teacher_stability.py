@@ -51,7 +51,7 @@ def variants(items) -> dict:
 
 def payload(args, model: str, method: str, overrides: list, seed: int, run_dir: Path) -> dict:
     from nasdistill.config import apply_override, to_dict
-    from nasdistill.engine.config import from_dict
+    from nasdistill.config import from_dict
     from nasdistill.space import load_space
     from nasdistill.teachers import teacher_config_class
 

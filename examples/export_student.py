@@ -14,8 +14,10 @@ import argparse
 import torch
 
 import nasdistill
-from nasdistill.export import export_model, load_pt2, supernet_modules
-from nasdistill.supernet import Supernet, recalibrate_bn
+from nasdistill.network.export import export_model
+from nasdistill.network import load_pt2, supernet_modules
+from nasdistill.supernet import Supernet
+from nasdistill.models.batchnorm import recalibrate_bn
 
 ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "k5_d2", "layer4": "zero",
         "layer5": "k3_d4", "layer6": "zero"}

@@ -54,7 +54,7 @@ def parse_args(argv=None):
 
 def job_settings(name: str, epochs: int) -> dict:
     """Data, teacher model and schedule of the GTN teacher in the main job on ``name``."""
-    from nasdistill.engine import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline import PipelineConfig
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +68,7 @@ def one_run(setting: str, seed: int, args) -> dict:
     from nasdistill.analysis import evaluate_teacher_quality
     from nasdistill.engine import Trainer, world
     from nasdistill.engine.checkpoint import seed_everything
-    from nasdistill.engine.config import from_dict
+    from nasdistill.config import from_dict
     from nasdistill.engine.run import default_loaders
     from nasdistill.teachers import teacher_config_class
     from nasdistill.teachers.runner import build_teacher_task

@@ -16,8 +16,9 @@ import torch
 
 import nasdistill
 from nasdistill.distill import DistillConfig, run_distill
-from nasdistill.engine.config import ModelConfig, TrainConfig
-from nasdistill.export import export_model
+from nasdistill.models.config import ModelConfig
+from nasdistill.engine.config import TrainConfig
+from nasdistill.network.export import export_model
 from nasdistill.search import SearchConfig, SearchSection, run_search
 from nasdistill.teachers import teacher_config_class
 from nasdistill.teachers.runner import run_teacher

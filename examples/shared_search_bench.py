@@ -32,7 +32,7 @@ import torch
 
 from nasdistill.atomic import write_json
 from nasdistill.distill import distill_config_class, run_distill
-from nasdistill.engine.config import ModelConfig
+from nasdistill.models.config import ModelConfig
 from nasdistill.pipeline import PipelineConfig
 from nasdistill.search import SearchConfig, run_search, target_folder
 from nasdistill.search.students import read_students

@@ -22,8 +22,8 @@ from nasdistill.analysis import evaluate_teacher_quality
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import Trainer
 from nasdistill.engine.checkpoint import seed_everything
-from nasdistill.engine.config import from_dict
-from nasdistill.record import ModelRecord
+from nasdistill.config import from_dict
+from nasdistill.network.record import ModelRecord
 from nasdistill.teachers import get_teacher, teacher_config_class
 
 
@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 
 def teacher_config(args, method: str, epochs: int):
-    from nasdistill.engine.config import apply_override
+    from nasdistill.config import apply_override
 
     data = {"seed": args.seed, "method": method, "model": {"name": args.model},
             "data": {"name": "synthetic", "split_seed": args.data_seed},

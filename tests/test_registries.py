@@ -18,7 +18,8 @@ import torch
 
 from nasdistill.data import DATASETS, default_space, load_dataset, normalize_dataset_name, same_dataset
 from nasdistill.distill import DISTILLERS, build_distiller, distill_config_class, logits_only
-from nasdistill.engine.config import ConfigError, DataConfig, load_config, to_dict
+from nasdistill.config import ConfigError, load_config, to_dict
+from nasdistill.data.config import DataConfig
 from nasdistill.models import create_model
 from nasdistill.registry import Registry, config_sections, import_submodules, submodule_names
 from nasdistill.report import tables
@@ -300,7 +301,8 @@ PROBE = """
 import json
 from nasdistill.data import DATASETS, default_space
 from nasdistill.distill import distill_config_class
-from nasdistill.engine.config import DataConfig, load_config
+from nasdistill.config import load_config
+from nasdistill.data.config import DataConfig
 from nasdistill.report import tables
 from nasdistill.teachers import teacher_config_class
 

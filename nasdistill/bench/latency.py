@@ -47,7 +47,7 @@ def time_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> f
 
 def measure_table(space, device, batch_size: int = 1, reps: int = 10, warmup: int = 3) -> dict:
     from ..space.blocks import ConvBNReLU, SpaceHead
-    from ..supernet.cost import state_key
+    from ..space.cost import state_key
 
     entries = {}
     c, h, w = space.input_size
@@ -79,7 +79,7 @@ def run(args) -> int:
     from ..atomic import atomic_open
     from ..engine import distributed
     from ..space import load_space
-    from ..supernet import CostModel
+    from ..space.cost import CostModel
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -50,9 +50,9 @@ def add_arguments(parser) -> None:
 
 
 def build_tasks(args, splits, device):
-    from ..engine.config import ModelConfig
+    from ..models.config import ModelConfig
     from ..models import create_model
-    from ..record import ModelRecord
+    from ..network.record import ModelRecord
     from ..space import load_space
     from ..teachers.ce import CETask
     from ..teachers.gtn import GTNConfig, GTNTask, build_gtn
@@ -241,7 +241,7 @@ def run_main_job(args) -> int:
     from pathlib import Path
 
     from ..engine import distributed, trainer as trainer_module
-    from ..engine.config import load_config
+    from ..config import load_config
     from ..pipeline.config import PipelineConfig
 
     pcfg = load_config(PipelineConfig, None, list(args.overrides))

@@ -75,7 +75,7 @@ def _from_json_file(path: Path, args):
 
 
 def run(args) -> int:
-    from ..export import export_model
+    from ..network.export import export_model
 
     source = Path(args.source)
     if source.is_dir():

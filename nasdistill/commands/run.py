@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from .cli_args import config_from_args
-    from ..engine.config import ConfigError
+    from ..config import ConfigError
     from ..engine.distributed import init_distributed, shutdown_distributed
     from ..pipeline import pipeline_config_class, run_pipeline
     from .training import attributed

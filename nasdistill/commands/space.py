@@ -78,7 +78,7 @@ def _input_size(text):
 def read_arch(text: str, space) -> dict:
     """An architecture of ``space`` from a JSON string, a JSON file (a bare mapping, ``{"arch": ...}``
     or a model record) or a folder holding ``model.json``."""
-    from ..record import arch_and_space, read_model_source
+    from ..network.source import arch_and_space, read_model_source
 
     arch, _ = arch_and_space(read_model_source(text, "architecture"))
     if arch is None:
@@ -138,7 +138,9 @@ def _show(space, args) -> None:
     if args.graph:
         print(graph.render())
     if args.graph_out:
-        print(f"wrote {graph.draw(args.graph_out)}")
+        from ..report.space_graph import draw_space_graph
+
+        print(f"wrote {draw_space_graph(graph, args.graph_out)}")
 
 
 def _report_range(space, as_json: bool) -> None:

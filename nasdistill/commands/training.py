@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 
 from .cli_args import add_config_arguments as add_arguments  # the commands' arguments
 from .cli_args import config_from_args, run_mode
-from ..engine.config import ConfigError
+from ..config import ConfigError
 from ..engine.distributed import init_distributed, shutdown_distributed
 
 

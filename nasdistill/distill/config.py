@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..config import ConfigError
+from ..data.config import DataConfig
+from ..models.config import ModelConfig
+from ..engine.config import TrainConfig
 from ..registry import sectioned_config
 from .registry import DISTILLERS, get_distiller, logits_only
 

@@ -168,7 +168,7 @@ def calibrate(teacher, splits, device) -> float:
 
 def check_calibration_data(cfg, splits, key: str = "calibrate_teacher") -> None:
     """``calibrate_teacher`` fits on the validation split: refuse data without one of its own."""
-    from ..engine.config import ConfigError
+    from ..config import ConfigError
 
     if cfg.calibrate_teacher and (len(splits.val) == 0 or splits.val is splits.test):
         raise ConfigError.for_key(key, f"needs a validation split (the temperature is fitted on it, never on "

@@ -1,7 +1,6 @@
 """The training engine: configuration, one run lifecycle, one training loop, run directories.
 
-- :mod:`.config`: the train section; re-exports the config parser (:mod:`nasdistill.config`) and the
-  data and model sections (:mod:`nasdistill.data.config`, :mod:`nasdistill.models.config`).
+- :mod:`.config`: the train section (the parser is :mod:`nasdistill.config`).
 - :mod:`.run`: :func:`run_training`, the lifecycle every run goes through (lock, configuration
   identity, reuse/resume/restart, data, seed, build, fit, finish, result).
 - :mod:`.task`: :class:`TrainTask` (what is trained), :class:`StepOutput`, :class:`StepContext`,
@@ -17,8 +16,7 @@
 The engine knows nothing of search spaces or model families: a method builds its task.
 """
 from .checkpoint import load_checkpoint, save_checkpoint, seed_everything
-from .cli_args import add_config_arguments, config_from_args, run_mode
-from .config import ConfigError, DataConfig, ModelConfig, TrainConfig, load_config, save_yaml, to_dict
+from .config import TrainConfig
 from .distributed import World, init_distributed, resolve_device, sync_gradients, world
 from .optim import build_optimizer, lr_at
 from .precision import autocast_for
@@ -28,10 +26,8 @@ from .task import Loaders, StepContext, StepOutput, TrainTask
 from .trainer import Trainer, apply_step, evaluate
 
 __all__ = [
-    "ConfigError", "ConfigMismatch", "DataConfig", "Loaders", "ModelConfig", "RunDirectory", "RunLocked",
-    "RunMethod", "StepContext", "StepOutput", "TrainConfig", "TrainTask", "Trainer", "World",
-    "add_config_arguments", "apply_step", "autocast_for", "build_optimizer", "config_from_args",
-    "evaluate", "init_distributed", "load_checkpoint", "load_config", "lr_at", "read_metrics",
-    "read_result", "resolve_device", "run_mode", "run_training", "save_checkpoint", "save_yaml", "seed_everything",
-    "sync_gradients", "to_dict", "world",
+    "ConfigMismatch", "Loaders", "RunDirectory", "RunLocked", "RunMethod", "StepContext", "StepOutput",
+    "TrainConfig", "TrainTask", "Trainer", "World", "apply_step", "autocast_for", "build_optimizer", "evaluate",
+    "init_distributed", "load_checkpoint", "lr_at", "read_metrics", "read_result", "resolve_device",
+    "run_training", "save_checkpoint", "seed_everything", "sync_gradients", "world",
 ]

@@ -1,20 +1,13 @@
-"""The engine's configuration: the train section, and the config parser and sections it re-exports.
-
-The parser (:func:`load_config`, :func:`from_dict`, overrides, key and type checks) lives in
-:mod:`nasdistill.config`, the data section in :mod:`nasdistill.data.config` and the model section
-in :mod:`nasdistill.models.config`; they are re-exported here, so ``from nasdistill.engine.config
-import ...`` keeps working. :class:`TrainConfig` (optimizer, schedule, precision, device) is the
-engine's own section.
+"""The engine's configuration section, :class:`TrainConfig` (optimizer, schedule, precision,
+device). The parser is :mod:`nasdistill.config`; the data and model sections are
+:mod:`nasdistill.data.config` and :mod:`nasdistill.models.config`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from ..config import (ConfigError, apply_override, check_value, dotted_keys, flatten,  # noqa: F401
-                      from_dict, load_config, read_yaml_mapping, require, save_yaml, to_dict)
-from ..data.config import DataConfig  # noqa: F401  (re-exported)
-from ..models.config import ModelConfig  # noqa: F401  (re-exported)
+from ..config import ConfigError, require
 
 
 def _check_device(name: str, key: str = "device") -> None:

@@ -1,4 +1,4 @@
-"""The one evaluation loop, and BatchNorm recalibration.
+"""The one evaluation loop.
 
 :func:`eval_batches` runs a model over a loader in eval mode, under ``no_grad`` and the run's
 autocast, and hands every batch's outputs (logits, or a list of logits for a model with several
@@ -6,14 +6,12 @@ heads) to a consumer; the model's train/eval mode is restored afterwards. The tr
 :func:`evaluate` (top-1/top-5/loss), the teacher-quality predictions and the per-branch accuracies
 of a grafted teacher are all consumers of it.
 
-:func:`recalibrating_bn` / :func:`recalibrate_bn` re-estimate BatchNorm running statistics, which a
-path of a weight-sharing network needs before it is evaluated (its shared statistics are a mixture
-over every path it trained).
+BatchNorm recalibration (a path of a weight-sharing network before it is evaluated) is a model
+operation: :mod:`nasdistill.models.batchnorm`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -76,46 +74,4 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: str = "auto",
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n}
 
 
-@contextmanager
-def recalibrating_bn(bns: Iterable[nn.Module], restore: bool = False):
-    """BatchNorms ``bns`` with reset running statistics that average cumulatively
-    (``momentum=None``) over the batches run inside the block.
-
-    On exit their momentum is restored and, with ``restore``, the running statistics they had
-    before (copied back in place: the block may evaluate with the recalibrated statistics and
-    leave the modules as they were). Train/eval modes are the caller's.
-    """
-    saved = [(m, m.momentum, [(b, b.clone()) for b in m.buffers(recurse=False)] if restore else ())
-             for m in bns]
-    for m, _, _ in saved:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the calibration batches
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, momentum, buffers in saved:
-                m.momentum = momentum
-                for b, value in buffers:
-                    b.copy_(value)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches, num_batches: Optional[int] = None) -> nn.Module:
-    """Re-estimate BatchNorm running statistics of ``model`` on ``batches`` (cumulative average).
-
-    Weight-sharing supernet statistics are a mixture over paths; an extracted path needs its own.
-    ``batches`` yields tensors or ``(x, ...)`` tuples. Returns the model in eval mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    with recalibrating_bn(bns):
-        model.train()
-        for i, batch in enumerate(batches):
-            if num_batches is not None and i >= num_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
-    return model.eval()
-
-
-__all__ = ["eval_batches", "evaluate", "recalibrate_bn", "recalibrating_bn"]
+__all__ = ["eval_batches", "evaluate"]

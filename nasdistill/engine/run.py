@@ -59,7 +59,7 @@ import torch
 from ..atomic import is_disk_full, reworded
 from . import distributed
 from .checkpoint import UnusableCheckpoint, seed_everything
-from .config import ConfigError, flatten, save_yaml, to_dict
+from ..config import ConfigError, flatten, save_yaml, to_dict
 from .rundir import MetricsLog, RunDirectory, check_artifact_names, write_weights
 from .task import Loaders, TrainTask
 from .threads import use_threads

@@ -95,7 +95,7 @@ class TrainTask:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        #: the :class:`~nasdistill.record.ModelRecord` of the final network (set by whoever builds
+        #: the :class:`~nasdistill.network.record.ModelRecord` of the final network (set by whoever builds
         #: the task); written as ``model.json`` (with the code of custom ops) by the trainer
         self.network_record = None
         #: entries for ``result.json`` known when the task is built (e.g. the method's name)
@@ -135,7 +135,7 @@ class TrainTask:
         return None if self.network_record is None else self.network_record.to_json()
 
     def model_record(self):
-        """The :class:`~nasdistill.record.ModelRecord` of the network :meth:`final_weights` holds
+        """The :class:`~nasdistill.network.record.ModelRecord` of the network :meth:`final_weights` holds
         (default: :attr:`network_record`; None writes no ``model.json``)."""
         return self.network_record
 

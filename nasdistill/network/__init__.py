@@ -10,17 +10,22 @@ from the training engine.
   digests every weights file is checked against (:func:`verify_file`);
 - :mod:`.loading`: :func:`load` / :func:`load_with_record` (record + weights, checked),
   :func:`build_with_weights` for a record read first, and :func:`load_weights` into a network
-  built elsewhere.
+  built elsewhere;
+- :mod:`.export`: :func:`export_model`, a standalone folder (weights, ``model.json``,
+  ``model.py``, ``torch.export``, ONNX), each reloaded and compared; :mod:`.model_source` writes
+  its ``model.py``.
 """
 from .folder import (EXPORT_INFO, FILES, RUN_FILES, RUN_RESULT, DigestMismatch, recorded_digests, sha256_file,
                      verify_file, write_weights)
 from .loading import (build_with_weights, load, load_pt2, load_weights, load_with_record, read_record,
                       state_dict_diff, supernet_modules)
 from .record import CODE_DIR, FILENAME, FORMAT, VERSION, ModelRecord
+from .export import export_model, finished_export, format_result, onnx_available
 from .source import SourceNames, arch_and_space, read_model_source, record_from_source
 
 __all__ = ["CODE_DIR", "DigestMismatch", "EXPORT_INFO", "FILENAME", "FILES", "FORMAT", "ModelRecord",
-           "RUN_FILES", "RUN_RESULT", "SourceNames", "VERSION", "arch_and_space", "build_with_weights", "load",
+           "RUN_FILES", "RUN_RESULT", "SourceNames", "VERSION", "arch_and_space", "build_with_weights",
+           "export_model", "finished_export", "format_result", "load", "onnx_available",
            "load_pt2", "load_weights", "load_with_record", "read_model_source", "read_record",
            "record_from_source", "recorded_digests", "sha256_file", "state_dict_diff", "supernet_modules",
            "verify_file", "write_weights"]

@@ -5,7 +5,7 @@
 no import of user code (custom ops need ``trust_code``, see :mod:`nasdistill.network.record`),
 then checks ``model.safetensors`` against the digest its folder records
 (:func:`~nasdistill.network.folder.verify_file`) and loads it strictly. Writing exports lives in
-:mod:`nasdistill.export`.
+:mod:`nasdistill.network.export`.
 """
 from __future__ import annotations
 

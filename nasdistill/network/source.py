@@ -6,7 +6,7 @@ file or a folder": it returns a full record, or a bare architecture mapping (wit
 when the source names one). :func:`record_from_source` turns what it read into the record of a
 network for given data; the config's ``model``/``student`` sections
 (:meth:`ModelRecord.from_config`), ``nasdistill export`` on a JSON file and
-:func:`~nasdistill.export.export_model` all go through it::
+:func:`~nasdistill.network.export.export_model` all go through it::
 
     record_from_source("runs/search1")                            # the searched student, as recorded
     record_from_source({"layer1": "k3_d2", ...}, "digits_small")  # an arch of a space

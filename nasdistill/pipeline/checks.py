@@ -9,7 +9,7 @@ Each message names the key the user wrote (``search.targets``, ``search.target``
 """
 from __future__ import annotations
 
-from ..engine.config import ConfigError
+from ..config import ConfigError
 from ..search.checks import check_cost_targets, check_held_out_split, check_search_targets  # noqa: F401
 
 
@@ -43,7 +43,7 @@ def augmented(cfg, splits) -> bool:
 def _check_distill_sections(cfg, space, augmented_data: bool) -> None:
     """Each distillation method's own check, on a stand-in student (the real ones come later)."""
     from ..distill import DISTILLERS, distill_config_class
-    from ..engine.config import ModelConfig
+    from ..models.config import ModelConfig
     from ..registry import config_sections
 
     cls = distill_config_class()

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from ..distill import DISTILLERS
-from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..config import ConfigError
+from ..data.config import DataConfig
+from ..models.config import ModelConfig
+from ..engine.config import TrainConfig
 from ..registry import sectioned_config
 from ..search.config import SearchSection
 from ..teachers import TEACHERS, pipeline_section_defaults

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import reworded, write_json
 from ..engine import distributed
-from ..engine.config import to_dict
+from ..config import to_dict
 from ..engine.run import NOT_IDENTITY as RUN_NOT_IDENTITY
 from ..engine.run import (ConfigMismatch, config_identity, describe_diff, fingerprint, holding, identity_diff,
                           runtime, write_run_files)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine import distributed
-from ..engine.config import to_dict
+from ..config import to_dict
 from ..engine.run import fingerprint
 from ..engine.rundir import RunDirectory
 from .workers import JobPool, job_config, run_here

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from ..engine.config import ModelConfig
+from ..models.config import ModelConfig
 from ..engine.rundir import read_metrics
 from ..registry import config_sections
 from .stage import Pending, Progress, Stage
@@ -147,7 +147,7 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
 def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
     """:func:`train_teachers`, queued: the first wave of runs is handed to the stage now, the
     second (teachers started from the CE ones) when ``.wait()`` has the first."""
-    from ..engine.config import ConfigError
+    from ..config import ConfigError
     from ..teachers import TEACHERS, teacher_config_class
 
     warm_started = ("gtn", "sftn")  # the methods init_from_ce starts from the CE teacher
@@ -255,7 +255,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
 
 def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
     from ..analysis import evaluate_teacher_quality, fit_temperature, predict
-    from ..artifact import load
+    from ..network.loading import load
 
     rows = []
     held_out = len(splits.val) > 0 and splits.val is not splits.test
@@ -318,7 +318,7 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
     ``results``: each row's run result (``result.json``), in the order of ``rows``. The students
     whose export folder does not hold these weights yet are exported on the job's worker
     processes (``stage``'s pool) when there is one, else here."""
-    from ..export import finished_export
+    from ..network.export import finished_export
     from ..report import describe_source
 
     seed = cfg.distill.seeds[0]
@@ -365,9 +365,9 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
 
 
 def export_student(src: str, target: str, example_input, onnx, source: dict) -> dict:
-    """Export the network of the run ``src`` into ``target`` (:func:`nasdistill.export.export_model`,
+    """Export the network of the run ``src`` into ``target`` (:func:`nasdistill.network.export.export_model`,
     each format reloaded and compared on ``example_input``); its ``export.json`` mapping."""
-    from ..export import export_model
+    from ..network.export import export_model
     from ..network import load_with_record
 
     model, record = load_with_record(Path(src))

@@ -118,7 +118,7 @@ def job_kind(kind: str) -> tuple:
 
 def job_config(payload: dict) -> tuple:
     """``(config, RunMethod)`` of a job payload."""
-    from ..engine.config import from_dict
+    from ..config import from_dict
 
     cls, method = job_kind(payload["kind"])
     return from_dict(cls, payload["config"]), method

@@ -83,7 +83,7 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     """``[("train.lr", 0.1), ...]``: the pairs of :func:`nasdistill.engine.config.flatten`."""
-    from ..engine.config import flatten as flatten_mapping
+    from ..config import flatten as flatten_mapping
 
     return list(flatten_mapping(d, prefix).items())
 

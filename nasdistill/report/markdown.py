@@ -172,8 +172,9 @@ def _convergence_cell(conv) -> str:
     if not conv:
         return "—"
     head = "yes" if conv.get("converged") else "**no**"
+    off = "" if conv.get("mode_in_band", True) else ", mode outside the band"
     return (f"{head} (stable {conv.get('stable_epochs')}/{conv.get('phi_epochs')} epochs, "
-            f"H {conv.get('entropy_frac', math.nan):.2f} ln N, p {conv.get('prob', math.nan):.2g})")
+            f"H {conv.get('entropy_frac', math.nan):.2f} ln N, p {conv.get('prob', math.nan):.2g}{off})")
 
 
 def _students_section(students, results) -> str:
@@ -189,9 +190,10 @@ def _students_section(students, results) -> str:
             [[r["student"], fmt_count(r["target_macs"]), fmt_count(r["macs"]), _ratio_cell(r),
               fmt_count(r["params"]), _convergence_cell(conv.get(r["student"])), _arch_text(r["arch"])]
              for r in searched])
-        text += ("\n\nConverged: the student the search would export was the same over the last quarter of "
+        text += ("\n\nConverged: the search's most probable architecture was the same over the last quarter of "
                  "its phi epochs (at least two) and the entropy of its architecture distribution H fell to "
-                 "half of ln N (N label assignments) or below; p is the exported student's probability.")
+                 "half of ln N (N label assignments) or below; p is the exported student's probability (the "
+                 "most probable architecture within the target's MACs band).")
         missed = [r for r in searched if r["missed_target"]]
         if missed:
             text += (f"\n\n{plural(len(missed), 'searched student')} missed {'its' if len(missed) == 1 else 'their'} "
@@ -372,6 +374,14 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
         summary += (f"\n\n**Warning:** the search did not converge for {plural(len(unconverged), 'target')} ("
                     + "; ".join(f"{fmt_count(s.get('target_macs'))}: {s['convergence']['why']}" for s in unconverged)
                     + "): its students are closer to a draw from a still-broad distribution than to an optimum.")
+    off_band = [s for s in students if s.get("kind") == "searched" and s.get("convergence")
+                and not s["convergence"].get("mode_in_band", True)]
+    if off_band:
+        summary += (f"\n\n**Note:** for {plural(len(off_band), 'target')} the search's most probable architecture "
+                    "lies outside the target's MACs band, so the exported student (the most probable one within "
+                    "the band) is an improbable architecture of its distribution: "
+                    + "; ".join(f"{fmt_count(s.get('target_macs'))}: p {s['convergence']['prob']:.2g}"
+                                for s in off_band) + ".")
     unstable = [t for t in teachers if t.get("instability")]
     if unstable:
         summary += ("\n\n**Warning:** " + plural(len(unstable), "teacher run") + " trained unstably ("

@@ -11,7 +11,6 @@ convergence of each target's search is stated beside it.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 from .fmt import fmt_count, fmt_range, fmt_signed, md_table, p_eq, plural

@@ -8,7 +8,7 @@ on a held-out split. Each message names the key the user wrote (``search.targets
 """
 from __future__ import annotations
 
-from ..engine.config import ConfigError
+from ..config import ConfigError
 
 
 def _number(x: float) -> str:

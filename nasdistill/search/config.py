@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from ..engine.config import DataConfig, TrainConfig
+from ..data.config import DataConfig
+from ..engine.config import TrainConfig
 
 
 @dataclass
@@ -16,11 +17,11 @@ class SearchSection:
     phi), or from a separate run per target with ``shared: false``. Each student is the most
     probable architecture under its phi whose cost lies within ``target * (1 +- tolerance)``.
 
-    Convergence (:mod:`nasdistill.search.convergence`): a target's search converged when the
-    student it would export was the same over the last ``converge_window`` of the phi epochs (at
+    Convergence (:mod:`nasdistill.search.convergence`): a target's search converged when its most
+    probable architecture was the same over the last ``converge_window`` of the phi epochs (at
     least two epochs) and the entropy of its architecture distribution fell to
     ``converge_entropy`` of the entropy of the uniform distribution over the space's label
-    assignments, or below.
+    assignments, or below; whether that architecture lies in the target's band is reported beside.
     """
 
     space: str = "digits_small"
@@ -37,17 +38,18 @@ class SearchSection:
     shared: bool = True                             # targets share one supernet training (false: a run each)
     tolerance: float = 0.10                         # export the most probable arch within target*(1 +- tol)
     latency_table: Optional[str] = None             # JSON from `nasdistill bench latency`
-    penalty: Literal["mul#log", "add#linear", "add#abs"] = "mul#log"
+    penalty: Literal["mul#log", "add#linear", "add#abs", "add#rms"] = "mul#log"
     alpha: float = 0.2                              # mul#log: CE * alpha * (log E / log T)^beta
     beta: float = 0.3
-    lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T; add#abs: |E - T|
+    lam: float = 0.1                                # add#linear: CE + lam * (E - T) / T; add#abs: |E - T|;
+                                                    # add#rms: sqrt(E[(c - T)^2])
     recalibrate_batches: int = 20                   # BN recalibration of the extracted student
-    converge_window: float = 0.25                   # converged: the exported student unchanged over this
+    converge_window: float = 0.25                   # converged: the most probable arch unchanged over this
                                                     # fraction of the phi epochs (at least 2) ...
     converge_entropy: float = 0.5                   # ... and H(p) <= this fraction of ln(#architectures)
 
     def __post_init__(self):
-        from ..engine.config import require
+        from ..config import require
 
         require(self.target is None or self.target > 0, "target", f"must be > 0, got {self.target}")
         if self.targets is not None:

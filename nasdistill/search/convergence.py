@@ -6,13 +6,16 @@ For each target, after every epoch with phi steps, the search records:
   ``H = sum_l H(p_l)`` (labels are independent; tied layers share a label and count once), and
   ``arch_entropy_frac = H / ln(N)``, with ``N = prod_l K_l`` the number of label assignments: 1 for
   the uniform distribution it starts from, 0 when one architecture has all the mass;
+- ``argmax_arch_id``: the distribution's most probable architecture (each label's most probable
+  choice);
 - ``band_arch_id`` and ``band_prob``: the student it would export now (the most probable
   architecture within the target's cost band) and that architecture's probability.
 
-A target's search *converged* when that student was the same over the last ``converge_window``
-of the phi epochs (at least two epochs), ``arch_entropy_frac`` ended at ``converge_entropy`` or
-below, and the distribution's most probable architecture lies in the band (a distribution that
-concentrated on networks of another cost has not converged on the target); :func:`convergence` returns the figures and the verdict, which the search's result and the
+A target's search *converged* when its most probable architecture was the same over the last
+``converge_window`` of the phi epochs (at least two epochs) and ``arch_entropy_frac`` ended at
+``converge_entropy`` or below. Whether that architecture lies in the target's band is reported
+beside it (``mode_in_band``): a distribution that settled on networks of another cost exports the
+most probable student of the band, an improbable one, and says so; :func:`convergence` returns the figures and the verdict, which the search's result and the
 main job's report state for every target.
 """
 from __future__ import annotations
@@ -42,34 +45,34 @@ def stable_run(history: Sequence[str]) -> int:
 
 def convergence(history: Sequence[str], entropy_frac: float, prob: float, window: float,
                 entropy_limit: float, mode_in_band: bool = True, mode_cost: float = float("nan")) -> dict:
-    """The convergence verdict of one target from the exported student of each phi epoch
-    (``history``), the final entropy fraction and the chosen student's probability.
+    """The convergence verdict of one target from its most probable architecture after each phi
+    epoch (``history``), the final entropy fraction and the exported student's probability.
 
-    ``mode_in_band``: whether the distribution's most probable architecture lies in the target's
-    band (``mode_cost`` is its cost). A distribution that concentrated *outside* the band has not
-    converged on the target: the student exported from the band is then an improbable one."""
+    ``mode_in_band``: whether the most probable architecture lies in the target's band
+    (``mode_cost`` is its cost); reported, and said in ``why``, but no part of the verdict: a
+    search can converge on networks of another cost than its target."""
     epochs = len(history)
     needed = max(2, math.ceil(window * epochs))
     stable = stable_run(history)
-    converged = epochs >= 2 and stable >= needed and entropy_frac <= entropy_limit and mode_in_band
+    converged = epochs >= 2 and stable >= needed and entropy_frac <= entropy_limit
     if epochs < 2:
         why = (f"{'no epoch' if not epochs else 'a single epoch'} with phi steps: too few to tell "
                "(raise search.train.epochs above search.search.warmup_epochs + 1)")
     elif converged:
-        why = (f"the exported student was the same over the last {stable} of {epochs} phi epochs and the "
-               f"architecture entropy fell to {entropy_frac:.2f} of ln(#architectures)")
+        why = (f"the most probable architecture was the same over the last {stable} of {epochs} phi epochs and "
+               f"the architecture entropy fell to {entropy_frac:.2f} of ln(#architectures)")
     else:
         parts = []
         if stable < needed:
-            parts.append(f"the exported student changed within the last {needed} of {epochs} phi epochs "
-                         f"(unchanged over the last {stable})")
+            parts.append(f"the most probable architecture changed within the last {needed} of {epochs} phi "
+                         f"epochs (unchanged over the last {stable})")
         if entropy_frac > entropy_limit:
             parts.append(f"the architecture entropy is still {entropy_frac:.2f} of ln(#architectures) "
                          f"(converged: <= {entropy_limit:g})")
-        if not mode_in_band:
-            parts.append(f"the distribution's most probable architecture costs {mode_cost:,.0f}, outside the "
-                         f"target's band (the student exported from the band has p {prob:.2g})")
         why = " and ".join(parts)
+    if not mode_in_band:
+        why += (f"; its most probable architecture costs {mode_cost:,.0f}, outside the target's band, so the "
+                f"student exported from the band has p {prob:.2g}")
     return {"converged": bool(converged), "phi_epochs": epochs, "stable_epochs": stable,
             "stable_needed": needed, "entropy_frac": float(entropy_frac), "prob": float(prob),
             "mode_in_band": bool(mode_in_band), "why": why}

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..engine.run import RunMethod, run_training
 from ..engine.rundir import RunDirectory
 from ..space import load_space
-from ..supernet import CostModel, Supernet
+from ..space.cost import CostModel
+from ..supernet import Supernet
 from .checks import check_search_data
 from .config import target_folder
 from .students import describe, read_students, student_problems

@@ -5,7 +5,7 @@ Each training step is a weight step of one sampled path on a train batch (main o
 ``warmup_epochs``, every ``arch_every`` weight steps an architecture step follows on a batch of the
 held-out split: a path is sampled with binary gates, and phi (Adam, lr 1e-3, betas (0, 0.999))
 steps on the cost-aware loss (``mul#log``, ``add#linear`` or ``add#abs`` of
-:func:`~nasdistill.supernet.cost_penalty`).
+:func:`~nasdistill.search.penalty.cost_penalty`).
 
 Several targets (``search.targets``) share the supernet's weights; each target keeps its own phi
 (:class:`~nasdistill.supernet.ArchGates`), Adam and cost penalty (:mod:`.targets`). Weight step t
@@ -29,10 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.evaluation import recalibrate_bn
+from ..models.batchnorm import recalibrate_bn
 from ..engine.task import StepOutput, TrainTask
-from ..record import ModelRecord
-from ..supernet import ArchGates, CostModel, Supernet, cost_penalty
+from ..network.record import ModelRecord
+from ..supernet import ArchGates, Supernet
+from ..space.cost import CostModel
+from .penalty import cost_penalty
 from .config import target_folder
 from .convergence import convergence, entropy_fraction
 from .students import (MARKER, constrained_choice, remove_stale_students, serialize_weights, student_entry,
@@ -74,8 +76,8 @@ class SearchTask(TrainTask):
                                            weight_decay=cfg.arch_weight_decay) for g in gates]
         self.val_epoch, self.val_pos, self.arch_steps = 0, 0, 0
         self._val_iter = None
-        #: per target: the student it would export after each epoch with phi steps (arch ids)
-        self.band_history: list[list[str]] = [[] for _ in targets]
+        #: per target: its most probable architecture after each epoch with phi steps (arch ids)
+        self.mode_history: list[list[str]] = [[] for _ in targets]
         self.students: list = []    # per target: {"student", "entry", "data", "sha256"} after on_fit_end
 
     @property
@@ -115,16 +117,16 @@ class SearchTask(TrainTask):
         supernet.sample(arch_grad=True)
         c, target = self.cfg, self.targets[k]
 
-        def penalised(ce, expected):
-            return cost_penalty(ce, expected, target, c.penalty, c.alpha, c.beta, c.lam)
+        def penalised(ce, expected, second):
+            return cost_penalty(ce, expected, target, c.penalty, c.alpha, c.beta, c.lam, second)
 
-        expected = self.cost_model.expected(supernet.gates)
-        e = expected.detach()
+        expected, second = self.cost_model.moments(supernet.gates)
+        e, e2 = expected.detach(), second.detach()
         # the per-path loss the estimator compares where a candidate changes the layer's shape,
         # given with this forward (it belongs to this target's step, whatever runs next)
-        logits = supernet(x, path_loss=lambda out: penalised(F.cross_entropy(out.float(), y), e))
+        logits = supernet(x, path_loss=lambda out: penalised(F.cross_entropy(out.float(), y), e, e2))
         ce = F.cross_entropy(logits.float(), y)
-        loss = penalised(ce, expected)
+        loss = penalised(ce, expected, second)
         logs = {"arch_ce": ce.detach()}
         if len(self.targets) == 1:
             logs["expected_cost"] = e
@@ -169,7 +171,7 @@ class SearchTask(TrainTask):
             choice = constrained_choice(space, gates.probabilities(), self.cost_model, target, c.tolerance)
             band_id = space.arch_id(choice.arch)
             if epoch >= c.warmup_epochs:
-                self.band_history[k].append(band_id)
+                self.mode_history[k].append(space.arch_id(arch))
             out.update({f"expected_cost{tag}": float(self.cost_model.expected(gates).detach()),
                         f"argmax_cost{tag}": self.cost_model.of_arch(arch),
                         f"argmax_arch_id{tag}": space.arch_id(arch),
@@ -185,18 +187,18 @@ class SearchTask(TrainTask):
         gates = self.model.gates[k]
         frac = entropy_fraction(gates.entropy(), {l: len(gates.choices[l]) for l in gates.labels})[1]
         lo, hi = choice.band
-        return convergence(self.band_history[k], frac, choice.prob, self.cfg.converge_window,
+        return convergence(self.mode_history[k], frac, choice.prob, self.cfg.converge_window,
                            self.cfg.converge_entropy, lo <= choice.argmax_cost <= hi, choice.argmax_cost)
 
     def state_dict(self) -> dict:
         return {"val_epoch": self.val_epoch, "val_pos": self.val_pos, "arch_steps": self.arch_steps,
-                "band_history": json.dumps(self.band_history)}
+                "mode_history": json.dumps(self.mode_history)}
 
     def load_state_dict(self, state: dict) -> None:
         self.val_epoch, self.val_pos = int(state["val_epoch"]), int(state["val_pos"])
         self.arch_steps = int(state.get("arch_steps", 0))
-        if "band_history" in state:
-            self.band_history = json.loads(state["band_history"])
+        if "mode_history" in state:
+            self.mode_history = json.loads(state["mode_history"])
         self._val_iter = None
 
     # ------------------------------------------------------------------ the students

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable
 
-from .graph import space_graph
+from .graph import metric_unit, space_graph
 
 __all__ = ["Band", "band_networks"]
 
@@ -55,7 +55,7 @@ class Band:
         excluded = len({space.arch_id(a) for a in exclude if self.lo <= space.cost(a)[self.metric] <= self.hi})
         free = self.networks - excluded
         if n > free:
-            raise ValueError(f"the band {_fmt(self.lo)} .. {_fmt(self.hi)} {_unit(self.metric)} of space "
+            raise ValueError(f"the band {_fmt(self.lo)} .. {_fmt(self.hi)} {metric_unit(self.metric)} of space "
                              f"{space.name!r} holds {self.networks:,} network{'s' if self.networks != 1 else ''}"
                              + (f" ({excluded} of them already taken)" if excluded else "")
                              + f": cannot draw {n} distinct ones")
@@ -248,5 +248,3 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def _unit(metric: str) -> str:
-    return {"macs": "MACs", "params": "parameters"}.get(metric, metric)

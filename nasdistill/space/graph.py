@@ -170,7 +170,7 @@ class SpaceGraph:
         c, h, w = space.input_size
         stem = g.graph["stem"]
         lines = [(f"space {space.name}: layered graph, {g.number_of_nodes()} nodes, "
-                  f"{g.number_of_edges()} edges, {self.count_paths():,} paths ({_unit(metric)} per edge)"),
+                  f"{g.number_of_edges()} edges, {self.count_paths():,} paths ({metric_unit(metric)} per edge)"),
                  f"stem: {c}x{h}x{w} -> {self.source.shape_text()}  {stem[metric]:,}"]
         for i, nodes in enumerate(self.layer_nodes):
             if i < len(space.layers):
@@ -193,49 +193,6 @@ class SpaceGraph:
                 for v, k, d in edges:
                     lines.append(f"    {k.ljust(width)} -> {v.shape_text().ljust(reach)} {d[metric]:>14,}")
         return "\n".join(lines)
-
-    def draw(self, path, metric: str = "macs"):
-        """Write a PNG drawing of the graph: columns are layers, nodes are arriving shapes, an
-        arrow per pair of nodes labelled with its candidates and their cost."""
-        from ..report.figure import new_figure, save_png
-
-        g = self.graph
-        columns = [list(self.layer_nodes[0])]
-        rank = {node: 0.0 for node in columns[0]}
-        for nodes in self.layer_nodes[1:] + [[self.sink]]:
-            # barycentre ordering: a node sits near the nodes it is reached from (fewer crossings)
-            nodes = sorted(nodes, key=lambda v: sum(rank[u] for u in g.predecessors(v))
-                           / max(1, len(set(g.predecessors(v)))))
-            rank.update({node: y - (len(nodes) - 1) / 2 for y, node in enumerate(nodes)})
-            columns.append(nodes)
-        pos = {node: (x, -rank[node]) for x, nodes in enumerate(columns) for node in nodes}
-        tallest = max(len(nodes) for nodes in columns)
-        fig = new_figure(width=max(8.0, 2.6 * len(columns)), height=max(4.0, 1.4 * tallest))
-        ax = fig.add_subplot(1, 1, 1)
-        ax.set_axis_off()
-        simple = nx.DiGraph()
-        parallel: dict = {}
-        for u, v, k, d in g.edges(keys=True, data=True):
-            simple.add_edge(u, v)
-            parallel.setdefault((u, v), []).append((k, d[metric]))
-        labels = {(u, v): _edge_label(edges, head=v == self.sink) for (u, v), edges in parallel.items()}
-        names = {node: node.shape_text().replace(" [", "\n[") for node in g.nodes}
-        nx.draw_networkx_edges(simple, pos, ax=ax, edge_color="0.6", arrows=True, arrowsize=8,
-                               node_size=1400)
-        nx.draw_networkx_nodes(simple, pos, ax=ax, node_color="#cfe2f3", node_size=1400)
-        nx.draw_networkx_labels(simple, pos, labels=names, ax=ax, font_size=7)
-        nx.draw_networkx_edge_labels(simple, pos, ax=ax, font_size=5, label_pos=0.5, rotate=False,
-                                     edge_labels=labels,
-                                     bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
-                                           "alpha": 0.8})
-        space = self.space
-        n = len(space.layers)
-        for x in range(len(columns)):
-            title = f"into {space.layer_label(x)}" if x < n else ("into head" if x == n else "output")
-            ax.text(x, -(tallest - 1) / 2 - 0.8, title, ha="center", va="top", fontsize=8)
-        ax.set_title(f"{space.name}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges "
-                     f"({_unit(metric)} of each candidate on the arrows)", fontsize=9)
-        return save_png(fig, path)
 
 
 def space_graph(space) -> SpaceGraph:
@@ -283,13 +240,13 @@ def most_probable_arch(space, probabilities: Mapping, target: float, tolerance: 
     ``ArchGates.probabilities()``), probabilities or log-probabilities (``log=None`` reads them
     as log-probabilities when any value is negative). ``P(arch) = prod_label p_label(choice)``.
     ``cost_model``: ``None`` or ``"macs"`` (default), ``"params"``, or a
-    :class:`~nasdistill.supernet.cost.CostModel` (e.g. a latency table).
+    :class:`~nasdistill.space.cost.CostModel` (e.g. a latency table).
 
     When no architecture lies in the band, the result is the architecture whose cost is closest
     to the target (ties: the most probable), with ``in_band=False`` and a ``message`` naming the
     band and the closest cost. Exact ties in probability keep the first architecture reached.
     """
-    from ..supernet.cost import CostModel
+    from .cost import CostModel
 
     model = _cost_model(space, cost_model, CostModel)
     metric = model.metric
@@ -340,9 +297,9 @@ def most_probable_arch(space, probabilities: Mapping, target: float, tolerance: 
         argmax_cost = int(argmax_cost)
     message = None
     if not inside:
-        message = (f"no architecture of {space.name} costs {_fmt(lo)} .. {_fmt(hi)} {_unit(metric)} "
+        message = (f"no architecture of {space.name} costs {_fmt(lo)} .. {_fmt(hi)} {metric_unit(metric)} "
                    f"(target {_fmt(target)} +- {tolerance * 100:g}%); the closest costs {_fmt(cost)} "
-                   f"{_unit(metric)} ({(cost - target) / target:+.1%} from the target)")
+                   f"{metric_unit(metric)} ({(cost - target) / target:+.1%} from the target)")
     return ConstrainedArch(arch=arch, log_prob=log_prob, prob=math.exp(log_prob), cost=cost,
                            argmax_arch=argmax, argmax_log_prob=argmax_lp, argmax_cost=argmax_cost,
                            in_band=bool(inside), band=(lo, hi), target=target, metric=metric,
@@ -438,32 +395,10 @@ def _node_order(node: Node):
     return (-node.state[0], tuple(-v for v in node.state[1]), node.pending)
 
 
-def _edge_label(edges: list, head: bool) -> str:
-    """The candidates on one arrow with their cost; a long list of costly candidates as a range."""
-    if head:
-        return _short(edges[0][1])
-    free = [(k, c) for k, c in edges if c == 0]
-    costly = [(k, c) for k, c in edges if c != 0]
-    if len(costly) > 3:
-        low, high = min(c for _, c in costly), max(c for _, c in costly)
-        lines = [f"{costly[0][0]}..{costly[-1][0]}", f"{_short(low)}..{_short(high)}"]
-    else:
-        lines = [f"{k} {_short(c)}" for k, c in costly]
-    return "\n".join(lines + [f"{k} 0" for k, _ in free])
-
-
-def _short(value) -> str:
-    value = float(value)
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}" if value != int(value) else f"{int(value)}"
-
-
 def _fmt(value) -> str:
     value = float(value)
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
 
 
-def _unit(metric: str) -> str:
+def metric_unit(metric: str) -> str:
     return {"macs": "MACs", "params": "params", "latency": "ms"}.get(metric, metric)

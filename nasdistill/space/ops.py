@@ -26,7 +26,7 @@ test; the space and the supernet only ask ops.
 Custom candidates are registered with :func:`register_op` (a builder ``(in, out, stride) ->
 nn.Module`` and, optionally, a cost function; by default the cost is measured once per shape
 with ``torch.utils.flop_counter``). They share weights through the default
-:meth:`Op.build_shared` (see :func:`nasdistill.supernet.elastic.share_widest`): one module built
+:meth:`Op.build_shared` (see :func:`nasdistill.space.elastic.share_widest`): one module built
 for the widest input, narrower inputs run the op built for their width with leading slices of its
 tensors, when that is the widest op on the zero-padded input (checked numerically); otherwise
 one copy per width, with the reason.
@@ -87,11 +87,11 @@ class Op:
         """The module this op contributes to a supernet layer that inputs of every width in
         ``in_widths`` can reach: one set of weights for all of them.
 
-        Default: :func:`~nasdistill.supernet.elastic.share_widest` (the op built for the widest
+        Default: :func:`~nasdistill.space.elastic.share_widest` (the op built for the widest
         input, its tensors sliced for narrower ones, where that equals feeding the widest op the
         zero-padded input; otherwise one copy per width, with the reason).
         """
-        from ..supernet.elastic import share_widest
+        from .elastic import share_widest
 
         return share_widest(self, in_widths, out_channels, stride)
 
@@ -104,7 +104,7 @@ class Op:
         Default: every tensor of the plain module copied from the same name in ``shared`` (or in
         ``shared.weights_for(in_channels)`` where ``shared`` defines it), sliced to its shape.
         """
-        from ..supernet.elastic import copy_sliced, weights_for
+        from .elastic import copy_sliced, weights_for
 
         plain = self.build(in_channels, out_channels, stride)
         copy_sliced(plain, weights_for(shared, in_channels))
@@ -177,7 +177,7 @@ class ResBlocks(Op):
         return ResStack(in_ch, out_ch, self.kernel, stride, self.num_blocks)
 
     def build_shared(self, in_widths, out_channels, stride):
-        from ..supernet.elastic import ElasticResStack
+        from .elastic import ElasticResStack
 
         return ElasticResStack(in_widths, out_channels, self.kernel, stride, self.num_blocks)
 

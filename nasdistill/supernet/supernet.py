@@ -28,7 +28,7 @@ from torch import nn
 
 from ..models.staged import StagedModel
 from ..space.blocks import ConvBNReLU
-from .elastic import ElasticConvBNReLU, ElasticLinear, copy_sliced
+from ..space.elastic import ElasticConvBNReLU, ElasticLinear, copy_sliced
 from .gates import ArchGates, GateGrad, frozen_bn_stats
 
 
@@ -275,13 +275,3 @@ class Supernet(StagedModel):
         copy_sliced(model.classifier, self.classifier)
         return model.train(self.training)
 
-
-def __getattr__(name: str):
-    """``recalibrate_bn`` / ``recalibrating_bn`` live beside the evaluation loop
-    (:mod:`nasdistill.engine.evaluation`); this, their old home, still answers for them, lazily, so
-    that building a supernet never imports the training engine."""
-    if name in ("recalibrate_bn", "recalibrating_bn"):
-        from ..engine import evaluation
-
-        return getattr(evaluation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

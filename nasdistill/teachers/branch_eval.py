@@ -16,7 +16,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..engine.evaluation import eval_batches, recalibrating_bn
+from ..engine.evaluation import eval_batches
+from ..models.batchnorm import recalibrating_bn
 
 
 def _branch_bns(branched) -> list[nn.Module]:

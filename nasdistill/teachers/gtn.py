@@ -98,7 +98,7 @@ class GTNConfig:
     branch_eval_batches: int = 10              # BN recalibration batches for the branch accuracies
 
     def __post_init__(self):
-        from ..engine.config import require
+        from ..config import require
 
         require(self.phi_every >= 2, "phi_every", f"must be >= 2 (one phi iteration every k), got {self.phi_every}")
         require(self.explore_entropy_weight >= 0, "explore_entropy_weight", "must be >= 0")

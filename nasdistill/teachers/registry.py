@@ -20,7 +20,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..engine.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from ..config import ConfigError
+from ..data.config import DataConfig
+from ..models.config import ModelConfig
+from ..engine.config import TrainConfig
 from ..registry import Registry, sectioned_config
 
 

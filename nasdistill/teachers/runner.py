@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..engine.config import ConfigError
+from ..config import ConfigError
 from ..engine.run import NOT_IDENTITY, RunMethod, config_identity, other_method_sections, run_training
-from ..record import ModelRecord
+from ..network.record import ModelRecord
 from .registry import get_teacher
 
 
@@ -64,7 +64,7 @@ def _describe_model(model_cfg) -> str:
 def load_init_weights(cfg, model, record: ModelRecord, source: dict) -> None:
     """Load the source's weights into the fresh ``model`` (whose record is ``record``), refusing
     when the recorded network differs (classes, input size, architecture)."""
-    from ..artifact import load_weights
+    from ..network.loading import load_weights
 
     key = init_key(cfg)
     theirs, mine = source["record"].to_json(), record.to_json()

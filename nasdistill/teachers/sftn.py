@@ -17,7 +17,7 @@ from typing import Optional
 
 
 from ..atomic import atomic_path
-from ..engine.config import ModelConfig
+from ..models.config import ModelConfig
 from ..engine.task import StepOutput, TrainTask
 from .branch_eval import branch_accuracies
 from .branch_stats import BranchStepStats
@@ -48,7 +48,7 @@ class SFTNConfig:
 
 def check_warmup_keys(freeze_teacher_epochs: int, kd_temperature: float) -> None:
     """Range checks of the warm-up and logging keys SFTN and GTN share."""
-    from ..engine.config import require
+    from ..config import require
 
     require(freeze_teacher_epochs >= 0, "freeze_teacher_epochs", f"must be >= 0, got {freeze_teacher_epochs}")
     require(kd_temperature > 0, "kd_temperature", f"must be > 0, got {kd_temperature}")
@@ -146,7 +146,7 @@ def graft_student(teacher, student, input_size, n_blocks, t_sizes=None, s_sizes=
 
 
 def make_sftn_task(cfg, model, splits) -> SFTNTask:
-    from ..record import ModelRecord
+    from ..network.record import ModelRecord
 
     c = cfg.sftn
     student = ModelRecord.from_config(c.student, splits.num_classes, splits.input_size, "sftn.student").build()

@@ -62,7 +62,7 @@ def test_wrong_type_and_unknown_method_exit_nonzero(tmp_path, capsys):
 
 
 def test_example_config_loads():
-    from nasdistill.engine import load_config
+    from nasdistill.config import load_config
     from nasdistill.teachers import teacher_config_class
     cfg = load_config(teacher_config_class(), "examples/digits_teacher.yaml", [])
     assert cfg.data.name == "digits" and cfg.method == "ce" and cfg.train.epochs <= 10

@@ -13,16 +13,12 @@ from nasdistill.data import load_dataset, loaders_for
 from nasdistill.distill import DISTILLERS, METHOD_CONFIGS, dkd_loss, kd_loss
 from nasdistill.distill.config import DistillConfig
 from nasdistill.distill.runner import prepare_distill, run_distill
-from nasdistill.engine import (
-    ConfigError,
-    ModelConfig,
-    StepContext,
-    TrainConfig,
-    load_config,
-)
+from nasdistill.config import ConfigError, load_config
+from nasdistill.models.config import ModelConfig
+from nasdistill.engine import StepContext, TrainConfig
 from nasdistill.engine.checkpoint import seed_everything
 from nasdistill.engine.trainer import evaluate
-from nasdistill.record import ModelRecord
+from nasdistill.network.record import ModelRecord
 
 METHODS = ["kd", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "crd"]
 ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "k3_d2", "layer4": "identity",

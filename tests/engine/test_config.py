@@ -5,9 +5,11 @@ from typing import Literal, Optional
 
 import pytest
 
-from nasdistill.engine.cli_args import add_config_arguments, config_from_args
-from nasdistill.engine.config import (ConfigError, DataConfig, ModelConfig, TrainConfig, load_config,
-                                      save_yaml, to_dict)
+from nasdistill.commands.cli_args import add_config_arguments, config_from_args
+from nasdistill.config import ConfigError, load_config, save_yaml, to_dict
+from nasdistill.data.config import DataConfig
+from nasdistill.models.config import ModelConfig
+from nasdistill.engine.config import TrainConfig
 
 
 @dataclass

@@ -68,8 +68,9 @@ def test_kill_and_resume(tmp_path):
 
 def test_export_of_cuda_trained_weights(tmp_path, teacher_dir):
     from nasdistill import load
-    from nasdistill.export import export_model, load_pt2, onnx_available
-    from nasdistill.record import ModelRecord
+    from nasdistill.network.export import export_model, onnx_available
+    from nasdistill.network import load_pt2
+    from nasdistill.network.record import ModelRecord
 
     model = load(teacher_dir, device=DEVICE)
     result = export_model(model, tmp_path / "e", record=ModelRecord.read(teacher_dir), onnx="auto", verbose=False)

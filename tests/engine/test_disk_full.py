@@ -145,7 +145,7 @@ def test_a_real_full_tmpfs(tmp_path, capsys):
 
 
 def test_a_full_disk_while_writing_model_pt2_is_raised_not_recorded_as_a_failed_format(tmp_path, monkeypatch):
-    import nasdistill.export as export
+    import nasdistill.network.export as export
     from nasdistill.models import create_model
 
     def no_space(*args, **kwargs):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from nasdistill.engine.evaluation import eval_batches, evaluate, recalibrate_bn, recalibrating_bn
+from nasdistill.engine.evaluation import eval_batches, evaluate
+from nasdistill.models.batchnorm import recalibrate_bn, recalibrating_bn
 
 
 def _loader(n=10, batch=4, classes=7, seed=0):
@@ -81,30 +82,9 @@ def test_recalibrate_bn_gives_the_batch_statistics_and_recalibrating_bn_restores
         assert not torch.allclose(bn.running_mean, before)
     assert torch.equal(bn.running_mean, before) and bn.momentum == 0.1
 
-
-def test_moved_names_keep_their_old_import_paths():
-    import nasdistill.commands.cli_args as cli_args
-    import nasdistill.config as parser
-    import nasdistill.data.config as data_config
-    import nasdistill.engine.cli_args as old_cli_args
-    import nasdistill.engine.config as old_config
-    import nasdistill.engine.trainer as trainer
-    import nasdistill.models.config as model_config
-    import nasdistill.supernet as supernet
-    import nasdistill.supernet.supernet as supernet_module
-
-    assert supernet.recalibrate_bn is recalibrate_bn and supernet_module.recalibrating_bn is recalibrating_bn
-    assert trainer.evaluate is evaluate
-    assert old_config.DataConfig is data_config.DataConfig and old_config.ModelConfig is model_config.ModelConfig
-    for name in ("ConfigError", "load_config", "from_dict", "check_value", "apply_override", "flatten",
-                 "dotted_keys", "to_dict", "save_yaml", "require", "read_yaml_mapping"):
-        assert getattr(old_config, name) is getattr(parser, name), name
-    for name in ("add_config_arguments", "add_mode_arguments", "config_from_args", "run_mode"):
-        assert getattr(old_cli_args, name) is getattr(cli_args, name), name
-
-
 def test_save_yaml_of_the_moved_parser_round_trips(tmp_path):
-    from nasdistill.engine.config import TrainConfig, load_config, save_yaml
+    from nasdistill.engine.config import TrainConfig
+    from nasdistill.config import load_config, save_yaml
 
     cfg = TrainConfig(epochs=3, lr=0.25, milestones=[1, 2])
     save_yaml(cfg, tmp_path / "config.yaml")

@@ -168,7 +168,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path, capsys):
 
 
 def test_yaml_off_and_number_spellings(tmp_path):
-    from nasdistill.engine import load_config
+    from nasdistill.config import load_config
     from nasdistill.teachers import teacher_config_class
 
     cfg_file = tmp_path / "c.yaml"

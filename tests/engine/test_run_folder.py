@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from nasdistill.engine import DataConfig, RunDirectory, TrainConfig, TrainTask
+from nasdistill.data.config import DataConfig
+from nasdistill.engine import RunDirectory, TrainConfig, TrainTask
 from nasdistill.engine.run import RunMethod, run_training
 from nasdistill.teachers.ce import CETask
 

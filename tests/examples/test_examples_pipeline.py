@@ -38,7 +38,7 @@ def test_teacher_cache_bench_example(resnet8_teacher, run_example):
 def test_every_example_config_loads():
     """The YAML files a user copies are valid configurations of their command."""
     from nasdistill.distill import distill_config_class
-    from nasdistill.engine import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline import pipeline_config_class
     from nasdistill.search import SearchConfig
     from nasdistill.teachers import teacher_config_class

@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 import nasdistill
 from nasdistill.cli import main
-from nasdistill.export import (export_model, finished_export, load, load_pt2, onnx_available,
-                               supernet_modules)
+from nasdistill.network.export import export_model, finished_export, onnx_available
+from nasdistill.network import load, load_pt2, supernet_modules
 from nasdistill.models import create_model
-from nasdistill.record import ModelRecord
+from nasdistill.network.record import ModelRecord
 from nasdistill.space import describe_space, load_space
 from nasdistill.supernet import Supernet
 
@@ -160,7 +160,7 @@ def test_failed_format_leaves_no_half_file(space, tmp_path, monkeypatch):
 
 
 def test_onnx_auto_without_the_extra_says_why(space, tmp_path, monkeypatch, capsys):
-    import nasdistill.export as export
+    import nasdistill.network.export as export
 
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "model.onnx").write_bytes(b"stale")
@@ -339,7 +339,7 @@ def test_damaged_weights_of_a_run_directory_are_refused(space, tmp_path, capsys,
 
 
 def test_outputs_that_are_not_finite_fail_the_export(space, tmp_path, capsys, monkeypatch, randomize):
-    import nasdistill.export as export
+    import nasdistill.network.export as export
 
     # a folder that records no digest (written by hand): it loads, but its network outputs NaN
     handmade = tmp_path / "handmade"

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import save_file
 
 import nasdistill
-from nasdistill.artifact import sha256_file
-from nasdistill.export import export_model, finished_export
-from nasdistill.model_source import UnsupportedSource, model_source
+from nasdistill.network.folder import sha256_file
+from nasdistill.network.export import export_model, finished_export
+from nasdistill.network.model_source import UnsupportedSource, model_source
 from nasdistill.models import create_model
 from nasdistill.models.resnetv2 import BottleneckResNet
-from nasdistill.record import ModelRecord
+from nasdistill.network.record import ModelRecord
 from nasdistill.space import load_space
 
 # skipped (zero) and identity layers, one identity that subsamples and pads (layer5: 32 -> 64, /2)

@@ -15,7 +15,8 @@ import torch
 
 import nasdistill
 from nasdistill.cli import main
-from nasdistill.record import ModelRecord, read_model_source
+from nasdistill.network.record import ModelRecord
+from nasdistill.network.source import read_model_source
 from nasdistill.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def test_user_space_with_only_SPACE_is_searched_distilled_and_exported_and_loads
 def test_a_tampered_folder_never_runs_code(tmp_path):
     space = load_space("digits_small")
     folder = tmp_path / "export"
-    from nasdistill.export import export_model
+    from nasdistill.network.export import export_model
 
     export_model(space.build(space.sample(1)), folder, space=space, arch=space.sample(1), onnx=False, verbose=False)
     planted = folder / "evil_space.py"
@@ -129,7 +130,7 @@ def test_custom_ops_load_only_when_registered_or_trusted(tmp_path):
     space = load_space(str(space_file))
     arch = {"layer1": "sep3_rec", "layer2": "sep3_rec"}
     folder = tmp_path / "export"
-    from nasdistill.export import export_model
+    from nasdistill.network.export import export_model
 
     export_model(space.build(arch), folder, space=space, arch=arch, onnx=False, verbose=False)
     assert (folder / "code" / "ops_space.py").is_file() and str(tmp_path) not in (folder / "model.json").read_text()
@@ -211,7 +212,7 @@ def test_one_resolver_for_config_command_line_and_export_api(tmp_path):
     data, and messages that name the inputs as each user wrote them."""
     from types import SimpleNamespace
 
-    from nasdistill.export import resolve_record
+    from nasdistill.network.export import resolve_record
     from nasdistill.network import SourceNames, record_from_source
 
     space = load_space("digits_small")
@@ -270,7 +271,7 @@ def test_one_resolver_for_config_command_line_and_export_api(tmp_path):
 def test_a_network_on_disk_needs_no_training_engine():
     """Loading, exporting and the record import nothing of nasdistill.engine, and the version is a
     module of its own (the engine's run manifest reads it without importing the package's API)."""
-    probe = ("import sys, nasdistill, nasdistill.network, nasdistill.export, nasdistill.artifact, nasdistill.record; "
+    probe = ("import sys, nasdistill, nasdistill.network, nasdistill.network.export, nasdistill.network.model_source; "
              "from nasdistill.version import __version__; assert nasdistill.__version__ == __version__; "
              "print(sorted(m for m in sys.modules if m.startswith('nasdistill.engine')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=120)
@@ -364,7 +365,7 @@ class ToyDistiller(Distiller):
     script = """
 import sys
 from nasdistill.cli import main
-from nasdistill.engine import load_config
+from nasdistill.config import load_config
 from nasdistill.pipeline import pipeline_config_class
 
 teacher, root, out, *train = sys.argv[1:]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nasdistill
-from nasdistill.engine.config import ConfigError, load_config
+from nasdistill.config import ConfigError, load_config
 from nasdistill.pipeline import PipelineConfig, run_pipeline
 
 # Two targets and two seeds are what the tests below tell apart; everything else is as small as a

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from nasdistill.engine.config import load_config, to_dict
-from nasdistill.pipeline.workers import run_jobs
+from nasdistill.config import load_config, to_dict
 from nasdistill.teachers import teacher_config_class
 
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")

@@ -31,14 +31,15 @@ def test_convergence_needs_a_stable_student_and_a_low_entropy():
     flat = convergence(history, 0.9, 0.001, window=0.25, entropy_limit=0.5)
     assert not flat["converged"] and "entropy is still 0.90" in flat["why"]
     moving = convergence(["x"] * 7 + ["y"], 0.2, 0.5, window=0.25, entropy_limit=0.5)
-    assert not moving["converged"] and "changed within the last 2 of 8" in moving["why"]
+    assert not moving["converged"] and "most probable architecture changed within the last 2 of 8" in moving["why"]
     assert convergence(["x"] * 8, 0.2, 0.5, window=1.0, entropy_limit=0.5)["converged"]
     assert not convergence(["x"] * 7 + ["y"], 0.2, 0.5, window=1.0, entropy_limit=0.5)["converged"]
     short = convergence(["x"], 0.1, 0.9, window=0.25, entropy_limit=0.5)
     assert not short["converged"] and "too few" in short["why"]
 
 
-def test_a_distribution_concentrated_outside_the_band_has_not_converged():
+def test_a_distribution_settled_outside_the_band_says_so():
     out = convergence(["x"] * 8, 0.2, 1e-4, window=0.25, entropy_limit=0.5, mode_in_band=False,
                       mode_cost=250_000)
-    assert not out["converged"] and "costs 250,000, outside the target's band" in out["why"]
+    assert out["converged"] and not out["mode_in_band"]
+    assert "costs 250,000, outside the target's band" in out["why"] and "p 0.0001" in out["why"]

@@ -44,7 +44,7 @@ def test_run_directory_and_result(first):
 
 def test_result_records_the_chosen_student_and_the_argmax(first):
     """The exported student is the band's most probable architecture; the argmax is recorded beside it."""
-    from nasdistill.supernet import CostModel
+    from nasdistill.space.cost import CostModel
 
     _, result = first
     costs = CostModel(load_space("digits_small"), "macs")

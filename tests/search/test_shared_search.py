@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 
 import nasdistill
 from nasdistill.cli import main
-from nasdistill.engine.config import load_config
+from nasdistill.config import load_config
 from nasdistill.search import ArgmaxPath, SearchConfig, SearchModel, run_search
 from nasdistill.search.students import constrained_choice
 from nasdistill.space import load_space
 from nasdistill.space.enumeration import cost_range
-from nasdistill.supernet import ArchGates, CostModel, Supernet
+from nasdistill.supernet import ArchGates, Supernet
+from nasdistill.space.cost import CostModel
 
 TARGETS = [600000, 3000000]
 SHARED = ["train.epochs=3", "search.warmup_epochs=1", "search.mode=two", "search.target=null",

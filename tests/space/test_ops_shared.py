@@ -23,7 +23,7 @@ from nasdistill.space.blocks import ConvBNReLU
 from nasdistill.space.description import describe_space, space_from_description
 from nasdistill.space.ops import Op, builtin_op, conv_cost, conv_out
 from nasdistill.supernet import Supernet
-from nasdistill.supernet.elastic import ElasticOp, PerWidth
+from nasdistill.space.elastic import ElasticOp, PerWidth
 from nasdistill.supernet.gates import frozen_bn_stats
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from nasdistill.space import Layer, SearchSpace, most_probable_arch, space_graph
-from nasdistill.supernet.cost import CostModel, state_key
+from nasdistill.space.cost import CostModel, state_key
 from search_spaces import digits_small
 
 DIGITS = digits_small.SPACE

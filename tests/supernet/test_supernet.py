@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from nasdistill.space import Layer, SearchSpace, load_space
-from nasdistill.supernet import CostModel, Supernet, cost_penalty, recalibrate_bn
+from nasdistill.space.cost import CostModel
+from nasdistill.supernet import Supernet
+from nasdistill.models.batchnorm import recalibrate_bn
+from nasdistill.search.penalty import cost_penalty
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +244,7 @@ def test_latency_cost_model_reads_table(digits):
     # A "latency" table proportional to MACs must reproduce the MACs model exactly.
     table = {"stem": cm_macs.stem()}
     states = digits.arriving_states(0, digits.stem_shape())
-    from nasdistill.supernet.cost import state_key
+    from nasdistill.space.cost import state_key
     for i in range(len(digits.layers)):
         for s in states[i]:
             for name in digits.layer_ops(i):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from nasdistill.cli import main
-from nasdistill.engine.config import ConfigError
+from nasdistill.config import ConfigError
 from nasdistill.engine.task import StepContext
 from nasdistill.engine.trainer import apply_step
 from nasdistill.models import create_model
@@ -141,7 +141,7 @@ def test_init_from_and_frozen_epochs_keep_the_source_teacher_exactly(tmp_path, c
 
 
 def test_init_from_identity_is_the_weights_not_the_path(tmp_path, ce_run):
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.engine.run import fingerprint
     from nasdistill.teachers import teacher_config_class
     from nasdistill.teachers.runner import TEACHER_RUN
@@ -162,7 +162,7 @@ def test_a_teacher_run_is_the_same_whatever_the_sections_of_other_methods():
     its identity. The same holds for a distillation and the other methods' sections."""
     from nasdistill.distill import distill_config_class
     from nasdistill.distill.runner import DISTILL_RUN
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.engine.run import fingerprint
     from nasdistill.teachers import teacher_config_class
     from nasdistill.teachers.runner import TEACHER_RUN
@@ -202,7 +202,7 @@ def test_missing_unfinished_or_other_model_init_from_is_refused_before_writing(t
 
 # ---------------------------------------------------------------- the main job
 def test_init_from_ce_needs_ce_among_the_methods():
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline.config import PipelineConfig
 
     with pytest.raises(ConfigError, match="teachers.init_from_ce"):
@@ -227,7 +227,7 @@ def _recording_stage(cfg):
 
 
 def test_train_teachers_trains_ce_first_and_starts_gtn_and_sftn_from_it(tmp_path):
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline.config import PipelineConfig
     from nasdistill.pipeline.steps import teacher_dir, train_teachers
 
@@ -244,7 +244,7 @@ def test_train_teachers_trains_ce_first_and_starts_gtn_and_sftn_from_it(tmp_path
 
 def test_teacher_rows_count_the_epochs_of_the_teacher_it_started_from(tmp_path, ce_run):
     from nasdistill.data import load_dataset
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline.config import PipelineConfig
     from nasdistill.pipeline.steps import teacher_rows
 
@@ -259,7 +259,7 @@ def test_teacher_rows_count_the_epochs_of_the_teacher_it_started_from(tmp_path, 
 
 
 def test_without_warm_starts_the_branch_trained_teachers_start_first_and_results_map_back(tmp_path):
-    from nasdistill.engine.config import load_config
+    from nasdistill.config import load_config
     from nasdistill.pipeline.config import PipelineConfig
     from nasdistill.pipeline.steps import train_teachers
 

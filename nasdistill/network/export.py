@@ -7,7 +7,7 @@ An export folder::
     code/              only for spaces with custom ops: their source, imported only on request
     model.safetensors  the weights (strict state dict of the rebuilt network)
     model.py           the network as plain PyTorch source (needs torch and safetensors only):
-                       ``load()`` returns it with the weights of the folder (:mod:`nasdistill.model_source`)
+                       ``load()`` returns it with the weights of the folder (:mod:`nasdistill.network.model_source`)
     model.pt2          torch.export program of the network in eval mode (dynamic batch size)
     model.onnx         the same graph as ONNX (only with the ``onnx`` extra installed)
     export.json        per format: file, size, SHA-256 and the max |difference| to the original on
@@ -34,24 +34,12 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .atomic import atomic_path, is_disk_full, write_json
+from ..atomic import atomic_path, is_disk_full, write_json
+from .folder import FILES, RUN_FILES, PathLike, sha256_file, write_weights
+from .loading import load, state_dict_diff, supernet_modules
 from .model_source import UnsupportedSource, model_source
-from .network import (  # noqa: F401  (re-exported: the public export API)
-    FILES,
-    RUN_FILES,
-    ModelRecord,
-    SourceNames,
-    load,
-    load_pt2,
-    load_weights,
-    read_record,
-    record_from_source,
-    sha256_file,
-    state_dict_diff,
-    supernet_modules,
-    write_weights,
-)
-from .network.folder import PathLike
+from .record import ModelRecord
+from .source import SourceNames, record_from_source
 
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
 ONNX_HINT = "pip install 'nasdistill[onnx]'  (onnx, onnxscript, onnxruntime)"
@@ -155,7 +143,7 @@ def resolve_record(model: nn.Module, space=None, arch: Optional[Mapping] = None,
         if isinstance(record, Mapping) and record.get("kind") is None and "model" in record:
             record = dict(record, kind="zoo")
         return ModelRecord.from_json(record, "export_model(record=...)")
-    from .space import SearchSpace
+    from ..space import SearchSpace
 
     arch = arch if arch is not None else getattr(model, "arch", None)
     space = space if space is not None else getattr(model, "space_name", None)

@@ -255,9 +255,9 @@ class SourceWriter:
 
 # ---------------------------------------------------------------------------- the two kinds
 def _space_build(writer: SourceWriter, record) -> str:
-    from .models.staged import StagedModel
-    from .space.blocks import ConvBNReLU, ResStack, ShapeIdentity, Skip, SpaceHead
-    from .space.ops import CustomOp, IdentityOp, ResBlocks, ZeroOp
+    from ..models.staged import StagedModel
+    from ..space.blocks import ConvBNReLU, ResStack, ShapeIdentity, Skip, SpaceHead
+    from ..space.ops import CustomOp, IdentityOp, ResBlocks, ZeroOp
 
     def cls(c) -> str:
         return writer.require(c.__module__, c.__name__)
@@ -291,7 +291,7 @@ def _space_build(writer: SourceWriter, record) -> str:
 
 
 def _zoo_build(writer: SourceWriter, record) -> str:
-    from .models import MODELS
+    from ..models import MODELS
 
     builder = MODELS.get(record.name)
     module = getattr(builder, "__module__", "")
