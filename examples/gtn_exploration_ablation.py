@@ -89,7 +89,7 @@ def one_run(setting: str, seed: int, args) -> dict:
     loaders = default_loaders(cfg, splits, torch.device("cpu"), world())
     task = build_teacher_task(cfg, splits, loaders, torch.device("cpu"), world())
     t0 = time.perf_counter()
-    trainer = Trainer(cfg.train, task, loaders.train, loaders.val, None, seed=seed, test_loader=loaders.test,
+    trainer = Trainer(cfg.train, task, loaders.train, loaders.val, seed=seed, test_loader=loaders.test,
                       device=torch.device("cpu"), verbose=False)
     # keep the last epoch's sampled-MACs quartiles (epoch_metrics resets them)
     last = {}

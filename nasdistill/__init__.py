@@ -9,10 +9,11 @@ The names a user reaches for first::
     student = nasdistill.load("runs/search")        # any run directory or export folder
 """
 from .version import __version__
-from .space import Layer, SearchSpace, load_space, register_op
+from .registry import register
+from .space import Layer, SearchSpace, load_space
 from .models import create_model
 from .supernet import Supernet
 from .network import ModelRecord, load
 
 __all__ = ["Layer", "ModelRecord", "SearchSpace", "Supernet", "create_model", "load", "load_space",
-           "register_op", "__version__"]
+           "register", "__version__"]

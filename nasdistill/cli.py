@@ -1,4 +1,4 @@
-"""`nasdistill` command line: one sub-command per module under ``nasdistill.commands``.
+"""`nasdistill` command line: one sub-command per registered command (:mod:`nasdistill.commands`).
 
 A user's mistake (a bad key or value, a missing file, a folder in use, a run that differs from its
 folder, a non-finite loss, a full disk) ends with one paragraph on stderr and exit status 2;
@@ -7,19 +7,8 @@ folder, a non-finite loss, a full disk) ends with one paragraph on stderr and ex
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-
-COMMANDS = {
-    "run": "nasdistill.commands.run",
-    "search": "nasdistill.commands.search",
-    "teacher": "nasdistill.commands.teacher",
-    "distill": "nasdistill.commands.distill",
-    "export": "nasdistill.commands.export",
-    "bench": "nasdistill.commands.bench",
-    "space": "nasdistill.commands.space",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,15 +18,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (also NASDISTILL_DEBUG=1)")
+    from .commands import COMMANDS
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_path in COMMANDS.items():
-        module = importlib.import_module(module_path)
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+    for name, run in COMMANDS.items():
+        p = sub.add_parser(name, help=COMMANDS.meta(name, "help"), description=COMMANDS.meta(name, "doc"),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the Python traceback of an error (also NASDISTILL_DEBUG=1)")
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        COMMANDS.meta(name, "arguments")(p)
+        p.set_defaults(_run=run)
     return parser
 
 

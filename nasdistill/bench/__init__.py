@@ -1,14 +1,15 @@
-"""Benchmarks behind `nasdistill bench ...`: every public module of this package is one benchmark,
-registered in :data:`BENCHES` under its module name, so adding a benchmark is one file here.
+"""Benchmarks behind `nasdistill bench ...`: every public module of this package is one benchmark and
+registers itself (:data:`BENCHES`), so adding a benchmark is one file here::
 
-A benchmark module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args)``; it is
-imported only when the command line is built.
+    register("bench", "kd", run, help=HELP, arguments=add_arguments, doc=__doc__)
+
+``run(args)`` runs it; the metadata ``help`` (one line), ``arguments(parser)`` and ``doc`` build
+its command line. Its heavy imports live inside its functions.
 """
-from ..registry import Registry, submodule_names
+from ..registry import Registry, import_submodules
 
-#: benchmark name -> module path
-BENCHES: Registry[str] = Registry("benchmark")
-for _name in submodule_names(__name__):
-    BENCHES.register(_name, f"{__name__}.{_name}")
+#: benchmark name -> its ``run(args)``
+BENCHES: Registry = Registry("bench", what="benchmark")
+import_submodules(__name__)
 
 __all__ = ["BENCHES"]

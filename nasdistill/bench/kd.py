@@ -28,6 +28,8 @@ import statistics
 import time
 
 import torch
+
+from ..registry import register
 import torch.nn.functional as F
 
 HELP = "KD epoch time: nasdistill's engine vs a conventional DataLoader loop (same models, data)"
@@ -158,7 +160,7 @@ def _engine(args, splits, teacher, student, device, steps):
     cfg = TrainConfig(epochs=10 ** 6, batch_size=args.batch_size, lr=0.05, schedule="constant",
                       milestones=[], cuda_graphs=graphs, device=str(device))
     task = DistillTask(student, build_distiller("kd", student, teacher))
-    return Trainer(cfg, task, loader, None, None, device=device, verbose=False)
+    return Trainer(cfg, task, loader, None, device=device, verbose=False)
 
 
 def run(args) -> int:
@@ -215,3 +217,6 @@ def run(args) -> int:
                           "speedup": round(ratio, 3), "cuda_graphs": graphed, "steps_per_epoch": full,
                           "conventional_pipeline": which, "device": str(device)}))
     return 0
+
+
+register("bench", "kd", run, help=HELP, arguments=add_arguments, doc=__doc__)

@@ -13,6 +13,8 @@ import statistics
 import time
 
 import torch
+
+from ..registry import register
 from torch import nn
 
 HELP = "measure a per-(layer, candidate, input shape) latency table for latency-aware search"
@@ -97,3 +99,6 @@ def run(args) -> int:
         if arch is not None:
             print(f"  {arch_name}: {model.of_arch(arch):.3f} ms predicted, {space.cost(arch)['macs']:,} MACs")
     return 0
+
+
+register("bench", "latency", run, help=HELP, arguments=add_arguments, doc=__doc__)

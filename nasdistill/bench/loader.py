@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from ..registry import register
+
 HELP = "DeviceLoader vs torch DataLoader epoch time (same data, batch, augmentation)"
 
 
@@ -108,3 +110,6 @@ def _compare(args) -> int:
     if args.json:
         print(json.dumps({"dataloader_s": dl, "device_loader_s": dv, "speedup": speedup}))
     return 0
+
+
+register("bench", "loader", run, help=HELP, arguments=add_arguments, doc=__doc__)

@@ -23,6 +23,8 @@ import statistics
 import time
 
 import torch
+
+from ..registry import register
 from torch import nn
 
 HELP = "supernet vs standalone: saved-for-backward bytes and step time"
@@ -229,3 +231,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+register("bench", "supernet", run, help=HELP, arguments=add_arguments, doc=__doc__)

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from ..registry import register
+
 HELP = "epoch-time ratios of SFTN and GTN teacher training to plain CE"
 
 
@@ -211,7 +213,7 @@ def main_job_trainers(pcfg, methods, root, device):
     from ..engine.distributed import world as current_world
     from ..engine.checkpoint import seed_everything
     from ..engine.rundir import MetricsLog
-    from ..engine.run import default_loaders
+    from ..engine.run import RunFolder, default_loaders
     from ..engine.trainer import Trainer
     from ..registry import config_sections
     from ..teachers import TEACHERS, teacher_config_class
@@ -229,8 +231,8 @@ def main_job_trainers(pcfg, methods, root, device):
         seed_everything(cfg.seed)
         loaders = default_loaders(cfg, splits, device, world)
         task = TEACHER_RUN.build(cfg, splits, loaders, device, world)
-        trainer = Trainer(cfg.train, task, loaders.train, loaders.val, root / m, seed=cfg.seed,
-                          device=device, verbose=False)
+        trainer = Trainer(cfg.train, task, loaders.train, loaders.val, folder=RunFolder.at(root / m),
+                          seed=cfg.seed, device=device, verbose=False)
         out[m] = (trainer, MetricsLog(root / m, 0, tensorboard=False))
     return out
 
@@ -330,3 +332,6 @@ def branch_arithmetic(task, samples: int = 20) -> tuple[float, float]:
     finally:
         branched.train(was)
     return teacher / samples, branches / samples
+
+
+register("bench", "teachers", run, help=HELP, arguments=add_arguments, doc=__doc__)

@@ -21,6 +21,8 @@ Example:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
 from .training import run_command
 
@@ -34,3 +36,6 @@ def run(args) -> int:
     return run_command(args, distill_config_class(), run_distill, "student",
                        keys=("method", "best_acc", "best_epoch", "last_acc", "test_acc", "teacher_test_acc",
                              "epochs", "wall_time_s"))
+
+
+register("command", "distill", run, help=HELP, arguments=add_arguments, doc=__doc__, order=40)

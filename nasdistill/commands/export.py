@@ -24,6 +24,8 @@ Example:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 import argparse
 from pathlib import Path
 
@@ -96,3 +98,6 @@ def run(args) -> int:
         print(f"nasdistill export: failed formats: {', '.join(result['errors'])} (see {out / 'export.json'})")
         return 1
     return 0
+
+
+register("command", "export", run, help=HELP, arguments=add_arguments, doc=__doc__, order=50)

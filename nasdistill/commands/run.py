@@ -22,6 +22,8 @@ Examples:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 HELP = "run the main job: search -> teachers -> distill -> report -> export"
 
 
@@ -57,3 +59,6 @@ def run(args) -> int:
     finally:
         shutdown_distributed()
     return 0
+
+
+register("command", "run", run, help=HELP, arguments=add_arguments, doc=__doc__, order=10)

@@ -28,6 +28,8 @@ Example:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
 from .training import run_command
 
@@ -56,3 +58,6 @@ def run(args) -> int:
 
     return run_command(args, SearchConfig, lambda *a, **kw: summary(run_search(*a, **kw)), "search",
                        check=check_search_data)
+
+
+register("command", "search", run, help=HELP, arguments=add_arguments, doc=__doc__, order=20)

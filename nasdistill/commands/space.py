@@ -15,6 +15,8 @@ examples:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 import json
 
 HELP = "show a search space, sample architectures, cost an architecture"
@@ -153,3 +155,6 @@ def _report_range(space, as_json: bool) -> None:
     print(f"space {space.name}: input {c}x{h}x{w}, {space.num_classes} classes")
     print(f"MACs: {rng['macs_min']:,} .. {rng['macs_max']:,}")
     print(f"params: {rng['params_min']:,} .. {rng['params_max']:,}")
+
+
+register("command", "space", run, help=HELP, arguments=add_arguments, doc=__doc__, order=70)

@@ -15,6 +15,8 @@ Example:
 """
 from __future__ import annotations
 
+from ..registry import register
+
 from .training import add_arguments  # noqa: F401  (CONFIG, overrides, --out-dir, --resume/--amend/--restart)
 from .training import run_command
 
@@ -27,3 +29,6 @@ def run(args) -> int:
 
     return run_command(args, teacher_config_class(), run_teacher, "teacher",
                        keys=None)
+
+
+register("command", "teacher", run, help=HELP, arguments=add_arguments, doc=__doc__, order=30)

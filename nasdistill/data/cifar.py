@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, split_sizes, stratified_holdout
-from nasdistill.data.registry import register_dataset
+from nasdistill.registry import register
 
 try:  # numpy >= 2 moved the internals; old pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct, scalar
@@ -218,7 +218,7 @@ def write_synthetic_cifar100(root, n_train: int = 5000, n_test: int = 1000, seed
     return write_cifar100(root, xt, yt, xs, ys)
 
 
-register_dataset("cifar10", partial(load_cifar_splits, "cifar10"), takes_root=True, default_space="gtn_cifar",
-                 order=30)
-register_dataset("cifar100", partial(load_cifar_splits, "cifar100"), takes_root=True, default_space="gtn_cifar",
-                 order=40)
+register("dataset", "cifar10", partial(load_cifar_splits, "cifar10"), takes_root=True, default_space="gtn_cifar",
+         order=30)
+register("dataset", "cifar100", partial(load_cifar_splits, "cifar100"), takes_root=True, default_space="gtn_cifar",
+         order=40)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, channel_stats, split_sizes, stratified_holdout
-from nasdistill.data.registry import register_dataset
+from nasdistill.registry import register
 
 
 def load_digits_splits(seed: int = 0, val_size: float | int = 0.1,
@@ -42,4 +42,4 @@ def load_digits_splits(seed: int = 0, val_size: float | int = 0.1,
     )
 
 
-register_dataset("digits", load_digits_splits, default_space="digits_small", order=10)
+register("dataset", "digits", load_digits_splits, default_space="digits_small", order=10)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, split_sizes, stratified_holdout
-from nasdistill.data.registry import register_dataset
+from nasdistill.registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,4 +87,4 @@ def load_imagefolder_splits(root: str | os.PathLike | None, seed: int = 0,
     )
 
 
-register_dataset("imagefolder", load_imagefolder_splits, takes_root=True, default_space="gtn_cifar", order=50)
+register("dataset", "imagefolder", load_imagefolder_splits, takes_root=True, default_space="gtn_cifar", order=50)

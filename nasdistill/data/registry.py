@@ -3,7 +3,10 @@
 A dataset is one module of :mod:`nasdistill.data` that registers itself (the package imports every
 module in it)::
 
-    register_dataset("digits", load_digits_splits, default_space="digits_small", order=10)
+    register("dataset", "digits", load_digits_splits, default_space="digits_small", order=10)
+
+Metadata (:class:`DatasetEntry`): ``takes_root`` (the loader reads files under ``data.root``),
+``default_space``, ``order``, ``display_name``.
 
 Dataset names are compared through one normaliser, :func:`normalize_dataset_name` (case, ``-``
 and ``_`` do not matter: ``CIFAR-100`` is ``cifar100``); :func:`same_dataset` uses it.
@@ -49,19 +52,21 @@ def same_dataset(a: str, b: str) -> bool:
     return normalize_dataset_name(a) == normalize_dataset_name(b)
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset", normalize=normalize_dataset_name)
-
-
-def register_dataset(name: str, loader: Callable[..., DatasetSplits], takes_root: bool = False,
-                     default_space: Optional[str] = None, order: Optional[float] = None,
-                     display_name: Optional[str] = None) -> DatasetEntry:
-    """Register dataset ``name``: ``loader(seed=, [val_size=], [root=] when takes_root, **options)``
-    returns its :class:`DatasetSplits`; see :class:`DatasetEntry` for the metadata. Re-running a
-    definition replaces it."""
+def _dataset_entry(name: str, loader, meta: dict) -> DatasetEntry:
+    """The entry of dataset ``name``: ``loader(seed=, [val_size=], [root=] when takes_root,
+    **options)`` returns its :class:`DatasetSplits`; see :class:`DatasetEntry` for the metadata."""
     if not callable(loader):
-        raise TypeError(f"register_dataset({name!r}): loader must be callable, got {loader!r}")
-    entry = DatasetEntry(loader, takes_root, default_space, order, display_name)
-    return DATASETS.register(name, entry, replace=True)
+        raise TypeError(f"dataset {name!r}: the loader must be callable, got {loader!r}")
+    fields = {"takes_root", "default_space", "order", "display_name"}
+    unknown = sorted(set(meta) - fields)
+    if unknown:
+        raise TypeError(f"dataset {name!r}: unknown metadata {unknown}; a dataset declares {sorted(fields)}")
+    return DatasetEntry(loader, **meta)
+
+
+#: Re-running a definition replaces its entry.
+DATASETS: Registry[DatasetEntry] = Registry("dataset", normalize=normalize_dataset_name, make_entry=_dataset_entry,
+                                            replace=True)
 
 
 def default_space(name: str) -> Optional[str]:

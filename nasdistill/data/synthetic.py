@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from nasdistill.data.splits import DatasetSplits, Split, channel_stats
-from nasdistill.data.registry import register_dataset
+from nasdistill.registry import register
 
 _CALIBRATION_SAMPLES = 4096
 
@@ -163,4 +163,4 @@ def load_synthetic_splits(seed: int = 0, val_size: int = 500, num_classes: int =
     )
 
 
-register_dataset("synthetic", load_synthetic_splits, default_space="digits_small", order=20)
+register("dataset", "synthetic", load_synthetic_splits, default_space="digits_small", order=20)

@@ -5,7 +5,7 @@
 >>> sum(losses.values()).backward()
 
 Every module of this package is imported here, and a distiller module registers its class
-(:func:`register_distiller`): adding a method is one file. ``METHOD_CONFIGS[method]`` is the
+(``@register("distiller", name, config=..., **meta)``): adding a method is one file. ``METHOD_CONFIGS[method]`` is the
 hyper-parameter dataclass of each method (exposed by the config system as ``<method>.<key>``);
 ``build_distiller`` takes either an instance (``cfg=``) or keyword overrides of its fields (or
 both: the keywords override the instance's fields).
@@ -20,7 +20,7 @@ from .base import Distiller, FeatureDistiller, FeatureKDConfig
 from .losses import (at_loss, attention_map, dkd_loss, fitnet_loss, kd_loss, pairwise_distances,
                      pkt_loss, pool_to_smaller, rkd_loss, sp_loss)
 from .pairing import pair_stages
-from .registry import BuildContext, DISTILLERS, get_distiller, logits_only, register_distiller
+from .registry import BuildContext, DISTILLERS, get_distiller, logits_only
 
 import_submodules(__name__)
 
@@ -80,7 +80,7 @@ __all__ = [
     "RKDConfig", "RKDDistiller", "SPConfig", "SPDistiller", "VanillaDistiller", "at_loss",
     "attention_map", "build_distiller", "distill_config_class", "dkd_loss", "dkd_warmup_factor",
     "fitnet_loss", "get_distiller", "kd_loss", "logits_only", "nce_contrast_loss", "pair_stages",
-    "pairwise_distances", "pkt_loss", "pool_to_smaller", "register_distiller", "rkd_loss", "sp_loss",
+    "pairwise_distances", "pkt_loss", "pool_to_smaller", "rkd_loss", "sp_loss",
 ]
 
 # Distillation runs: task, cached teacher logits, runner (`nasdistill distill`, the main job).

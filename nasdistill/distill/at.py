@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 from .losses import at_loss
 from .pairing import pair_stages
 
@@ -21,11 +21,9 @@ class ATConfig(FeatureKDConfig):
     p: float = 2.0
 
 
-@register_distiller
+@register("distiller", "at", config=ATConfig, display_name="AT")
 class ATDistiller(FeatureDistiller):
     config_class = ATConfig
-    name = "at"
-    display_name = "AT"
 
     def __init__(self, student, teacher, cfg=None):
         super().__init__(student, teacher, cfg)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 
 __all__ = ["CRDConfig", "CRDDistiller", "CRDLoss", "ContrastMemory", "EmbedHead", "nce_contrast_loss"]
 
@@ -161,13 +161,9 @@ class CRDConfig(FeatureKDConfig):
     momentum: float = 0.5
 
 
-@register_distiller
+@register("distiller", "crd", config=CRDConfig, display_name="CRD")
 class CRDDistiller(FeatureDistiller):
     """CE + ``feat_weight`` * CRD on embeddings; the memory bank has ``num_data`` rows (needs ``idx``)."""
-
-    config_class = CRDConfig
-    name = "crd"
-    display_name = "CRD"
 
     @classmethod
     def build(cls, student, teacher, cfg=None, context=None):

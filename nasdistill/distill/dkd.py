@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from .base import Distiller
-from .registry import register_distiller
+from ..registry import register
 from .losses import dkd_loss
 
 __all__ = ["DKDConfig", "DKDDistiller", "dkd_warmup_factor"]
@@ -36,16 +36,9 @@ def dkd_warmup_factor(epoch: float, warmup_epochs: float) -> float:
     return min(float(epoch) / warmup_epochs, 1.0)
 
 
-@register_distiller
+@register("distiller", "dkd", config=DKDConfig, display_name="DKD", order=20, reads_features=False, graph_safe=True)
 class DKDDistiller(Distiller):
     """Keys: ``loss_ce``, ``loss_kd`` (the warm-up-scaled DKD term)."""
-
-    config_class = DKDConfig
-    name = "dkd"
-    display_name = "DKD"
-    order = 20
-    reads_features = False
-    graph_safe = True
 
     def forward_train(self, x, y, idx=None, epoch=0):
         logits = self.student(x)

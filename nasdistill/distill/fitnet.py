@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 from .losses import fitnet_loss
 from .pairing import pair_stages
 
@@ -63,11 +63,9 @@ class HintRegressor(nn.Module):
         return F.relu(self.bn(x))
 
 
-@register_distiller
+@register("distiller", "fitnet", config=FitNetConfig, display_name="FitNets")
 class FitNetDistiller(FeatureDistiller):
     config_class = FitNetConfig
-    name = "fitnet"
-    display_name = "FitNets"
 
     @classmethod
     def build(cls, student, teacher, cfg=None, context=None):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from .base import Distiller
-from .registry import register_distiller
+from ..registry import register
 from .losses import kd_loss
 
 __all__ = ["KDConfig", "KDDistiller"]
@@ -28,16 +28,9 @@ class KDConfig:
     standardize: bool = False     # logit standardization of teacher and student logits
 
 
-@register_distiller
+@register("distiller", "kd", config=KDConfig, display_name="KD", order=10, reads_features=False, graph_safe=True)
 class KDDistiller(Distiller):
     """Keys: ``loss_ce``, ``loss_kd`` (both weighted)."""
-
-    config_class = KDConfig
-    name = "kd"
-    display_name = "KD"
-    order = 10
-    reads_features = False
-    graph_safe = True
 
     def forward_train(self, x, y, idx=None, epoch=0):
         logits = self.student(x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 from .losses import pkt_loss
 
 __all__ = ["PKTConfig", "PKTDistiller"]
@@ -20,11 +20,9 @@ class PKTConfig(FeatureKDConfig):
     eps: float = 1e-7
 
 
-@register_distiller
+@register("distiller", "pkt", config=PKTConfig, display_name="PKT")
 class PKTDistiller(FeatureDistiller):
     config_class = PKTConfig
-    name = "pkt"
-    display_name = "PKT"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return pkt_loss(feats_s.embedding, feats_t.embedding, self.cfg.eps)

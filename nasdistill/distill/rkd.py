@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 from .losses import rkd_loss
 
 __all__ = ["RKDConfig", "RKDDistiller"]
@@ -21,11 +21,9 @@ class RKDConfig(FeatureKDConfig):
     angle_weight: float = 50.0
 
 
-@register_distiller
+@register("distiller", "rkd", config=RKDConfig, display_name="RKD")
 class RKDDistiller(FeatureDistiller):
     config_class = RKDConfig
-    name = "rkd"
-    display_name = "RKD"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return rkd_loss(feats_s.embedding, feats_t.embedding,

@@ -227,10 +227,12 @@ def _check_run(cfg) -> None:
         finished_teacher(cfg.teacher)
 
 
-from .config import DistillConfigBase  # noqa: E402
+from ..registry import register  # noqa: E402
+from .config import DistillConfigBase, distill_config_class  # noqa: E402
 
 DISTILL_RUN = RunMethod("distill", build_distill_task, identity=_identity, saved_config=_saved_config,
                         check=_check_run, check_data=check_calibration_data)
+register("run", "distill", DISTILL_RUN, config=distill_config_class)
 
 
 def run_distill(cfg, run_dir=None, mode: str = "resume", splits=None, device=None, verbose: bool = True,

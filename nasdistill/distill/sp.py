@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import FeatureDistiller, FeatureKDConfig
-from .registry import register_distiller
+from ..registry import register
 from .losses import sp_loss
 
 __all__ = ["SPConfig", "SPDistiller"]
@@ -18,11 +18,9 @@ class SPConfig(FeatureKDConfig):
     feat_weight: float = 3000.0
 
 
-@register_distiller
+@register("distiller", "sp", config=SPConfig, display_name="SP")
 class SPDistiller(FeatureDistiller):
     config_class = SPConfig
-    name = "sp"
-    display_name = "SP"
 
     def feature_loss(self, feats_s, feats_t, y, idx):
         return sp_loss(feats_s.stages[-1], feats_t.stages[-1])

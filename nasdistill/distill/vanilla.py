@@ -5,19 +5,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .base import Distiller
-from .registry import register_distiller
+from ..registry import register
 
 
-@register_distiller
+@register("distiller", "none", order=0, reads_features=False, needs_teacher=False, graph_safe=True)
 class VanillaDistiller(Distiller):
     """Keys: ``loss_ce``. No teacher, no hyper-parameters (method ``none``)."""
-
-    name = "none"
-    order = 0                          # the baseline comes first in reports
-    config_class = None
-    reads_features = False
-    needs_teacher = False
-    graph_safe = True
 
     def __init__(self, student, teacher=None, cfg=None):
         super().__init__(student, None, cfg)

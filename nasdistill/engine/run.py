@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
 
 from ..atomic import is_disk_full, reworded
 from . import distributed
@@ -62,7 +61,8 @@ from .checkpoint import UnusableCheckpoint, seed_everything
 from ..config import ConfigError, flatten, save_yaml, to_dict
 from .rundir import MetricsLog, RunDirectory, check_artifact_names, write_weights
 from .task import Loaders, TrainTask
-from .threads import use_threads
+from .trainer import Trainer
+from .runtime import runtime
 
 MODES = ("new", "resume", "amend", "restart", "update")
 #: Keys that never change a run's result: where it runs, how fast, where it writes.
@@ -126,6 +126,9 @@ class RunMethod:
     architecture). ``check(cfg)`` refuses combinations no single key can reject;
     ``check_data(cfg, splits)`` refuses what only the loaded data can tell (e.g. a cost target the
     space cannot reach for the data's input size). Both run before any file is written.
+    ``verify(rd, result)`` (optional) lists what is wrong with a finished run beyond what the
+    lifecycle checks (a search's student folders): a finished run with problems is finished again
+    from its checkpoint instead of being reused.
     """
 
     kind: str
@@ -134,10 +137,16 @@ class RunMethod:
     saved_config: Optional[Callable[[Any], Any]] = None
     check: Optional[Callable[[Any], None]] = None
     check_data: Optional[Callable[[Any, Any], None]] = None
+    verify: Optional[Callable[[RunDirectory, dict], list]] = None
 
     def identity_of(self, cfg) -> dict:
         """The run's identity: :attr:`identity` or, by default, :func:`config_identity`."""
         return self.identity(cfg) if self.identity is not None else config_identity(cfg)
+
+    def execute(self, cfg, spec) -> tuple[dict, bool]:
+        """The run of ``spec`` (a :class:`~.runs.RunSpec` of this kind, ``cfg`` its configuration)
+        through the lifecycle, quietly: ``(result, reused)``."""
+        return _run(cfg, self, spec.run_dir, mode=spec.mode, verbose=False, job=spec.job)
 
 
 def default_loaders(cfg, splits, device, world) -> Loaders:
@@ -149,17 +158,6 @@ def default_loaders(cfg, splits, device, world) -> Loaders:
     return Loaders(train, val, test)
 
 
-def runtime(device_name, threads, world=None, device=None) -> torch.device:
-    """The device of this process and its CPU threads, set in this one place for a run, the main
-    job and a bare :class:`~.trainer.Trainer`: ``device`` when given, else ``device_name`` (e.g.
-    ``train.device``) resolved for the process's local rank; ``threads`` as ``train.threads``."""
-    world = world or distributed.world()
-    device = (distributed.resolve_device(device_name, world.local_rank) if device is None
-              else torch.device(device))
-    use_threads(threads)
-    return device
-
-
 def declared_artifacts(task: TrainTask) -> tuple[str, ...]:
     """The files ``task`` declares its :meth:`~.task.TrainTask.save_artifacts` writes."""
     return check_artifact_names(task.artifacts, f"{type(task).__name__}.artifacts")
@@ -168,25 +166,21 @@ def declared_artifacts(task: TrainTask) -> tuple[str, ...]:
 class RunFolder:
     """The run folder as the lifecycle hands it to the :class:`~.trainer.Trainer`: where the
     checkpoint goes, the metrics log of the epochs to train, and the finish. Everything about the
-    folder is decided before (:func:`run_training`, or :meth:`for_trainer` for a bare trainer);
-    only rank 0 writes (``writes``). ``reused``: the result of a finished run to return as it is."""
+    folder is decided before (:func:`run_training`); only rank 0 writes (``writes``)."""
 
-    def __init__(self, rd: RunDirectory, writes: bool = True, reused: Optional[dict] = None):
-        self.rd, self.writes, self.reused = rd, writes, reused
+    def __init__(self, rd: RunDirectory, writes: bool = True):
+        self.rd, self.writes = rd, writes
 
     @classmethod
-    def for_trainer(cls, path, resume: bool) -> "RunFolder":
-        """The folder of ``Trainer(..., run_dir, resume=...)`` used from Python (no lock, no
-        ``run.json``): one that holds a run is refused unless ``resume``; with ``resume`` a finished
-        run's result is reused and an interrupted one continues from its checkpoint."""
-        rd = RunDirectory(path)
-        if not resume and rd.holds_run():
-            raise FileExistsError(f"{rd.path} already holds a run ({', '.join(rd.present())}); "
-                                  "resume it (--resume / resume=True) or use another directory")
+    def at(cls, path) -> "RunFolder":
+        """The folder ``path`` for a :class:`~.trainer.Trainer` used from Python, without the
+        lifecycle (no lock, no ``run.json``, nothing reused or refused): the trainer continues from
+        a checkpoint there, or starts. Only rank 0 writes. :func:`run_training` is the API that
+        decides what a folder holds."""
         is_main = distributed.world().is_main
         if is_main:
-            rd.path.mkdir(parents=True, exist_ok=True)
-        return cls(rd, writes=is_main, reused=rd.finished_result() if resume else None)
+            Path(path).mkdir(parents=True, exist_ok=True)
+        return cls(RunDirectory(path), writes=is_main)
 
     @property
     def path(self) -> Path:
@@ -269,6 +263,12 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     (default: ``cfg.data``). See the module docstring for ``mode``. Fresh and reused runs return
     the same mapping: the content of ``result.json``.
     """
+    return _run(cfg, method, run_dir, mode, splits, device, world, verbose)[0]
+
+
+def _run(cfg, method: RunMethod, run_dir=None, mode: str = "resume", splits=None, device=None, world=None,
+         verbose: bool = True, job=None) -> tuple[dict, bool]:
+    """:func:`run_training`, and whether the result is a finished run's, reused."""
     if mode not in MODES:
         raise ValueError(f"run mode must be one of {MODES}, got {mode!r}")
     if method.check is not None:
@@ -280,17 +280,17 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
     if method.check_data is not None:
         method.check_data(cfg, splits)
     if run_dir is None:
-        return _train(cfg, method, None, splits, device, world, verbose)
+        return _train(cfg, method, None, splits, device, world, verbose), False
     rd = RunDirectory(run_dir)
     if not world.is_main:  # rank 0 prepares the folder and says whether there is work
         decision = distributed.broadcast_object(None)
         if "error" in decision:
             raise RuntimeError(f"rank 0 stopped: {decision['error']}")
         if decision["reused"] is not None:
-            return decision["reused"]
-        return _train(cfg, method, rd, splits, device, world, verbose, mode=mode)
+            return decision["reused"], True
+        return _train(cfg, method, rd, splits, device, world, verbose, mode=mode), False
     try:
-        rd.lock()
+        rd.lock(job=job)
         identity = method.identity_of(cfg)  # rank 0 only (a distillation's hashes its teacher's weights)
         plan = _decide(cfg, method, rd, identity, mode)
     except Exception as err:
@@ -305,8 +305,8 @@ def run_training(cfg, method: RunMethod, run_dir=None, mode: str = "resume", spl
         if reused is not None:
             if verbose:
                 print(f"{rd.path}: finished run reused (same configuration)", flush=True)
-            return reused
-        return _train(cfg, method, rd, splits, device, world, verbose, plan=plan, mode=mode)
+            return reused, True
+        return _train(cfg, method, rd, splits, device, world, verbose, plan=plan, mode=mode), False
 
 
 def disk_full_error(err: OSError, rd: "RunDirectory") -> OSError:
@@ -347,8 +347,13 @@ def _decide(cfg, method: RunMethod, rd: RunDirectory, identity: dict, mode: str)
     diff = identity_diff(old, identity)
     if not diff:
         done = rd.finished_result()
-        if done is not None:
+        problems = method.verify(rd, done) if done is not None and method.verify is not None else []
+        if done is not None and not problems:
             return {"reused": done}
+        if problems:  # finished, but not as it says: finished again from its checkpoint
+            print(f"{rd.path}: {problems[0]}; the run is finished again from its checkpoint", file=sys.stderr,
+                  flush=True)
+            plan["clear_result"] = True
     elif mode == "update":
         plan.update(wipe=True, amendments=[])
     elif mode == "amend":
@@ -422,8 +427,6 @@ def _build(cfg, method: RunMethod, splits, device, world) -> tuple[TrainTask, Lo
 
 
 def _fit(cfg, task: TrainTask, loaders: Loaders, folder: Optional[RunFolder], device, verbose: bool) -> dict:
-    from .trainer import Trainer  # (the loop module imports this one for a bare trainer's folder)
-
     return Trainer(cfg.train, task, loaders.train, loaders.val, seed=cfg.seed, test_loader=loaders.test,
                    device=device, verbose=verbose, folder=folder).fit()
 
@@ -457,5 +460,5 @@ def _train(cfg, method: RunMethod, rd: Optional[RunDirectory], splits, device, w
 
 
 __all__ = ["ConfigMismatch", "MODES", "NOT_IDENTITY", "RunFolder", "RunMethod", "config_identity",
-           "declared_artifacts", "default_loaders", "disk_full_error", "fingerprint", "flatten", "holding",
-           "identity_diff", "run_training", "runtime", "write_run_files"]
+           "declared_artifacts", "default_loaders", "disk_full_error", "fingerprint", "holding",
+           "identity_diff", "run_training", "write_run_files"]

@@ -186,10 +186,15 @@ class RunDirectory:
         write_json(self.path / "run.json", manifest)
 
     # ------------------------------------------------------------------ lock
-    def lock(self) -> "RunDirectory":
-        """Take the directory's lock for this process; :class:`RunLocked` names the holder's PID."""
+    def lock(self, job=None) -> "RunDirectory":
+        """Take the directory's lock for this process; :class:`RunLocked` names the holder's PID.
+
+        A folder inside the folder of a live run or main job belongs to it: it is refused too,
+        naming that folder and the PID of the process that holds it (a main job's main process),
+        unless ``job`` is that folder (the job's own runs)."""
         import fcntl
 
+        self._refuse_inside_a_live_folder(job)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -213,6 +218,34 @@ class RunDirectory:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
         return self
+
+    def _refuse_inside_a_live_folder(self, job=None) -> None:
+        import fcntl
+
+        mine = Path(os.path.abspath(job)) if job is not None else None
+        here = Path(os.path.abspath(self.path))
+        for parent in here.parents:
+            lock = parent / LOCK
+            if parent == mine or not lock.is_file():
+                continue
+            try:
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                    holder = _read_pid(fd)
+                    who = f"process {holder}" if holder else "another process"
+                    raise RunLocked(f"{self.path} lies inside {parent}, which {who} holds (a nasdistill run or "
+                                    f"main job writing there); its folders are its own: wait for it to end or "
+                                    f"stop it{f' (kill {holder})' if holder else ''}, or choose a folder outside "
+                                    f"{parent}") from None
+            finally:
+                os.close(fd)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -13,7 +13,8 @@ finished exactly when its result exists).
 
 The loop decides nothing about the run folder: the lifecycle (:mod:`.run`) hands it a
 :class:`~.run.RunFolder` (where the checkpoint goes, the metrics log, the finish) after deciding
-reuse, resume or wipe, and sets the device and threads (:func:`~.run.runtime`).
+reuse, resume or wipe, and sets the device and threads (:func:`~.runtime.runtime`). Given a
+folder, the loop continues from the checkpoint it finds there; given none, it writes nothing.
 
 From Python, with no files at all::
 
@@ -37,6 +38,7 @@ from .meter import EpochMeter, NonFiniteGuard, step_values
 from .optim import build_optimizer, in_warmup, lr_at, set_lr, warmup_factor
 from .precision import autocast_for, to_channels_last, use_channels_last
 from .rundir import MetricsLog
+from .runtime import runtime, where
 from .task import Loaders, StepContext, TrainTask
 
 
@@ -72,29 +74,24 @@ def apply_step(task: TrainTask, optimizers: dict, out, ctx: StepContext, sync: b
 class Trainer:
     """Train ``task`` with ``train_cfg`` (a :class:`~nasdistill.engine.config.TrainConfig`).
 
-    ``folder`` is the :class:`~.run.RunFolder` the run lifecycle hands it (the lifecycle then also
-    set the device and threads). Used from Python without one: ``run_dir=None`` trains without
-    writing anything (no checkpoints, no logs); with a run dir, ``resume=True`` continues from
-    ``run_dir/last.ckpt`` (or starts fresh when there is none), a finished run's result is reused,
-    and a checkpoint that already holds every epoch is finished (evaluation, weights, result)
-    (:meth:`~.run.RunFolder.for_trainer`); the device and threads come from ``train_cfg``
-    (:func:`~.run.runtime`). ``test_loader`` (optional) is evaluated once at the end and reported
-    as ``test_acc``.
+    ``folder`` (a :class:`~.run.RunFolder`, or None: nothing is written) is where checkpoints,
+    metrics and the finished run go; the loop continues from a checkpoint it finds there, and a
+    checkpoint that already holds every epoch is finished (evaluation, weights, result). Whether
+    a folder may be trained into, reused or must be cleared is decided by the run lifecycle
+    (:func:`~.run.run_training`), never here. ``device`` (default: ``train_cfg.device``) and the
+    CPU threads are set by :func:`~.runtime.runtime`. ``test_loader`` (optional) is evaluated once
+    at the end and reported as ``test_acc``.
     """
 
-    def __init__(self, train_cfg, task: TrainTask, train_loader, eval_loader=None,
-                 run_dir=None, seed: int = 0, resume: bool = False, test_loader=None,
-                 device: Optional[torch.device] = None, verbose: bool = True, folder=None):
+    def __init__(self, train_cfg, task: TrainTask, train_loader, eval_loader=None, *, folder=None,
+                 seed: int = 0, test_loader=None, device: Optional[torch.device] = None, verbose: bool = True):
         self.cfg = train_cfg
         self.task = task
         self.loaders = Loaders(train_loader, eval_loader, test_loader)
         self.seed = seed
         self.world = distributed.world()
-        if folder is None:  # used from Python: the lifecycle's rules for a bare trainer
-            from . import run as lifecycle  # (which imports this module)
-
-            device = lifecycle.runtime(train_cfg.device, train_cfg.threads, self.world, device)
-            folder = lifecycle.RunFolder.for_trainer(run_dir, resume) if run_dir is not None else None
+        if device is None:
+            device = runtime(train_cfg.device, train_cfg.threads, self.world)
         self.folder = folder
         self.device = torch.device(device)
         self.verbose = verbose and self.world.is_main
@@ -229,10 +226,6 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``train_cfg.epochs``, then :meth:`finish`; return the result dictionary."""
         epochs = self.cfg.epochs
-        done = self.folder.reused if self.folder is not None else None
-        if done is not None:
-            self._say(f"{self.run_dir} already finished ({done.get('epochs')} epochs): reusing its result")
-            return done
         start = self.restore()
         if start > epochs:
             raise ValueError(f"{self.ckpt_path} already holds {start} epochs but train.epochs={epochs}; "
@@ -363,8 +356,7 @@ class Trainer:
     def _result(self, epochs: int) -> dict:
         best = self.best_acc if self.best_epoch else None
         return {"best_acc": best, "best_epoch": self.best_epoch, "last_acc": self.last_acc,
-                "epochs": epochs, "wall_time_s": self.elapsed,
-                "run_dir": str(self.run_dir) if self.run_dir is not None else None}
+                "epochs": epochs, "wall_time_s": self.elapsed, "where": where(self.device)}
 
     # ------------------------------------------------------------------ output
     def _bar(self, epoch: int, steps: int):

@@ -7,13 +7,13 @@ the input size; torchvision adapters are registered too and need ``nasdistill[vi
 >>> from nasdistill.models import create_model
 >>> model = create_model("resnet8x4", num_classes=100)
 """
-from nasdistill.models.registry import MODELS, create_model, list_models, register_model
+from nasdistill.models.registry import MODELS, create_model, list_models
 from nasdistill.models.staged import Features, StagedModel
 
 from nasdistill.registry import import_submodules
 
-# Every module of this package is imported; a family module registers its models (`register_model`):
+# Every module of this package is imported; a family module registers its models (`register("model", ...)`):
 # adding a family is one file here.
 import_submodules(__name__)
 
-__all__ = ["MODELS", "create_model", "register_model", "list_models", "StagedModel", "Features"]
+__all__ = ["MODELS", "create_model", "list_models", "StagedModel", "Features"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nasdistill.models.init import he_fan_out_init
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
 
@@ -71,7 +71,7 @@ class MobileNetV2(StagedModel):
         he_fan_out_init(self, linear_std=0.01)
 
 
-@register_model("MobileNetV2")
+@register("model", "MobileNetV2")
 def mobilenetv2(num_classes: int = 100, in_channels: int = 3) -> MobileNetV2:
     """RepDistiller's ``mobile_half``: MobileNetV2 with T=6 and width 0.5."""
     return MobileNetV2(6, 0.5, num_classes, in_channels)

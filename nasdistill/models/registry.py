@@ -1,7 +1,12 @@
-"""Models by name: ``register_model`` / ``create_model`` / ``list_models`` (:data:`MODELS`).
+"""Models by name (:data:`MODELS`): ``create_model`` / ``list_models``.
 
-Every registered builder has the signature ``builder(num_classes, in_channels, **kwargs)`` and
-returns a :class:`~nasdistill.models.staged.StagedModel`.
+A family module registers each builder, ``builder(num_classes, in_channels, **kwargs)`` returning
+a :class:`~nasdistill.models.staged.StagedModel`::
+
+    @register("model", "resnet8")
+    def build(num_classes=100, in_channels=3): ...
+
+Registering another builder under a taken name is an error (it would silently shadow a model).
 """
 from __future__ import annotations
 
@@ -13,14 +18,6 @@ from nasdistill.registry import Registry
 ModelBuilder = Callable[..., StagedModel]
 
 MODELS: Registry[ModelBuilder] = Registry("model")
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: register ``builder(num_classes, in_channels, **kwargs)`` under ``name``.
-
-    Registering another builder under a taken name is an error (it would silently shadow a model).
-    """
-    return MODELS.decorator(name)
 
 
 def list_models() -> list[str]:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.staged import PreactStage, StagedModel
 
 
@@ -86,7 +86,7 @@ def _register(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"RepDistiller's ``{name}``: depth {depth}, widths {list(widths)}."
-    register_model(name)(build)
+    register("model", name, build)
 
 
 for _depth in (8, 14, 20, 32, 44, 56, 110):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import PreactStage, kaiming_init, pooled_embedding
 from nasdistill.models.staged import StagedModel
 
@@ -62,7 +62,7 @@ class BottleneckResNet(StagedModel):
         kaiming_init(self)
 
 
-@register_model("ResNet50")
+@register("model", "ResNet50")
 def resnet50(num_classes: int = 100, in_channels: int = 3) -> BottleneckResNet:
     """RepDistiller's ``ResNet50`` (CIFAR variant, 23.7M parameters at 100 classes)."""
     return BottleneckResNet((3, 4, 6, 3), num_classes, in_channels)

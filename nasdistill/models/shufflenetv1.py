@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import PreactStage, pooled_embedding
 from nasdistill.models.staged import StagedModel
 
@@ -75,7 +75,7 @@ class ShuffleNetV1(StagedModel):
         super().__init__(stem, stages, pooled_embedding(), nn.Linear(out_planes[-1], num_classes))
 
 
-@register_model("ShuffleV1")
+@register("model", "ShuffleV1")
 def shufflev1(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV1:
     """RepDistiller's ``ShuffleV1``: groups 3, widths 240/480/960, blocks 4/8/4."""
     return ShuffleNetV1(num_classes=num_classes, in_channels=in_channels)

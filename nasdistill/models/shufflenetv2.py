@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.shufflenetv1 import channel_shuffle
 from nasdistill.models.staged import StagedModel
@@ -80,7 +80,7 @@ class ShuffleNetV2(StagedModel):
         super().__init__(stem, stages, embed, nn.Linear(widths[3], num_classes))
 
 
-@register_model("ShuffleV2")
+@register("model", "ShuffleV2")
 def shufflev2(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV2:
     """RepDistiller's ``ShuffleV2`` (net size 1: widths 116/232/464, blocks 3/7/3, head 1024)."""
     return ShuffleNetV2(num_classes=num_classes, in_channels=in_channels)

@@ -25,7 +25,7 @@ import importlib
 import torch
 from torch import nn
 
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.staged import StagedModel
 
 
@@ -91,19 +91,19 @@ def _build(arch: str, adapter: type, num_classes: int, in_channels: int, weights
     return adapter(net, num_classes, in_channels, pretrained=weights is not None)
 
 
-@register_model("tv_resnet18")
+@register("model", "tv_resnet18")
 def tv_resnet18(num_classes: int = 200, in_channels: int = 3, weights=None, **kwargs):
     """torchvision ``resnet18`` as a StagedModel (4 stages, embedding 512)."""
     return _build("resnet18", TorchvisionResNet, num_classes, in_channels, weights, **kwargs)
 
 
-@register_model("tv_resnet50")
+@register("model", "tv_resnet50")
 def tv_resnet50(num_classes: int = 200, in_channels: int = 3, weights=None, **kwargs):
     """torchvision ``resnet50`` as a StagedModel (4 stages, embedding 2048)."""
     return _build("resnet50", TorchvisionResNet, num_classes, in_channels, weights, **kwargs)
 
 
-@register_model("tv_efficientnet_b0")
+@register("model", "tv_efficientnet_b0")
 def tv_efficientnet_b0(num_classes: int = 200, in_channels: int = 3, weights=None, **kwargs):
     """torchvision ``efficientnet_b0`` as a StagedModel (7 stages, embedding 1280)."""
     return _build("efficientnet_b0", TorchvisionEfficientNet, num_classes, in_channels, weights,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasdistill.models.init import he_fan_out_init
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
 
@@ -95,7 +95,7 @@ def _register(name: str) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"RepDistiller's ``{name}`` (= ``{name}_bn``), widths {CONFIGS[name]}."
-    register_model(name)(build)
+    register("model", name, build)
 
 
 for _name in CONFIGS:

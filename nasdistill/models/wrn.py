@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasdistill.models.init import he_fan_out_init
-from nasdistill.models.registry import register_model
+from nasdistill.registry import register
 from nasdistill.models.resnet import pooled_embedding
 from nasdistill.models.staged import StagedModel
 
@@ -119,7 +119,7 @@ def _register(depth: int, widen: int) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"RepDistiller's ``{name}``: WRN depth {depth}, widen factor {widen}."
-    register_model(name)(build)
+    register("model", name, build)
 
 
 for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):

@@ -37,16 +37,18 @@ OMIT_MEMBERS = {
     ("nasdistill.models.staged", "StagedModel"): {"forward_features", "units", "feature_shapes"},
 }
 
-REGISTRY_MODULE = "nasdistill.models.registry"
+#: The registration a copied family module makes, and the registry ``build()`` reads, become this
+#: stub: ``register("model", name, builder)`` (or as a decorator) keeps the builder in ``MODELS``.
+STUBBED = {("nasdistill.registry", "register"), ("nasdistill.models.registry", "MODELS")}
 REGISTRY_STUB = '''MODELS = {}
 
 
-def register_model(name):
+def register(kind, name, builder=None, **meta):
     """Keep a builder of this file under its model name: ``MODELS[name](num_classes, in_channels)``."""
     def keep(builder):
         MODELS[name] = builder
         return builder
-    return keep'''
+    return keep if builder is None else keep(builder)'''
 
 
 class UnsupportedSource(ValueError):
@@ -156,10 +158,10 @@ class SourceWriter:
         if key in self.done:
             return name
         self.done.add(key)
-        if module == REGISTRY_MODULE and name in ("register_model", "MODELS"):
-            self._claim("register_model", (module, "register_model"))
-            self._claim("MODELS", (module, "MODELS"))
-            self.done.update({(module, "register_model"), (module, "MODELS")})
+        if key in STUBBED:
+            for stub in STUBBED:
+                self._claim(stub[1], stub)
+            self.done.update(STUBBED)
             self.chunks.append((REGISTRY_STUB, True))
             return name
         mod = self.module(module)
@@ -256,8 +258,7 @@ class SourceWriter:
 # ---------------------------------------------------------------------------- the two kinds
 def _space_build(writer: SourceWriter, record) -> str:
     from ..models.staged import StagedModel
-    from ..space.blocks import ConvBNReLU, ResStack, ShapeIdentity, Skip, SpaceHead
-    from ..space.ops import CustomOp, IdentityOp, ResBlocks, ZeroOp
+    from ..space.blocks import ConvBNReLU, SpaceHead
 
     def cls(c) -> str:
         return writer.require(c.__module__, c.__name__)
@@ -268,17 +269,10 @@ def _space_build(writer: SourceWriter, record) -> str:
               f"{space.stem_kernel}, {space.stem_stride})"), "    stages = ["]
     for r in layers:
         out = space.layers[r.index].out_channels
-        if isinstance(r.op, ResBlocks):
-            call = f"{cls(ResStack)}({r.in_channels}, {out}, {r.op.kernel}, {r.stride}, {r.op.num_blocks})"
-        elif isinstance(r.op, IdentityOp):
-            call = f"{cls(ShapeIdentity)}({r.in_channels}, {out}, {r.stride})"
-        elif isinstance(r.op, ZeroOp):
-            call = f"{cls(Skip)}()"
-        elif isinstance(r.op, CustomOp):
-            call = f"{writer.callable_name(r.op.builder, f'the builder of custom op {r.op.name!r}')}" \
-                   f"({r.in_channels}, {out}, {r.stride})"
-        else:
-            raise UnsupportedSource(f"op {r.op.name!r} ({type(r.op).__name__}) has no standalone source form")
+        try:
+            call = r.op.source(writer, r.in_channels, out, r.stride)  # each op writes its own line
+        except NotImplementedError as err:
+            raise UnsupportedSource(str(err)) from None
         lines.append(f"        {call},  # {r.label}: {r.choice}, {r.in_channels} -> {r.out_channels} channels, "
                      f"{r.in_hw[0]}x{r.in_hw[1]} -> {r.out_hw[0]}x{r.out_hw[1]}")
     width = layers[-1].out_channels
@@ -303,7 +297,7 @@ def _zoo_build(writer: SourceWriter, record) -> str:
                                 "a standalone model.py would have to import torchvision; use model.pt2 or "
                                 "nasdistill.load")
     if module.startswith("nasdistill.models."):
-        writer.require(REGISTRY_MODULE, "MODELS")
+        writer.require("nasdistill.models.registry", "MODELS")
         writer.include_module(module)
         # the family docstring's first paragraph; the rest may describe nasdistill-only features
         writer.about = (ast.get_docstring(writer.module(module).tree) or "").split("\n\n")[0] or None

@@ -24,7 +24,7 @@ from ..models.config import ModelConfig
 from ..engine.config import TrainConfig
 from ..registry import sectioned_config
 from ..search.config import SearchSection
-from ..teachers import TEACHERS, pipeline_section_defaults
+from ..teachers import TEACHERS, pipeline_section_defaults, reference_teacher
 
 
 def _search_train() -> TrainConfig:
@@ -97,14 +97,15 @@ class PipelineTeachersBase:
     methods: list[str] = field(default_factory=lambda: ["ce", "gtn"])
     seeds: Optional[list[int]] = None
     train: TrainConfig = field(default_factory=_teacher_train)
-    sftn_student_from_search: bool = True   # SFTN grafts the first (smallest target) student
+    student_from_search: bool = True        # teachers that graft a student (SFTN) take the first searched one
     init_from_ce: bool = False              # GTN / SFTN teachers start from the CE teacher of their seed
     calibrate: bool = False                 # distill from each teacher's logits / T_cal (fitted on val)
 
     def __post_init__(self):
-        if self.init_from_ce and "ce" not in self.methods:
-            raise ConfigError.for_key("init_from_ce", f"needs the CE teachers it starts from: add ce "
-                                      f"to teachers.methods (now {self.methods}), or set it to false")
+        reference = reference_teacher()
+        if self.init_from_ce and reference not in self.methods:
+            raise ConfigError.for_key("init_from_ce", f"needs the {reference} teachers it starts from: add "
+                                      f"{reference} to teachers.methods (now {self.methods}), or set it to false")
 
 
 def _distill_train() -> TrainConfig:
@@ -152,7 +153,8 @@ class PipelineConfigBase:
     space: str = "digits_small"
     data: DataConfig = field(default_factory=DataConfig)
     threads: Optional[int] = 1              # torch CPU threads per process (tiny models: 1 is fastest)
-    workers: int = 2                        # training runs in parallel (processes)
+    workers: Union[int, Literal["auto"]] = 2  # runs in parallel (processes); auto: per GPU x runs_per_gpu, or per CPU
+    runs_per_gpu: int = 1                   # runs sharing one GPU at a time (local workers pinned to GPUs)
     search: PipelineSearch = field(default_factory=PipelineSearch)
     students: PipelineStudents = field(default_factory=PipelineStudents)
     export: PipelineExport = field(default_factory=PipelineExport)
@@ -185,12 +187,16 @@ class PipelineConfigBase:
                 raise ConfigError(f"config key 'teachers.seeds' ({seeds}) lacks the distillation seeds "
                                   f"{missing}: the distillation of seed s uses the teacher of seed s; "
                                   "add them, or give one teacher seed for all")
-        if self.workers < 1:
-            raise ConfigError(f"config key 'workers' must be >= 1, got {self.workers}")
-        gtn = getattr(self.teachers, "gtn", None)
-        if gtn is not None and gtn.space not in (None, self.space):
-            raise ConfigError(f"config key 'teachers.gtn.space' ({gtn.space!r}) differs "
-                              f"from 'space' ({self.space!r}): GTN uses the pipeline's space")
+        if self.workers != "auto" and self.workers < 1:
+            raise ConfigError.for_key("workers", f"must be >= 1 or auto, got {self.workers}")
+        if self.runs_per_gpu < 1:
+            raise ConfigError.for_key("runs_per_gpu", f"must be >= 1, got {self.runs_per_gpu}")
+        for name in TEACHERS.having("uses_space"):
+            section = getattr(self.teachers, name, None)
+            if section is not None and section.space not in (None, self.space):
+                raise ConfigError.for_key(f"teachers.{name}.space", f"({section.space!r}) differs from 'space' "
+                                          f"({self.space!r}): {TEACHERS.meta(name, 'display_name', name.upper())} "
+                                          "uses the main job's space; set only 'space'")
         if self.students.sampled < 0:
             raise ConfigError(f"config key 'students.sampled' must be >= 0, got {self.students.sampled}")
         if self.students.random_per_target < 0:

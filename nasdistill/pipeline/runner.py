@@ -30,7 +30,7 @@ from ..engine.run import (ConfigMismatch, config_identity, describe_diff, finger
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
-from .steps import (describe_task, distill_students, export_students, gtn_histories, random_students,
+from .steps import (describe_task, distill_students, export_students, teacher_histories, random_students,
                     sample_students,
                     start_search, start_teachers, teacher_rows, teachers_need_students)
 from .workers import JobPool
@@ -116,8 +116,8 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
             f"({space.size():,} architectures) -> {out}")
     previous_path = out / "stage_times.json"
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
-    # one set of worker processes for the whole job (started with the first run to do)
-    pool = JobPool(cfg.workers) if cfg.workers > 1 and not world.distributed else None
+    # one set of worker processes for the whole job (started with the first run to do), pinned to GPUs
+    pool = backend(cfg, world, log)
     with pool if pool is not None else nullcontext():
         stage = Stage(cfg, stage_mode, log, root=out, pool=pool)
         rows, results, teachers, students = _stages(cfg, out, stage, world, splits, space, times, previous,
@@ -132,7 +132,7 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
         times["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
-    entropy, branch_acc, gate_info = gtn_histories(teachers)
+    entropy, branch_acc, gate_info = teacher_histories(teachers)
     report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
                           branch_history=branch_acc, gate_info=gate_info or None,
                           exports=exported if cfg.export.enabled else None,
@@ -148,6 +148,21 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
     write_json(out / "summary.json", summary)
     log.say(f"done in {times['total']:.0f}s: {report}")
     return summary
+
+
+def backend(cfg, world, log):
+    """The job's worker processes (:class:`~.workers.JobPool`, placed by :mod:`.placement`), or None
+    when its runs run in this process (one worker, or every rank under torchrun)."""
+    from .placement import describe, visible_gpus, worker_count, worker_envs
+
+    if world.distributed:
+        return None
+    gpus = visible_gpus()
+    n = worker_count(cfg.workers, cfg.runs_per_gpu, gpus)
+    if n <= 1 and not gpus:
+        return None
+    log.say(f"runs on {describe(n, gpus, cfg.runs_per_gpu)}")
+    return JobPool(n, worker_envs(n, gpus, cfg.runs_per_gpu))
 
 
 def _stages(cfg, out: Path, stage: Stage, world, splits, space, times: dict, previous: dict,

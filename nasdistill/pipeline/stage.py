@@ -1,5 +1,7 @@
-"""Running one stage of the main job: its runs, reused when finished with the same configuration,
-the others in worker processes; a failure named by its stage."""
+"""Running one stage of the main job: its runs submitted to the job's backend (worker processes, or
+this process), each line said as it finishes; a failure named by its stage. Whether a run is
+reused, resumed or refused is the run's own lifecycle's to decide
+(:func:`~nasdistill.engine.runs.execute`), never the stage's."""
 from __future__ import annotations
 
 import os
@@ -7,10 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine import distributed
-from ..config import to_dict
-from ..engine.run import fingerprint
-from ..engine.rundir import RunDirectory
-from .workers import JobPool, job_config, run_here
+from ..engine.runs import RunSpec
+from .workers import JobPool, run_here
 
 
 class Progress:
@@ -48,6 +48,7 @@ class Stage:
         self.root = Path(root) if root is not None else None   # run folders are named relative to it
         self.ran = 0   # runs executed (not reused) so far
         self.ran_by: dict = {}  # the same, by stage name
+        self.reused_by: dict = {}  # runs reused, by stage name
         #: the job's worker processes (``cfg.workers`` > 1, closed by the job); without it a call
         #: of several runs starts workers of its own for as long as it lasts, and a single run
         #: runs in this process
@@ -55,8 +56,9 @@ class Stage:
 
     @property
     def parallel(self) -> bool:
-        """Whether runs go to worker processes (``workers`` > 1, not under torchrun)."""
-        return self.cfg.workers > 1 and not distributed.world().distributed
+        """Whether runs go to worker processes (a pool, or ``workers`` > 1; not under torchrun)."""
+        return (self.pool is not None or self.cfg.workers == "auto" or self.cfg.workers > 1) \
+            and not distributed.world().distributed
 
     @property
     def queues(self) -> bool:
@@ -64,69 +66,70 @@ class Stage:
         rather than running them before it returns."""
         return self.pool is not None and self.parallel
 
-    def payload(self, kind: str, stage_cfg, run_dir: Path) -> dict:
-        return {"kind": kind, "config": to_dict(stage_cfg), "run_dir": str(run_dir), "mode": self.mode,
-                "threads": self.cfg.threads}
+    def spec(self, kind: str, stage_cfg, run_dir: Path) -> RunSpec:
+        """The :class:`~nasdistill.engine.runs.RunSpec` of one run of this stage."""
+        return RunSpec.of(kind, stage_cfg, run_dir, mode=self.mode, threads=self.cfg.threads,
+                          job=str(self.root) if self.root is not None else None, name=self._name(str(run_dir)))
 
-    def run(self, name: str, payloads: list[dict]) -> list[dict]:
-        """Run (or reuse) every payload; return their results (``result.json``) in order."""
-        return self.start(name, payloads).wait()
+    def run(self, name: str, specs: list) -> list[dict]:
+        """Run every spec; return their results (``result.json``, with ``reused``) in order."""
+        return self.start(name, specs).wait()
 
-    def start(self, name: str, payloads: list[dict]) -> "Pending":
-        """Queue the runs of ``payloads`` that are not finished already (on the job's worker pool,
-        or, without one, run them now); ``.wait()`` returns every result in order."""
-        reused = [_reusable_result(p) for p in payloads]
-        todo = [p for p, r in zip(payloads, reused) if r is None]
-        self.ran += len(todo)
-        self.ran_by[name] = self.ran_by.get(name, 0) + len(todo)
+    def start(self, name: str, specs: list) -> "Pending":
+        """Submit ``specs`` (on the job's worker pool, or, without one, run them now); ``.wait()``
+        returns every result in order."""
         world = distributed.world()
         pool = self.pool if self.queues else None
-        own = pool is None and self.parallel and len(todo) > 1
+        own = pool is None and self.parallel and len(specs) > 1
         if own:
-            pool = JobPool(min(self.cfg.workers, len(todo)))
-        if payloads:
-            how = (f"{min(self.cfg.workers, len(todo))} worker processes" if pool is not None and len(todo) > 1
+            pool = JobPool(min(2 if self.cfg.workers == "auto" else self.cfg.workers, len(specs)))
+        if specs:
+            how = (f"{min(pool.size, len(specs))} worker processes" if pool is not None and len(specs) > 1
                    else "in a worker process" if pool is not None
                    else f"on {world.world_size} ranks" if world.distributed else "one at a time")
-            self.log.say(f"{name}: {len(payloads)} run{'s' if len(payloads) != 1 else ''}, "
-                         f"{len(payloads) - len(todo)} reused"
-                         + (f", {len(todo)} to run ({how})" if todo else ""))
+            self.log.say(f"{name}: {len(specs)} run{'s' if len(specs) != 1 else ''} ({how})")
         # one bar per stage of several runs (a stage of one run says when it is done)
-        bar = self.log.bar(len(todo), name) if len(todo) > 1 else None
+        bar = self.log.bar(len(specs), name) if len(specs) > 1 else None
+        self.ran_by.setdefault(name, 0)
+        self.reused_by.setdefault(name, 0)
 
         def finished(i: int, result: dict) -> None:
             # as each run ends (not when the stage does): the bar, its ETA, and a line for the run
-            line = f"  done {self._name(todo[i]['run_dir'])}: {_accuracy(result)}, {result.get('wall_time_s') or 0:.1f}s"
+            if result.get("reused"):
+                self.reused_by[name] += 1
+                line = f"  reused {specs[i].name}: {_accuracy(result)}"
+            else:
+                self.ran += 1
+                self.ran_by[name] += 1
+                line = f"  done {specs[i].name}: {_accuracy(result)}, {result.get('wall_time_s') or 0:.1f}s"
             if bar is not None and not bar.disable:
                 bar.write(line)
                 bar.update(1)
             else:
                 self.log.say(line)
 
-        def collect(ran: list[dict]) -> list[dict]:
-            fresh = iter(ran)
-            return [r if r is not None else next(fresh) for r in reused]
+        def close_bar() -> None:
+            if bar is not None:
+                bar.close()
 
-        if pool is None or not todo:
+        if pool is None or not specs:
             try:
-                ran = run_here(todo, finished)
+                results = run_here(specs, finished)
             except FloatingPointError as err:
                 raise _stage_error(err, name) from None
             finally:
-                if bar is not None:
-                    bar.close()
-            return Pending(lambda: collect(ran))
-        batch = pool.submit(todo, finished, name)
+                close_bar()
+            return Pending(lambda: results)
+        batch = pool.submit(specs, finished, name)
 
         def wait() -> list[dict]:
             try:
-                results = collect(batch.wait())
+                results = batch.wait()
             except FloatingPointError as err:
                 # a run of another stage sharing the pool may be the one that failed
                 raise _stage_error(err, getattr(err, "batch", None) or name) from None
             finally:
-                if bar is not None:
-                    bar.close()
+                close_bar()
                 if own:
                     pool.kill() if batch.left else pool.close()
             return results
@@ -149,30 +152,14 @@ def _accuracy(result: dict) -> str:
     students = result.get("students")
     if isinstance(students, list):
         return f"{len(students)} students"
+    formats = result.get("max_abs_diff")
+    if isinstance(formats, dict):  # an export
+        return "exported " + ", ".join(k for k, v in formats.items() if v is not None)
     for key, what in (("test_acc", "test"), ("best_acc", "best val")):
         value = result.get(key)
         if isinstance(value, (int, float)):
             return f"{what} {value:.2f}%"
     return "no accuracy"
-
-
-def _reusable_result(payload: dict) -> Optional[dict]:
-    """The result of a finished run whose configuration is this one, else None (checked again,
-    under its lock, by the run)."""
-    rd = RunDirectory(payload["run_dir"])
-    result = rd.finished_result()
-    if result is None:
-        return None
-    manifest = rd.read_manifest() or {}
-    if manifest and manifest.get("kind") == payload["kind"] and \
-            _payload_fingerprint(payload) == manifest.get("fingerprint"):
-        return result
-    return None
-
-
-def _payload_fingerprint(payload: dict) -> str:
-    cfg, method = job_config(payload)
-    return fingerprint(method.identity_of(cfg))
 
 
 def _stage_error(err: FloatingPointError, stage: str) -> FloatingPointError:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from ..models.config import ModelConfig
 from ..engine.rundir import read_metrics
 from ..registry import config_sections
+from .export_run import ExportConfig
 from .stage import Pending, Progress, Stage
 
 
@@ -25,7 +25,6 @@ def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
 def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
     """:func:`search_students`, queued on the stage; ``.wait()`` returns the students."""
     from ..search import SearchConfig, target_folder
-    from ..search.runner import clear_if_students_damaged
     from ..search.students import describe, read_students
 
     targets = [float(t) for t in cfg.search.targets]
@@ -35,23 +34,19 @@ def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
         run_dir = out / "search" / "shared"
         scfg = SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data, train=cfg.search.train,
                             search=dataclasses.replace(section, targets=targets))
-        payload = stage.payload("search", scfg, run_dir)
-        problems = clear_if_students_damaged(run_dir) if run_dir.is_dir() else []
-        if problems:
-            stage.log.say(f"  {problems[0]}: the search is finished again from its checkpoint")
-        pending = stage.start("search", [payload])
+        pending = stage.start("search", [stage.spec("search", scfg, run_dir)])
 
         def entries() -> list[dict]:
             [result] = pending.wait()
             return read_students(run_dir, result)
     else:
-        payloads = []
+        specs = []
         for target in targets:
             scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / target_folder(target)),
                                 data=cfg.data, train=cfg.search.train,
                                 search=dataclasses.replace(section, target=target))
-            payloads.append(stage.payload("search", scfg, Path(scfg.out_dir)))
-        pending = stage.start("search", payloads)
+            specs.append(stage.spec("search", scfg, Path(scfg.out_dir)))
+        pending = stage.start("search", specs)
         entries = pending.wait
 
     def students() -> list[dict]:
@@ -130,9 +125,11 @@ def distill_dir(out: Path, student: str, teacher: str, method: str, seed: int) -
 
 
 def teachers_need_students(cfg) -> bool:
-    """Whether a teacher of the job is built from a student (SFTN grafts the first one): the
-    others can train while the search runs."""
-    return "sftn" in cfg.teachers.methods and cfg.teachers.sftn_student_from_search
+    """Whether a teacher of the job is built from a searched student (metadata ``needs_student``,
+    e.g. SFTN, with ``teachers.student_from_search``): the others can train while the search runs."""
+    from ..teachers import TEACHERS
+
+    return cfg.teachers.student_from_search and any(TEACHERS.meta(m, "needs_student") for m in cfg.teachers.methods)
 
 
 def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
@@ -146,23 +143,28 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
 
 def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
     """:func:`train_teachers`, queued: the first wave of runs is handed to the stage now, the
-    second (teachers started from the CE ones) when ``.wait()`` has the first."""
+    second (teachers started from the reference ones) when ``.wait()`` has the first. What each
+    teacher needs comes from its metadata (:mod:`nasdistill.teachers.registry`): ``uses_space``
+    gets the job's space, ``needs_student`` the first searched student, ``warm_startable`` starts
+    from the reference teacher with ``teachers.init_from_ce``."""
     from ..config import ConfigError
-    from ..teachers import TEACHERS, teacher_config_class
+    from ..teachers import TEACHERS, reference_teacher, teacher_config_class
 
-    warm_started = ("gtn", "sftn")  # the methods init_from_ce starts from the CE teacher
+    warm_started = TEACHERS.having("warm_startable")
+    reference = reference_teacher()
     cls = teacher_config_class()
     sections = {name: getattr(cfg.teachers, name) for name, _ in config_sections(TEACHERS)}
-    if "gtn" in sections:
-        sections["gtn"] = dataclasses.replace(sections["gtn"], space=cfg.space)
-    if "sftn" in sections and cfg.teachers.sftn_student_from_search and students:
-        sections["sftn"] = dataclasses.replace(
-            sections["sftn"], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
+    for name in sections:
+        if TEACHERS.meta(name, "uses_space"):
+            sections[name] = dataclasses.replace(sections[name], space=cfg.space)
+        if TEACHERS.meta(name, "needs_student") and cfg.teachers.student_from_search and students:
+            sections[name] = dataclasses.replace(
+                sections[name], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
     warm = cfg.teachers.init_from_ce
     if warm:
-        if "ce" not in cfg.teachers.methods:
-            raise ConfigError("config key 'teachers.init_from_ce' needs the CE teachers it starts from: "
-                              "add ce to teachers.methods, or set it to false")
+        if reference not in cfg.teachers.methods:
+            raise ConfigError(f"config key 'teachers.init_from_ce' needs the {reference} teachers it starts from: "
+                              f"add {reference} to teachers.methods, or set it to false")
         for m in warm_started:
             if m in cfg.teachers.methods and getattr(sections.get(m), "init_from", None):
                 raise ConfigError(f"config keys 'teachers.init_from_ce' and 'teachers.{m}.init_from' both "
@@ -174,11 +176,11 @@ def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
             own = dict(sections)
             if warm and method in warm_started:
                 own[method] = dataclasses.replace(sections[method],
-                                                  init_from=str(teacher_dir(out, "ce", seed)))
+                                                  init_from=str(teacher_dir(out, reference, seed)))
             tcfg = cls(seed=seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
                        data=cfg.data, train=cfg.teachers.train, **own)
             keys.append((method, seed))
-            payloads.append(stage.payload("teacher", tcfg, run_dir))
+            payloads.append(stage.spec("teacher", tcfg, run_dir))
             later.append(warm and method in warm_started)
     # the CE teachers (and every teacher that starts from nothing) first, then those started from
     # them; within each wave the branch-trained teachers (several times a CE teacher's time) start
@@ -199,7 +201,7 @@ def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
                 results[i] = result
         teachers = {}
         for (method, seed), p, result in zip(keys, payloads, results):
-            teachers[(method, seed)] = {"dir": Path(p["run_dir"]), "result": result}
+            teachers[(method, seed)] = {"dir": Path(p.run_dir), "result": result}
             extra = result.get("init_from_wall_time_s")
             stage.log.say(f"  {method} (seed {seed}): test {_pct(result.get('test_acc'))}, "
                           f"{result.get('wall_time_s', 0):.1f}s"
@@ -240,7 +242,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
                            **sections)
                 metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
                               "teacher_seed": None if teacher == "none" else tseed})
-                payloads.append(stage.payload("distill", dcfg, run_dir))
+                payloads.append(stage.spec("distill", dcfg, run_dir))
     results = stage.run("distill", payloads)
     rows = []
     for meta, result in zip(metas, results):
@@ -255,7 +257,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
 
 def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
     from ..analysis import evaluate_teacher_quality, fit_temperature, predict
-    from ..network.loading import load
+    from ..network import load
 
     rows = []
     held_out = len(splits.val) > 0 and splits.val is not splits.test
@@ -282,21 +284,28 @@ def teacher_rows(cfg, teachers: dict, splits, device) -> list[dict]:
     return rows
 
 
-def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
-    """Per GTN epoch and teacher seed: gate statistics; per epoch and seed of every branch-trained
-    teacher (GTN, SFTN): teacher and branch accuracies, entropies and logit spread
-    (:func:`nasdistill.report.branch_rows`); the gate info."""
+def teacher_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
+    """What the teacher runs logged per epoch, as their metadata (``histories``) says: per epoch and
+    seed of every teacher with ``"branches"``, teacher and branch accuracies, entropies and logit
+    spread (:func:`nasdistill.report.branch_rows`); of every teacher with ``"gates"``, its gate
+    statistics, and the gate information its ``phi.json`` gives. Returns ``(gate rows, branch
+    rows, gate info)``."""
     from ..report import branch_rows
+    from ..teachers import TEACHERS
 
     entropy, branches, info = [], [], None
     for (method, seed), t in sorted(teachers.items(), key=lambda kv: kv[0][1]):
+        histories = TEACHERS.meta(method, "histories", ())
+        if not histories:
+            continue
         metrics = read_metrics(t["dir"])
-        branches += branch_rows(metrics, method, seed)
-        if method != "gtn":
+        if "branches" in histories:
+            branches += branch_rows(metrics, method, seed)
+        if "gates" not in histories:
             continue
         for r in metrics:
             keep = ("phi_entropy", "param_free_mass", "sampled_macs", "pool_macs")
-            entropy.append({"epoch": r["epoch"], "teacher_seed": seed,
+            entropy.append({"epoch": r["epoch"], "teacher": method, "teacher_seed": seed,
                             **{k: v for k, v in r.items() if k.startswith(keep)}})
         phi = Path(t["dir"]) / "phi.json"
         if info is None and phi.is_file():
@@ -311,14 +320,12 @@ def gtn_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
     return entropy, branches, info or {}
 
 
-def export_students(cfg, out: Path, students, rows, results, splits, log: Progress,
-                    stage: Optional[Stage] = None) -> list[dict]:
+def export_students(cfg, out: Path, students, rows, results, splits, log: Progress, stage: Stage) -> list[dict]:
     """Export, per student, the first seed's weights of its best teacher/method (by mean test acc).
 
-    ``results``: each row's run result (``result.json``), in the order of ``rows``. The students
-    whose export folder does not hold these weights yet are exported on the job's worker
-    processes (``stage``'s pool) when there is one, else here."""
-    from ..network.export import finished_export
+    ``results``: each row's run result (``result.json``), in the order of ``rows``. Each export is
+    a run of kind ``export`` (:mod:`.export_run`) submitted to the stage like every other run: its
+    own lifecycle keeps an export folder that holds these weights already."""
     from ..report import describe_source
 
     seed = cfg.distill.seeds[0]
@@ -328,8 +335,8 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
     x = (x / 255.0 if splits.test.images.dtype == torch.uint8 else x)
     mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
     std = torch.tensor(splits.std).view(1, -1, 1, 1)
-    example = (x - mean) / std
-    chosen, todo = [], []
+    example = ((x - mean) / std).tolist()
+    chosen, specs = [], []
     for st in students:
         mine = [r for r in rows if r["student"] == st["student"] and r["test_acc"] is not None]
         if not mine:
@@ -341,38 +348,19 @@ def export_students(cfg, out: Path, students, rows, results, splits, log: Progre
         src = distill_dir(out, st["student"], teacher, method, seed)
         target = out / "students" / st["student"]
         digest = run_results[(st["student"], teacher, method, seed)]["weights_sha256"]
-        info = finished_export(target) or {}
-        # an export folder that holds these weights already is kept (None: export it)
-        current = info if info.get("source_weights_sha256") == digest else None
-        chosen.append((st, target, teacher, method, current))
-        if current is None:
-            todo.append({"kind": "export", "run_dir": str(target), "args": {
-                "src": str(src), "target": str(target), "example_input": example, "onnx": cfg.export.onnx,
-                "source": {"source": str(src.relative_to(out)), "teacher": teacher, "method": method,
-                           "seed": seed, "source_weights_sha256": digest}}})
-    pool = stage.pool if stage is not None and stage.queues and len(todo) > 1 else None
-    done = iter(pool.submit(todo, name="export").wait() if pool is not None
-                else [export_student(**p["args"]) for p in todo])
+        xcfg = ExportConfig(source=str(src), onnx=cfg.export.onnx, example_input=example,
+                            provenance={"source": str(src.relative_to(out)), "teacher": teacher, "method": method,
+                                        "seed": seed, "source_weights_sha256": digest})
+        chosen.append((st, target, teacher, method))
+        specs.append(stage.spec("export", xcfg, target))
     exported = []
-    for st, target, teacher, method, current in chosen:
-        info = current if current is not None else next(done)
+    for (st, target, teacher, method), info in zip(chosen, stage.run("export", specs) if specs else []):
         row = {"student": st["student"], "folder": str(target.relative_to(out)), "teacher": teacher,
                "method": method, "seed": seed, "formats": info.get("max_abs_diff", {})}
         exported.append(row)
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["formats"].items() if v is not None)
         log.say(f"  {row['folder']}: {describe_source(teacher, method, seed)} (reload max |diff| {diffs})")
     return exported
-
-
-def export_student(src: str, target: str, example_input, onnx, source: dict) -> dict:
-    """Export the network of the run ``src`` into ``target`` (:func:`nasdistill.network.export.export_model`,
-    each format reloaded and compared on ``example_input``); its ``export.json`` mapping."""
-    from ..network.export import export_model
-    from ..network import load_with_record
-
-    model, record = load_with_record(Path(src))
-    return export_model(model, Path(target), record=record, example_input=example_input, onnx=onnx,
-                        verbose=False, source=source)
 
 
 def describe_task(cfg, splits) -> str:

@@ -1,10 +1,16 @@
-"""Training runs of the main job in worker processes that never outlive the main process.
+"""The local backend: the main job's runs in worker processes that never outlive the main process.
 
-:func:`run_jobs` runs job payloads (``{"kind": "search"|"teacher"|"distill", "config": {...},
-"run_dir": ..., "mode": ...}``) with ``workers`` processes, or in this process (one worker, or
-under torchrun where every rank takes part in every run), and reports each run as it finishes.
-A :class:`JobPool` keeps its processes for a whole job: every stage submits its runs to it, and
-a stage whose runs are ready queues them while an earlier stage's still train.
+:func:`run_jobs` runs :class:`~nasdistill.engine.runs.RunSpec` s (or their dicts) with ``workers``
+processes, or in this process (one worker, or under torchrun where every rank takes part in every
+run), and reports each run as it finishes; every run goes through
+:func:`~nasdistill.engine.runs.execute`, which alone decides what its folder holds. A
+:class:`JobPool` keeps its processes for a whole job: every stage submits its runs to it, and a
+stage whose runs are ready queues them while an earlier stage's still train.
+
+**Placement.** Each worker may be given environment variables before it starts (its ``env``), set
+before the worker imports torch: a worker pinned to GPU ``g`` sees only that GPU
+(``CUDA_VISIBLE_DEVICES=g``), so a run's ``train.device=auto`` is that GPU
+(:func:`~.placement.worker_envs`).
 
 **No orphans.** Each worker is a fresh Python (running :func:`serve`) started
 with ``subprocess.Popen``; between its fork and its exec the kernel is asked to kill it when its
@@ -99,44 +105,12 @@ def _recv(fd: int):
     return pickle.loads(data)
 
 
-def job_kind(kind: str) -> tuple:
-    """``(config class, RunMethod)`` of a job kind: ``search``, ``teacher`` or ``distill``."""
-    if kind == "search":
-        from ..search import SearchConfig
-        from ..search.runner import SEARCH_RUN
-        return SearchConfig, SEARCH_RUN
-    if kind == "teacher":
-        from ..teachers import teacher_config_class
-        from ..teachers.runner import TEACHER_RUN
-        return teacher_config_class(), TEACHER_RUN
-    if kind == "distill":
-        from ..distill import distill_config_class
-        from ..distill.runner import DISTILL_RUN
-        return distill_config_class(), DISTILL_RUN
-    raise ValueError(f"unknown job kind {kind!r}")
+def run_job(spec) -> dict:
+    """One run (a :class:`~nasdistill.engine.runs.RunSpec` or its dict), in this process or a
+    worker: :func:`~nasdistill.engine.runs.execute`."""
+    from ..engine.runs import execute
 
-
-def job_config(payload: dict) -> tuple:
-    """``(config, RunMethod)`` of a job payload."""
-    from ..config import from_dict
-
-    cls, method = job_kind(payload["kind"])
-    return from_dict(cls, payload["config"]), method
-
-
-def run_job(payload: dict) -> dict:
-    """One training run described by ``payload`` (in this process or a worker)."""
-    from ..engine.run import run_training
-    from ..engine.threads import use_threads
-
-    if payload.get("threads"):
-        use_threads(payload["threads"])
-    if payload["kind"] == "export":  # not a training run: a student's export folder
-        from .steps import export_student
-
-        return export_student(**payload["args"])
-    cfg, method = job_config(payload)
-    return run_training(cfg, method, payload["run_dir"], mode=payload["mode"], verbose=False)
+    return execute(spec)
 
 
 def run_jobs(payloads: list[dict], workers: int, on_done: Optional[Callable[[int, dict], None]] = None,
@@ -195,8 +169,9 @@ class JobPool:
     ends every worker (runs in progress keep their last checkpoint) and is raised by the
     :meth:`Batch.wait` that meets it; nothing queued starts after it."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, envs: Optional[list] = None):
         self.size = workers
+        self.envs = envs  # per worker: environment variables set before it starts (placement)
         self._pool: Optional[_WorkerPool] = None
         self._queue: list = []        # (batch, index in the batch, payload) not yet given
         self._idle: list = []         # workers without a run
@@ -224,7 +199,7 @@ class JobPool:
         if not payloads:
             return batch
         if self._pool is None:
-            self._pool = _WorkerPool(self.size)
+            self._pool = _WorkerPool(self.size, self.envs)
             self._idle = list(self._pool.workers)
         self._queue += [(batch, i, p) for i, p in enumerate(payloads)]
         self._dispatch()
@@ -276,13 +251,13 @@ class JobPool:
 class _Worker:
     """One worker process, its job pipe and its result pipe."""
 
-    def __init__(self, parent: int, prctl, prepare: dict):
+    def __init__(self, parent: int, prctl, prepare: dict, env: Optional[dict] = None):
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         cmd = [sys.executable, "-c", f"from nasdistill.pipeline.workers import serve; serve({job_r}, {res_w}, {parent})"]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(job_r, res_w), preexec_fn=_arm_pdeathsig(prctl, parent),
-                                         stdin=subprocess.DEVNULL, env=_worker_env())
+                                         stdin=subprocess.DEVNULL, env=_worker_env(env))
         finally:
             os.close(job_r)
             os.close(res_w)
@@ -291,8 +266,9 @@ class _Worker:
         self.run_dir: Optional[str] = None
         _send(self.jobs, prepare)
 
-    def give(self, i: int, payload: dict) -> None:
-        self.index, self.run_dir = i, payload.get("run_dir")
+    def give(self, i: int, payload) -> None:
+        self.index = i
+        self.run_dir = payload.get("run_dir") if isinstance(payload, dict) else getattr(payload, "run_dir", None)
         try:
             _send(self.jobs, (i, payload))
         except BrokenPipeError:
@@ -307,7 +283,7 @@ class _Worker:
 
 
 class _WorkerPool:
-    def __init__(self, n: int):
+    def __init__(self, n: int, envs: Optional[list] = None):
         import multiprocessing.spawn as mp_spawn
 
         parent, prctl = os.getpid(), _libc_prctl()
@@ -318,8 +294,8 @@ class _WorkerPool:
         self.workers: list[_Worker] = []
         self.selector = selectors.DefaultSelector()
         try:
-            for _ in range(n):
-                w = _Worker(parent, prctl, prepare)
+            for k in range(n):
+                w = _Worker(parent, prctl, prepare, (envs[k] if envs else None))
                 self.workers.append(w)
                 self.selector.register(w.results, selectors.EVENT_READ, w)
         except BaseException:
@@ -371,8 +347,8 @@ class _WorkerPool:
         self.selector.close()
 
 
-def _worker_env() -> dict:
-    env = dict(os.environ)
+def _worker_env(extra: Optional[dict] = None) -> dict:
+    env = dict(os.environ, **(extra or {}))
     # the worker must import this very nasdistill, wherever it was imported from
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -399,6 +375,8 @@ def serve(jobs: int, results: int, parent: int) -> None:
     except EOFError:
         return
     mp_spawn.prepare(prepare)
+    import nasdistill.pipeline  # noqa: F401  (every run kind registers itself: search, teacher, distill, export)
+
     while True:
         try:
             i, payload = _recv(jobs)
@@ -418,4 +396,4 @@ def serve(jobs: int, results: int, parent: int) -> None:
                 return
 
 
-__all__ = ["Batch", "JobPool", "job_config", "job_kind", "run_here", "run_job", "run_jobs", "serve"]
+__all__ = ["Batch", "JobPool", "run_here", "run_job", "run_jobs", "serve"]

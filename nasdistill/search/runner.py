@@ -5,12 +5,12 @@ import dataclasses
 from pathlib import Path
 
 from ..engine.run import RunMethod, run_training
-from ..engine.rundir import RunDirectory
+from ..registry import register
 from ..space import load_space
 from ..space.cost import CostModel
 from ..supernet import Supernet
 from .checks import check_search_data
-from .config import target_folder
+from .config import SearchConfig, target_folder
 from .students import describe, read_students, student_problems
 from .task import SearchTask
 
@@ -37,7 +37,14 @@ def _check(cfg) -> None:
                          "`nasdistill search`), which gives each target its own run in RUN_DIR/target_<T>/")
 
 
-SEARCH_RUN = RunMethod("search", build_search_task, check=_check, check_data=check_search_data)
+def _verify(rd, result) -> list[str]:
+    """What is missing or differs in a finished search's student folders (the lifecycle checks that
+    they exist; whether each student's weights match its own ``result.json`` is the search's to say)."""
+    return student_problems(rd.path, result)
+
+
+SEARCH_RUN = RunMethod("search", build_search_task, check=_check, check_data=check_search_data, verify=_verify)
+register("run", "search", SEARCH_RUN, config=lambda: SearchConfig)
 
 
 def separate_configs(cfg) -> list:
@@ -75,8 +82,6 @@ def run_search(cfg, run_dir=None, mode: str = "resume", splits=None, device=None
                 "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results), "run_dir": run_dir}
     result = run_training(cfg, SEARCH_RUN, run_dir, mode=mode, splits=splits, device=device, world=world,
                           verbose=verbose)
-    if s.targets is not None and run_dir is not None and student_problems(run_dir, result):
-        result = refinish(cfg, run_dir, splits=splits, device=device, world=world, verbose=verbose)
     if verbose and (world is None or world.is_main):
         for entry in (read_students(run_dir, result) if s.targets is not None and run_dir is not None
                       else result.get("students") or [result]):
@@ -85,29 +90,4 @@ def run_search(cfg, run_dir=None, mode: str = "resume", splits=None, device=None
     return result
 
 
-def clear_if_students_damaged(run_dir) -> list[str]:
-    """Under the run's lock: when a finished search's target folders are missing or differ from its
-    result, clear the result (the next run finishes it again from its checkpoint); return what was
-    wrong (empty: nothing to do). The engine checks that the declared folders exist; whether each
-    student's weights still match its own ``result.json`` is the search's to check."""
-    rd = RunDirectory(run_dir)
-    rd.lock()
-    try:
-        result = rd.finished_result()
-        problems = student_problems(run_dir, result) if result is not None else []
-        if problems:
-            rd.clear_result()
-        return problems
-    finally:
-        rd.unlock()
-
-
-def refinish(cfg, run_dir, splits=None, device=None, world=None, verbose: bool = True) -> dict:
-    """Finish a search run again whose target folders are missing or damaged: its result is
-    cleared and the run resumes from its last checkpoint, which writes every student again."""
-    clear_if_students_damaged(run_dir)
-    return run_training(cfg, SEARCH_RUN, run_dir, mode="resume", splits=splits, device=device, world=world,
-                        verbose=verbose)
-
-
-__all__ = ["SEARCH_RUN", "build_search_task", "clear_if_students_damaged", "refinish", "run_search", "separate_configs"]
+__all__ = ["SEARCH_RUN", "build_search_task", "run_search", "separate_configs"]

@@ -9,7 +9,7 @@
 
 and :func:`space_from_description` rebuilds the identical space (same labels, candidates, costs,
 architecture ids). Built-in candidates (``k{K}_d{D}``, ``identity``, ``zero``) are data; a custom
-candidate is code: it resolves only when the process has registered it (``register_op``), otherwise
+candidate is code: it resolves only when the process has registered it (``register("op", ...)``), otherwise
 a ``ValueError`` names the op and says how to provide it.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def space_from_description(desc: Any, where: str = "space description") -> Searc
             except ValueError:
                 raise ValueError(
                     f"{here}: candidate {name!r} is a custom op (code) that is not registered in "
-                    f"this process; import the module that calls nasdistill.space.register_op("
+                    f"this process; import the module that calls nasdistill.register('op', "
                     f"{name!r}, ...) first, or load with trust_code (it imports the op's code "
                     f"saved with the record)") from None
         built.append(Layer(int(layer["out_channels"]), int(layer["stride"]), list(names),

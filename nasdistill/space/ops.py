@@ -18,14 +18,22 @@ Built-in candidates
                append zero channels up to the layer width (see :class:`~.blocks.ShapeIdentity`).
 ``zero``       the layer is skipped: its input passes through unchanged (channels and resolution).
 
-A built-in op family is an :class:`Op` subclass decorated with :func:`builtin_op`: its
-``from_name(name)`` recognises its names (``k3_d4``), so adding one is one module (the op class,
-its plain module and, if the generic sharing does not suit it, its weight-sharing module) plus its
-test; the space and the supernet only ask ops.
+Every candidate is registered in the ``op`` family (:data:`OPS`, :func:`nasdistill.registry.register`):
 
-Custom candidates are registered with :func:`register_op` (a builder ``(in, out, stride) ->
-nn.Module`` and, optionally, a cost function; by default the cost is measured once per shape
-with ``torch.utils.flop_counter``). They share weights through the default
+- a built-in op family is an :class:`Op` subclass registered under its name form, whose
+  ``from_name(name)`` recognises its names (``k3_d4``), so adding one is one module (the op class,
+  its plain module, its ``model.py`` source (:meth:`Op.source`) and, if the generic sharing does
+  not suit it, its weight-sharing module) plus its test; the space, the supernet and the export
+  only ask ops::
+
+      register("op", "k<K>_d<D>", ResBlocks)
+
+- a custom candidate is a builder ``(in, out, stride) -> nn.Module`` registered under its name,
+  with an optional ``cost`` function (metadata) ``cost(in, out, stride, (H, W)) -> (macs, params)``;
+  by default the cost is measured once per shape with ``torch.utils.flop_counter``::
+
+      register("op", "sep3", sep_conv3)
+      register("op", "sep3b", sep_conv3, cost=my_cost, description="separable 3x3") They share weights through the default
 :meth:`Op.build_shared` (see :func:`nasdistill.space.elastic.share_widest`): one module built
 for the widest input, narrower inputs run the op built for their width with leading slices of its
 tensors, when that is the widest op on the zero-padded input (checked numerically); otherwise
@@ -68,6 +76,24 @@ class Op:
 
     #: ``True`` for the op that removes the layer (its input passes through).
     skips_layer = False
+    #: ``True`` for a parameter-free op whose output only subsamples and pads what arrives: it
+    #: vanishes from an architecture's canonical form (:meth:`SearchSpace.canonical`), so two
+    #: architectures that differ only in such ops build the same network.
+    shape_only = False
+    #: How the space's architecture tables name a layer with this op (None: :meth:`describe`).
+    layer_name: ClassVar[Optional[str]] = None
+
+    def problem_with(self, in_ch: int, out_ch: int, stride: int) -> Optional[str]:
+        """Why this op cannot map ``in_ch`` channels onto a layer of ``out_ch`` (None: it can);
+        a space is refused when a width that can arrive is such a problem."""
+        return None
+
+    def source(self, writer, in_ch: int, out_ch: int, stride: int) -> str:
+        """The ``model.py`` expression that builds this op's plain module; ``writer``
+        (:class:`nasdistill.network.model_source.SourceWriter`) copies the definitions it uses:
+        ``writer.require(module, name)`` returns the local name of a copied definition."""
+        raise NotImplementedError(f"op {self.name!r} ({type(self).__name__}) has no standalone source form: "
+                                  "define its source(writer, in_ch, out_ch, stride)")
 
     def output_shape(self, in_ch: int, out_ch: int, stride: int,
                      hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
@@ -111,30 +137,17 @@ class Op:
         return plain
 
 
-#: Built-in op families (:class:`Op` subclasses with ``from_name``), in registration order.
-BUILTIN_OPS: Registry[type] = Registry("built-in op family")
-
-
-def builtin_op(cls: type) -> type:
-    """Class decorator: make the :class:`Op` subclass ``cls`` a family of built-in candidates.
-
-    ``cls.from_name(name)`` returns the op a name denotes or ``None`` (it may raise ``ValueError``
-    for a name of its form with bad values); ``cls.name_form`` says how its names are written and
-    ``cls.name_examples`` lists a few (for error messages). Its names are reserved: no custom op
-    can be registered under them. Re-running a definition replaces it.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, Op) and callable(getattr(cls, "from_name", None))):
-        raise TypeError(f"builtin_op: {cls!r} must be an Op subclass with a from_name(name) classmethod")
-    BUILTIN_OPS.register(f"{cls.__module__}.{cls.__qualname__}", cls, replace=True)
-    return cls
-
-
 def _builtin(name: str) -> Optional[Op]:
-    for _, family in BUILTIN_OPS.items():
+    for family in _families():
         op = family.from_name(name)
         if op is not None:
             return op
     return None
+
+
+def _families() -> list:
+    """The registered op families (:class:`Op` subclasses), in listing order."""
+    return [entry for _, entry in OPS.items() if isinstance(entry, type)]
 
 
 def _reserved(name: str) -> bool:
@@ -144,7 +157,6 @@ def _reserved(name: str) -> bool:
         return True
 
 
-@builtin_op
 @dataclass(frozen=True)
 class ResBlocks(Op):
     """``depth // 2`` ResNet basic blocks of kernel ``kernel``."""
@@ -197,11 +209,16 @@ class ResBlocks(Op):
     def describe(self):
         return f"ResBlock k{self.kernel} x{self.num_blocks} ({self.depth} convs)"
 
+    def source(self, writer, in_ch, out_ch, stride):
+        stack = writer.require(ResStack.__module__, ResStack.__name__)
+        return f"{stack}({in_ch}, {out_ch}, {self.kernel}, {stride}, {self.num_blocks})"
 
-@builtin_op
+
 @dataclass(frozen=True)
 class IdentityOp(Op):
     name: str = "identity"
+    shape_only = True
+    layer_name: ClassVar[Optional[str]] = "IdentityLayer"
     name_form: ClassVar[str] = "'identity'"
     name_examples: ClassVar[tuple] = ("identity",)
 
@@ -224,12 +241,21 @@ class IdentityOp(Op):
     def describe(self):
         return "identity (parameter-free, onto the layer shape)"
 
+    def problem_with(self, in_ch, out_ch, stride):
+        if in_ch > out_ch:
+            return (f"'identity' cannot map the {in_ch} channels that can arrive onto {out_ch}; remove it or "
+                    "widen the layer")
+        return None
 
-@builtin_op
+    def source(self, writer, in_ch, out_ch, stride):
+        return f"{writer.require(ShapeIdentity.__module__, ShapeIdentity.__name__)}({in_ch}, {out_ch}, {stride})"
+
+
 @dataclass(frozen=True)
 class ZeroOp(Op):
     name: str = "zero"
     skips_layer = True
+    shape_only = True
     name_form: ClassVar[str] = "'zero'"
     name_examples: ClassVar[tuple] = ("zero",)
 
@@ -251,6 +277,9 @@ class ZeroOp(Op):
 
     def describe(self):
         return "zero (layer skipped)"
+
+    def source(self, writer, in_ch, out_ch, stride):
+        return f"{writer.require(Skip.__module__, Skip.__name__)}()"
 
 
 CostFn = Callable[[int, int, int, tuple], tuple]
@@ -307,32 +336,39 @@ class CustomOp(Op):
     def describe(self):
         return self.description or f"custom op {self.name}"
 
+    def source(self, writer, in_ch, out_ch, stride):
+        name = writer.callable_name(self.builder, f"the builder of custom op {self.name!r}")
+        return f"{name}({in_ch}, {out_ch}, {stride})"
 
-#: Custom candidate ops by name (built-in names are recognised by their families, BUILTIN_OPS).
-OPS: Registry[Op] = Registry("candidate op")
 
-
-def register_op(name: str, builder: Callable[[int, int, int], nn.Module],
-                cost: Optional[CostFn] = None, description: str = "") -> CustomOp:
-    """Register a custom candidate op under ``name`` and return it.
-
-    Example::
-
-        def sep_conv(cin, cout, stride):
-            return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
-                                 nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
-                                 nn.ReLU())
-        register_op("sep3", sep_conv)
-    """
+def _op_entry(name: str, obj, meta: dict):
+    """An op family (an :class:`Op` subclass with ``from_name``), stored as it is, or a custom op
+    (a builder, with the metadata ``cost`` and ``description``), stored as a :class:`CustomOp`."""
+    if isinstance(obj, type):
+        if not (issubclass(obj, Op) and callable(getattr(obj, "from_name", None))):
+            raise TypeError(f"op family {name!r}: {obj!r} must be an Op subclass with a from_name(name) "
+                            "classmethod")
+        if meta:
+            raise TypeError(f"op family {name!r}: an op family takes no metadata, got {sorted(meta)}")
+        return obj
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
         raise ValueError(f"op name {name!r} must start with a letter and use only letters, digits, _ and -")
     if _reserved(name):
         raise ValueError(f"op name {name!r} is reserved for a built-in candidate")
-    if not callable(builder):
-        raise ValueError(f"register_op({name!r}): builder must be callable (in, out, stride) -> nn.Module")
-    op = CustomOp(name=name, builder=builder, cost_fn=cost, description=description)
-    OPS.register(name, op, replace=True)  # re-running a definition replaces it
-    return op
+    if not callable(obj):
+        raise ValueError(f"op {name!r}: the builder must be callable (in, out, stride) -> nn.Module")
+    unknown = sorted(set(meta) - {"cost", "description"})
+    if unknown:
+        raise TypeError(f"op {name!r}: unknown metadata {unknown}; a custom op declares cost and description")
+    return CustomOp(name=name, builder=obj, cost_fn=meta.get("cost"), description=meta.get("description") or "")
+
+
+#: Every candidate: op families (their names recognised by ``from_name``) and custom ops by name.
+#: Re-running a definition replaces its entry.
+OPS: Registry = Registry("op", make_entry=_op_entry, replace=True, what="candidate op")
+OPS.register("k<K>_d<D>", ResBlocks)
+OPS.register("identity", IdentityOp)
+OPS.register("zero", ZeroOp)
 
 
 def get_op(spec: "str | Op") -> Op:
@@ -344,14 +380,15 @@ def get_op(spec: "str | Op") -> Op:
     op = _builtin(spec)
     if op is not None:
         return op
-    if spec in OPS:
+    custom = [n for n, entry in OPS.items() if not isinstance(entry, type)]
+    if spec in custom:
         return OPS.get(spec)
-    families = [family for _, family in BUILTIN_OPS.items()]
+    families = _families()
     examples = [n for family in families for n in getattr(family, "name_examples", ())]
     forms = ", ".join(getattr(family, "name_form", family.__name__) for family in families)
-    raise ValueError(f"unknown candidate op {spec!r}:{did_you_mean(spec, [*examples, *OPS])} "
-                     f"use {forms}, or register it with nasdistill.space.register_op; registered: "
-                     f"{sorted(OPS)}")
+    raise ValueError(f"unknown candidate op {spec!r}:{did_you_mean(spec, [*examples, *custom])} "
+                     f"use {forms}, or register it with nasdistill.register(\"op\", name, builder); registered: "
+                     f"{sorted(custom)}")
 
 
 def resnet_choices(kernels=(3, 5), depths=(2, 4, 6)) -> list[str]:

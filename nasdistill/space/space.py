@@ -131,12 +131,11 @@ class SearchSpace:
         self._label_choices = label_choices
         self._arriving = self._arriving_states()
         for i, layer in enumerate(self.layers):
-            if "identity" in self._ops[i]:
-                widest = max(ch for ch, _ in self._arriving[i])
-                if widest > layer.out_channels:
-                    raise ValueError(
-                        f"space {self.name!r}, layer {i + 1}: 'identity' cannot map the {widest} "
-                        f"channels that can arrive onto {layer.out_channels}; remove it or widen the layer")
+            widest = max(ch for ch, _ in self._arriving[i])
+            for op in self._ops[i].values():
+                problem = op.problem_with(widest, layer.out_channels, layer.stride)
+                if problem:
+                    raise ValueError(f"space {self.name!r}, layer {i + 1}: {problem}")
 
     def adapted(self, num_classes: Optional[int] = None, input_size: Optional[tuple] = None) -> "SearchSpace":
         """This space for ``num_classes`` classes and ``input_size`` (C, H, W) inputs: the same
@@ -247,8 +246,8 @@ class SearchSpace:
         """The network ``arch`` denotes, independent of how it is spelled.
 
         A tuple of ``(choice, in_channels, out_channels, stride, in_hw)`` for every layer with
-        parameters, then ``("end", channels, hw)`` read by the head. Parameter-free layers
-        (``zero``, ``identity``) vanish: a run of them maps the shape before the run to the shape
+        parameters, then ``("end", channels, hw)`` read by the head. Shape-only layers
+        (:attr:`~.ops.Op.shape_only`: ``zero``, ``identity``) vanish: a run of them maps the shape before the run to the shape
         after it, both fixed by the neighbouring tokens, and whatever their order they compute the
         same subsample-and-pad. Two architectures build the same network exactly when their
         canonical forms are equal.
@@ -260,7 +259,7 @@ class SearchSpace:
 
     def _token(self, i: int, name: str, state: tuple):
         op = self._ops[i][name]
-        if op.skips_layer or name == "identity":
+        if op.shape_only:
             return None
         layer = self.layers[i]
         return (name, state[0], layer.out_channels, layer.stride, tuple(state[1]))
@@ -338,8 +337,8 @@ class SearchSpace:
         for r in layers:
             if r.skipped:
                 rows.append((f"{r.label}: skipped", r.in_channels, r.out_channels, "-", "-"))
-            elif r.choice == "identity":
-                rows.append((f"{r.label}: IdentityLayer", r.in_channels, r.out_channels, "-", r.stride))
+            elif r.op.layer_name:
+                rows.append((f"{r.label}: {r.op.layer_name}", r.in_channels, r.out_channels, "-", r.stride))
             else:
                 rows.append((f"{r.label}: {r.op.describe()}", r.in_channels, r.out_channels,
                              getattr(r.op, "kernel", "-"), r.stride))

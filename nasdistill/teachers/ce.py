@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from ..engine.task import StepOutput, TrainTask
-from .registry import register_teacher
+from ..registry import register
 
 
 @dataclass
@@ -43,4 +43,5 @@ def make_ce_task(cfg, model, splits) -> CETask:
     return CETask(model, cfg.ce.label_smoothing)
 
 
-register_teacher("ce", CEConfig, make_ce_task, help="plain cross-entropy", display_name="CE", order=10)
+register("teacher", "ce", make_ce_task, config=CEConfig, help="plain cross-entropy", display_name="CE", order=10,
+         reference=True)

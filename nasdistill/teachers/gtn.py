@@ -59,7 +59,7 @@ from ..supernet.gates import frozen_bn_stats
 from .exploration import ExplorationMonitor, clamp_logits, kl_to_uniform, project
 from .grafting import (Branch, BranchedTeacher, Transform, block_output_shapes, kl_branch_teacher,
                        sftn_loss, split_even, teacher_blocks)
-from .registry import register_teacher
+from ..registry import register
 from .sftn import BranchTeacherTask, check_warmup_keys
 
 @dataclass
@@ -316,6 +316,7 @@ def make_gtn_task(cfg, model, splits) -> GTNTask:
 
 
 # The embedded main job's ~150 phi steps need a larger step than the paper's 1e-3 over 240 epochs
-register_teacher("gtn", GTNConfig, make_gtn_task,
-                 help="generic teacher conditioned on supernet students (GTN)", order=20,
-                 pipeline_defaults={"phi_lr": 0.02})
+register("teacher", "gtn", make_gtn_task, config=GTNConfig,
+         help="generic teacher conditioned on supernet students (GTN)", order=20,
+         pipeline_defaults={"phi_lr": 0.02}, headline=True, uses_space=True, warm_startable=True,
+         histories=("branches", "gates"))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.task import StepOutput, TrainTask
-from .registry import register_teacher
+from ..registry import register
 
 _REDUCTIONS = ("mean", "sum_classes")
 
@@ -88,5 +88,5 @@ def make_mse_task(cfg, model, splits) -> MSETask:
     return MSETask(model, cfg.mse.reduction, cfg.mse.weight)
 
 
-register_teacher("mse", MSEConfig, make_mse_task, help="Brier loss MSE(softmax(z), one-hot(y))",
-                 display_name="MSE", order=40)
+register("teacher", "mse", make_mse_task, config=MSEConfig, help="Brier loss MSE(softmax(z), one-hot(y))",
+         display_name="MSE", order=40)

@@ -15,7 +15,8 @@ from typing import Optional
 from ..config import ConfigError
 from ..engine.run import NOT_IDENTITY, RunMethod, config_identity, other_method_sections, run_training
 from ..network.record import ModelRecord
-from .registry import get_teacher
+from ..registry import register
+from .registry import get_teacher, teacher_config_class
 
 
 def init_key(cfg) -> Optional[str]:
@@ -114,6 +115,7 @@ def check_teacher(cfg) -> None:
 
 
 TEACHER_RUN = RunMethod("teacher", build_teacher_task, identity=teacher_identity, check=check_teacher)
+register("run", "teacher", TEACHER_RUN, config=teacher_config_class)
 
 
 def run_teacher(cfg, run_dir=None, mode: str = "resume", splits=None, device=None, world=None,

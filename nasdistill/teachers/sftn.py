@@ -23,7 +23,7 @@ from .branch_eval import branch_accuracies
 from .branch_stats import BranchStepStats
 from .grafting import (Branch, BranchedTeacher, StudentSuffix, Transform, blocks_from_sizes,
                        block_output_shapes, sftn_loss, split_even, teacher_blocks)
-from .registry import register_teacher
+from ..registry import register
 
 
 @dataclass
@@ -154,5 +154,6 @@ def make_sftn_task(cfg, model, splits) -> SFTNTask:
     return SFTNTask(branched, c)
 
 
-register_teacher("sftn", SFTNConfig, make_sftn_task,
-                 help="student-friendly teacher with branches of one student (SFTN)", order=30)
+register("teacher", "sftn", make_sftn_task, config=SFTNConfig,
+         help="student-friendly teacher with branches of one student (SFTN)", order=30,
+         needs_student=True, warm_startable=True, histories=("branches",))

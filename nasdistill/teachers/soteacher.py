@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..engine.task import StepOutput, TrainTask
 from .lipschitz import lip1
-from .registry import register_teacher
+from ..registry import register
 
 
 @dataclass
@@ -184,6 +184,5 @@ def make_soteacher_task(cfg, model, splits) -> SoTeacherTask:
                          start_epoch=s.start_epoch, ramp_epochs=ramp)
 
 
-register_teacher("soteacher", SoTeacherConfig, make_soteacher_task,
-                 help="CE + Lipschitz + consistency to running per-sample targets",
-                 display_name="SoTeacher", order=50)
+register("teacher", "soteacher", make_soteacher_task, config=SoTeacherConfig,
+         help="CE + Lipschitz + consistency to running per-sample targets", display_name="SoTeacher", order=50)

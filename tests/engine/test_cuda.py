@@ -19,6 +19,7 @@ import time
 import pytest
 import torch
 
+from nasdistill.engine.run import RunFolder
 from nasdistill.cli import main
 
 DEVICE = os.environ.get("NASDISTILL_TEST_DEVICE", "cuda")
@@ -154,4 +155,5 @@ def test_graphed_step_stops_on_a_non_finite_loss(tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=64, lr=1e6, schedule="constant", milestones=[], device=DEVICE,
                       cuda_graphs=True, check_every=5)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        Trainer(cfg, CETask(create_model("resnet8", 10, 1)), train, val, tmp_path / "run", verbose=False).fit()
+        Trainer(cfg, CETask(create_model("resnet8", 10, 1)), train, val, folder=RunFolder.at(tmp_path / "run"),
+                verbose=False).fit()

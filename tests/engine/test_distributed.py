@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+from nasdistill.engine.run import RunFolder
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import (
     StepOutput,
@@ -92,7 +93,7 @@ def train(out_dir: Path, kind: str = "masked") -> dict:
     task = MaskedTask() if kind == "masked" else FixedTask()
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, nesterov=True, weight_decay=5e-4,
                       schedule="cosine", device="cpu")
-    trainer = Trainer(cfg, task, tr, val, out_dir / "run", verbose=False)
+    trainer = Trainer(cfg, task, tr, val, folder=RunFolder.at(out_dir / "run"), verbose=False)
     result = trainer.fit()
     torch.save({k: v.detach().clone() for k, v in task.model.state_dict().items()},
                out_dir / f"rank{w.rank}.pt")

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from nasdistill.engine.run import RunFolder
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import (
     StepOutput,
@@ -56,7 +57,7 @@ def test_schedules_match_formulas_and_torch():
 def test_programmatic_run_learns_and_logs_schedule(digits, tmp_path):
     train, val, test = digits
     c = cfg(epochs=3, schedule="multistep", milestones=[1, 2], lr=0.2, optimizer="sgd", nesterov=True)
-    result = Trainer(c, CETask(linear()), train, val, tmp_path / "run", verbose=False,
+    result = Trainer(c, CETask(linear()), train, val, folder=RunFolder.at(tmp_path / "run"), verbose=False,
                      test_loader=test).fit()
     assert result["best_acc"] > 85 and result["test_acc"] > 80 and result["epochs"] == 3
     rows = read_metrics(tmp_path / "run")
@@ -135,7 +136,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(digits, tmp_path):
     task = ExplodingTask(linear())
     run = tmp_path / "run"
     with pytest.raises(FloatingPointError) as err:
-        Trainer(cfg(epochs=3), task, train, val, run, verbose=False).fit()
+        Trainer(cfg(epochs=3), task, train, val, folder=RunFolder.at(run), verbose=False).fit()
     msg = str(err.value)
     assert "epoch 2" in msg and "step 3" in msg and "'ce': nan" in msg and "last.ckpt" in msg
     ckpt = load_checkpoint(run / "last.ckpt")
@@ -145,14 +146,3 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(digits, tmp_path):
     assert not (run / "model.safetensors").exists() and not (run / "result.json").exists()
 
 
-def test_existing_run_needs_resume_and_finished_resume_is_noop(digits, tmp_path, capsys):
-    train, val, _ = digits
-    run = tmp_path / "run"
-    first = Trainer(cfg(epochs=1), CETask(linear()), train, val, run, verbose=False).fit()
-    with pytest.raises(FileExistsError, match="resume"):
-        Trainer(cfg(epochs=1), CETask(linear()), train, val, run, verbose=False)
-    before = (run / "model.safetensors").read_bytes()
-    again = Trainer(cfg(epochs=1), CETask(linear()), train, val, run, resume=True).fit()
-    assert "already finished" in capsys.readouterr().out
-    assert again["best_acc"] == first["best_acc"]
-    assert (run / "model.safetensors").read_bytes() == before and len(read_metrics(run)) == 1

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from nasdistill.engine.run import RunFolder
 from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import TrainConfig, Trainer
 from nasdistill.engine.cuda_graphs import GraphedStep
@@ -80,8 +81,8 @@ def test_non_finite_guard_names_the_exact_step_whatever_the_check_cadence(splits
     train, val, _ = loaders_for(splits, 64, "cpu", seed=0)
     run = tmp_path / "run"
     with pytest.raises(FloatingPointError) as err:
-        Trainer(cfg(epochs=3, batch_size=64, check_every=check_every), ExplodingTask(net()), train, val, run,
-                verbose=False).fit()
+        Trainer(cfg(epochs=3, batch_size=64, check_every=check_every), ExplodingTask(net()), train, val,
+                folder=RunFolder.at(run), verbose=False).fit()
     msg = str(err.value)
     steps = len(train)
     assert f"epoch 2 (step 3 of the epoch, global step {steps + 3})" in msg and "'ce': nan" in msg

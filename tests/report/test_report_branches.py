@@ -109,8 +109,8 @@ def test_branch_rows_keeps_branch_and_teacher_keys_only():
     assert branch_rows(ce, "ce", 0) == []  # a teacher without branches has no rows
 
 
-def test_gtn_histories_collects_gtn_and_sftn_teachers(tmp_path):
-    from nasdistill.pipeline.steps import gtn_histories
+def test_teacher_histories_collects_gtn_and_sftn_teachers(tmp_path):
+    from nasdistill.pipeline.steps import teacher_histories
 
     teachers = {}
     for method, seed in (("ce", 0), ("gtn", 0), ("sftn", 0), ("gtn", 1), ("sftn", 1)):
@@ -120,7 +120,7 @@ def test_gtn_histories_collects_gtn_and_sftn_teachers(tmp_path):
                 else metrics_rows(method, seed, epochs=2))
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         teachers[(method, seed)] = {"dir": d}
-    gates, branches, _info = gtn_histories(teachers)
+    gates, branches, _info = teacher_histories(teachers)
     assert {(r["teacher"], r["teacher_seed"]) for r in branches} == {("gtn", 0), ("gtn", 1), ("sftn", 0),
                                                                      ("sftn", 1)}
     assert len(branches) == 8 and len(gates) == 4  # gates: GTN only

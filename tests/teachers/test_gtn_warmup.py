@@ -214,12 +214,12 @@ def _recording_stage(cfg):
     from nasdistill.pipeline.stage import Pending, Progress, Stage
 
     class RecordingStage(Stage):
-        def start(self, name, payloads):
-            self.calls.append([(p["config"]["method"], p["config"]["seed"],
-                                p["config"][p["config"]["method"]].get("init_from")
-                                if p["config"]["method"] in ("gtn", "sftn") else None) for p in payloads])
+        def start(self, name, specs):
+            self.calls.append([(p.config["method"], p.config["seed"],
+                                p.config[p.config["method"]].get("init_from")
+                                if p.config["method"] in ("gtn", "sftn") else None) for p in specs])
             return Pending(lambda: [{"wall_time_s": 10.0 * (1 + i), "test_acc": 90.0}
-                                    for i in range(len(payloads))])
+                                    for i in range(len(specs))])
 
     stage = RecordingStage(cfg, "resume", Progress(False))
     stage.calls = []
