@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasdistill.space import Layer, SearchSpace, register_op, resnet_choices
+from nasdistill.registry import register
+from nasdistill.space import Layer, SearchSpace, resnet_choices
 
 
 def sep_conv3(in_channels: int, out_channels: int, stride: int) -> nn.Module:
@@ -23,7 +24,7 @@ def sep_conv3(in_channels: int, out_channels: int, stride: int) -> nn.Module:
 
 
 # Without a cost function, nasdistill measures the op once per shape (params + FLOPs / 2).
-register_op("sep3", sep_conv3, description="separable 3x3 conv")
+register("op", "sep3", sep_conv3, description="separable 3x3 conv")
 
 CANDIDATES = resnet_choices(kernels=(3, 5), depths=(2, 4)) + ["sep3", "identity", "zero"]
 

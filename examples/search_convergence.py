@@ -51,7 +51,7 @@ def search_config(overrides: list[str], data: str, seed: int, run_dir: Path):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("NASDISTILL_PROGRESS", "0")
-    from nasdistill.engine.threads import use_threads
+    from nasdistill.engine.runtime import use_threads
     from nasdistill.search.runner import run_search
     from nasdistill.search.students import read_students
 

@@ -21,9 +21,9 @@ from nasdistill.distill import DISTILLERS, build_distiller, distill_config_class
 from nasdistill.config import ConfigError, load_config, to_dict
 from nasdistill.data.config import DataConfig
 from nasdistill.models import create_model
-from nasdistill.registry import Registry, config_sections, import_submodules, submodule_names
+from nasdistill.registry import Registry, config_sections, import_submodules, register, submodule_names
 from nasdistill.report import tables
-from nasdistill.teachers import (TEACHERS, get_teacher, pipeline_section_defaults, register_teacher,
+from nasdistill.teachers import (TEACHERS, get_teacher, pipeline_section_defaults,
                                  teacher_config_class)
 
 
@@ -107,9 +107,9 @@ def test_every_bench_module_is_a_registered_bench():
     assert via_command is BENCHES
     assert BENCHES.names() == submodule_names("nasdistill.bench")
     assert {"loader", "supernet", "latency", "teachers", "kd"} <= set(BENCHES)
-    for name, path in BENCHES.items():
-        module = importlib.import_module(path)
-        assert module.HELP and callable(module.add_arguments) and callable(module.run), name
+    for name, run in BENCHES.items():
+        assert callable(run) and BENCHES.meta(name, "help") and callable(BENCHES.meta(name, "arguments")), name
+        assert run.__module__ == f"nasdistill.bench.{name}"  # one module, one benchmark
 
 
 # --------------------------------------------------------------------------- metadata of the built-ins
@@ -155,8 +155,8 @@ def test_datasets_declare_their_default_space():
 
 TOY_DATASET = """
     import torch
-    from nasdistill.data.registry import register_dataset
     from nasdistill.data.splits import DatasetSplits, Split
+    from nasdistill.registry import register
 
 
     def load_toy_splits(seed=0, val_size=0, n_train=6):
@@ -167,8 +167,8 @@ TOY_DATASET = """
                              input_size=(1, 4, 4), mean=(0.5,), std=(0.25,), augment=False)
 
 
-    register_dataset("toy-data", load_toy_splits, default_space="digits_small", order=5,
-                     display_name="Toy data")
+    register("dataset", "toy-data", load_toy_splits, default_space="digits_small", order=5,
+             display_name="Toy data")
 """
 
 
@@ -192,8 +192,8 @@ def test_a_dataset_is_one_module(module_from):
 TOY_TEACHER = """
     from dataclasses import dataclass
 
+    from nasdistill.registry import register
     from nasdistill.teachers.ce import CETask
-    from nasdistill.teachers.registry import register_teacher
 
 
     @dataclass
@@ -205,8 +205,8 @@ TOY_TEACHER = """
         return CETask(model, cfg.toyteacher.smoothing)
 
 
-    register_teacher("toyteacher", ToyTeacherConfig, make_toy_task, help="a toy", display_name="ToyT",
-                     order=15, pipeline_defaults={"smoothing": 0.05})
+    register("teacher", "toyteacher", make_toy_task, config=ToyTeacherConfig, help="a toy", display_name="ToyT",
+             order=15, pipeline_defaults={"smoothing": 0.05})
 """
 
 
@@ -227,7 +227,8 @@ def test_a_teacher_is_one_module(module_from):
     # the main job's sections take the defaults it declares; a field it lacks is refused by name
     assert pipeline_section_defaults() == {"toyteacher": {"smoothing": 0.05}, "gtn": {"phi_lr": 0.02}}
     with pytest.raises(ValueError, match=r"pipeline_defaults names \['smoothin'\]"):
-        register_teacher("toyteacher", type(cfg.toyteacher), None, pipeline_defaults={"smoothin": 0.1})
+        register("teacher", "toyteacher", lambda *a: None, config=type(cfg.toyteacher),
+                 pipeline_defaults={"smoothin": 0.1})
 
 
 # --------------------------------------------------------------------------- distillation methods
@@ -239,7 +240,7 @@ TOY_DISTILLER = """
     from nasdistill.distill.base import Distiller
     from nasdistill.distill.kd import KDDistiller
     from nasdistill.distill.losses import kd_loss
-    from nasdistill.distill.registry import register_distiller
+    from nasdistill.registry import register
 
 
     @dataclass
@@ -247,13 +248,8 @@ TOY_DISTILLER = """
         temperature: float = 2.0
 
 
-    @register_distiller
+    @register("distiller", "toykd", config=ToyKDConfig, display_name="ToyKD", order=15, reads_features=False)
     class ToyKDDistiller(Distiller):
-        name = "toykd"
-        display_name = "ToyKD"
-        order = 15
-        config_class = ToyKDConfig
-        reads_features = False
 
         def forward_train(self, x, y, idx=None, epoch=0):
             logits = self.student(x)
@@ -261,9 +257,9 @@ TOY_DISTILLER = """
                             "loss_kd": kd_loss(logits, self.teacher(x), self.cfg.temperature)}
 
 
-    @register_distiller
+    @register("distiller", "subkd")
     class PlainSubclass(KDDistiller):
-        name = "subkd"
+        pass
 """
 
 

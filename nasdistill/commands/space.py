@@ -80,9 +80,9 @@ def _input_size(text):
 def read_arch(text: str, space) -> dict:
     """An architecture of ``space`` from a JSON string, a JSON file (a bare mapping, ``{"arch": ...}``
     or a model record) or a folder holding ``model.json``."""
-    from ..network.source import arch_and_space, read_model_source
+    from ..network.source import read_model_source
 
-    arch, _ = arch_and_space(read_model_source(text, "architecture"))
+    arch = read_model_source(text, "architecture").arch
     if arch is None:
         raise ValueError(f"architecture {text!r} describes a zoo model, not an architecture of {space.name}")
     return space.validate(arch)

@@ -35,10 +35,9 @@ def student_source(student) -> Optional[dict]:
     if student.arch is None:
         return None
     found = read_model_source(student.arch, "student.arch")
-    if isinstance(found, ModelRecord):
-        return found.to_json()
-    arch, space = found
-    return {"arch": arch, "space": student.space or space}
+    if found.record is not None:
+        return found.record.to_json()
+    return {"arch": found.arch, "space": student.space or found.space}
 
 
 # ---------------------------------------------------------------------------- the teacher
@@ -141,7 +140,8 @@ def build_distill_task(cfg, splits, loaders, device, world) -> DistillTask:
     task = DistillTask(student, distiller, cache)
     task.network_record = record
     task.info = {"method": cfg.method, "student": record.to_json(),
-                 "teacher": str(Path(cfg.teacher).resolve()) if teacher is not None else None,
+                 # relative to the run's folder: records hold no absolute paths
+                 "teacher": relative_path(cfg.teacher, cfg.out_dir) if teacher is not None else None,
                  "cache_teacher_logits": cfg.cache_teacher_logits}
     if temperature is not None:
         task.info["teacher_temperature"] = temperature
@@ -174,6 +174,13 @@ def check_calibration_data(cfg, splits, key: str = "calibrate_teacher") -> None:
         raise ConfigError.for_key(key, f"needs a validation split (the temperature is fitted on it, never on "
                                        f"the test split), and data {cfg.data.name!r} has none of its own; set "
                                        "data.val_size, e.g. data.val_size=5000")
+
+
+def relative_path(path, start) -> str:
+    """``path`` relative to the folder ``start`` (as both are given, relative or absolute)."""
+    import os
+
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(start))
 
 
 def prepare_distill(cfg, splits, device="cpu", verbose: bool = False) -> DistillTask:

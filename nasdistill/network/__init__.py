@@ -21,10 +21,10 @@ from .loading import (build_with_weights, load, load_pt2, load_weights, load_wit
                       state_dict_diff, supernet_modules)
 from .record import CODE_DIR, FILENAME, FORMAT, VERSION, ModelRecord
 from .export import export_model, finished_export, format_result, onnx_available
-from .source import SourceNames, arch_and_space, read_model_source, record_from_source
+from .source import ModelSource, SourceNames, read_model_source, record_from_source
 
 __all__ = ["CODE_DIR", "DigestMismatch", "EXPORT_INFO", "FILENAME", "FILES", "FORMAT", "ModelRecord",
-           "RUN_FILES", "RUN_RESULT", "SourceNames", "VERSION", "arch_and_space", "build_with_weights",
+           "RUN_FILES", "RUN_RESULT", "ModelSource", "SourceNames", "VERSION", "build_with_weights",
            "export_model", "finished_export", "format_result", "load", "onnx_available",
            "load_pt2", "load_weights", "load_with_record", "read_model_source", "read_record",
            "record_from_source", "recorded_digests", "sha256_file", "state_dict_diff", "supernet_modules",

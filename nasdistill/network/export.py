@@ -271,7 +271,7 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
         if diffs[fmt] is None and (out / name).exists():
             (out / name).unlink()
     cost = _cost(rec, model)
-    result = {"folder": str(out), "kind": rec.kind, "model": rec.arch_id or rec.name,
+    result = {"kind": rec.kind, "model": rec.arch_id or rec.name,
               "macs": cost["macs"], "params": cost["params"], "input_size": list(input_size),
               "batches": [int(x.shape[0]), int(check.shape[0])], "max_abs_diff": diffs,
               "files": {fmt: {"file": name, "bytes": (out / name).stat().st_size,
@@ -280,7 +280,7 @@ def export_model(model: nn.Module, out_dir: PathLike, *, space=None, arch: Optio
               "skipped": skipped, "errors": errors, **extra, **dict(source or {})}
     write_json(out / "export.json", result)
     if verbose:
-        print(format_result(result))
+        print(format_result(result, out))
     return result
 
 
@@ -376,12 +376,12 @@ def _write_onnx(model, x, out: Path, compare) -> tuple[float, str]:
     return diff, exporter
 
 
-def format_result(result: Mapping) -> str:
+def format_result(result: Mapping, folder) -> str:
     """A short table: one line per format with its max |difference| or why it is missing."""
-    lines = [f"exported {result['kind']} model {result['model']} to {result['folder']} "
+    lines = [f"exported {result['kind']} model {result['model']} to {folder} "
              f"(MACs {result['macs']:,}, params {result['params']:,})"
              if result.get("macs") is not None else
-             f"exported {result['kind']} model {result['model']} to {result['folder']}"]
+             f"exported {result['kind']} model {result['model']} to {folder}"]
     for fmt, name in FILES.items():
         diff = result["max_abs_diff"].get(fmt)
         if diff is not None:

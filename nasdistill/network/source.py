@@ -2,8 +2,8 @@
 one resolver from such a source (and optionally a space) to a :class:`ModelRecord`.
 
 :func:`read_model_source` is the one parser for "a network given as a mapping, JSON text, a JSON
-file or a folder": it returns a full record, or a bare architecture mapping (with the space name
-when the source names one). :func:`record_from_source` turns what it read into the record of a
+file or a folder": it returns a :class:`ModelSource`, what the source gives -- a full record, or a
+bare architecture mapping with the space name when the source names one. :func:`record_from_source` turns what it read into the record of a
 network for given data; the config's ``model``/``student`` sections
 (:meth:`ModelRecord.from_config`), ``nasdistill export`` on a JSON file and
 :func:`~nasdistill.network.export.export_model` all go through it::
@@ -23,21 +23,33 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 from .record import FILENAME, FORMAT, ModelRecord, _load_json
 
 
 # ---------------------------------------------------------------------------- the one parser
-def read_model_source(value: Any, where: str = "model") -> "Union[ModelRecord, tuple[dict, Optional[str]]]":
-    """Read "a network" given as a mapping, JSON text, a JSON file, or a folder with ``model.json``
-    (or a :class:`ModelRecord`, returned as it is).
+@dataclass(frozen=True)
+class ModelSource:
+    """What a network source gives: ``record``, the full record when the source is one (None for a
+    bare architecture); ``arch``, the architecture (the record's for a space network, None for a
+    zoo model); ``space``, the name of the space it names (None when it names none)."""
 
-    Returns a :class:`ModelRecord` when the source is a full record, else ``(arch, space_name)``:
-    a bare architecture mapping and the space it names (``{"space": ..., "arch": {...}}``) or None.
-    """
+    record: Optional[ModelRecord] = None
+    arch: Optional[dict] = None
+    space: Optional[str] = None
+
+    @classmethod
+    def of_record(cls, record: ModelRecord) -> "ModelSource":
+        return cls(record, record.arch, (record.space or {}).get("name"))
+
+
+def read_model_source(value: Any, where: str = "model") -> ModelSource:
+    """Read "a network" given as a mapping, JSON text, a JSON file, or a folder with ``model.json``
+    (or a :class:`ModelRecord`): a :class:`ModelSource` (the full record when the source is one,
+    else the bare architecture mapping and the space it names, ``{"space": ..., "arch": {...}}``)."""
     if isinstance(value, ModelRecord):
-        return value
+        return ModelSource.of_record(value)
     raw = value
     if isinstance(value, (str, os.PathLike)):
         text = str(value)
@@ -62,21 +74,13 @@ def read_model_source(value: Any, where: str = "model") -> "Union[ModelRecord, t
                          f"{type(raw).__name__}")
     if raw.get("format") in (FORMAT, "nasdistill-export") or (
             "kind" in raw and "num_classes" in raw and ("arch" in raw or "name" in raw or "model" in raw)):
-        return ModelRecord.from_json(raw, where)
+        return ModelSource.of_record(ModelRecord.from_json(raw, where))
     if isinstance(raw.get("arch"), Mapping):
         space = raw.get("space")
         if isinstance(space, Mapping) and "num_classes" in raw:
-            return ModelRecord.from_json(dict(raw, kind="space"), where)
-        return dict(raw["arch"]), space if isinstance(space, str) else None
-    return dict(raw), None
-
-
-def arch_and_space(found) -> "tuple[Optional[dict], Optional[str]]":
-    """``(arch, space_name)`` of what :func:`read_model_source` returned (``(None, None)`` for a
-    zoo record; the space name is None when the source names none)."""
-    if isinstance(found, ModelRecord):
-        return found.arch, (found.space or {}).get("name")
-    return found
+            return ModelSource.of_record(ModelRecord.from_json(dict(raw, kind="space"), where))
+        return ModelSource(None, dict(raw["arch"]), space if isinstance(space, str) else None)
+    return ModelSource(None, dict(raw), None)
 
 
 # ---------------------------------------------------------------------------- the one resolver
@@ -128,26 +132,24 @@ def record_from_source(source, space=None, num_classes: Optional[int] = None, in
 
     found = read_model_source(source, names.arch)
     if space is not None:
-        arch, _ = arch_and_space(found)
         loaded = load_space(space, num_classes, input_size)
         try:
-            return ModelRecord.of_space(loaded, arch)
+            return ModelRecord.of_space(loaded, found.arch)
         except ValueError as err:
-            if not isinstance(found, ModelRecord) or found.kind != "space":
+            if found.record is None or found.record.kind != "space":
                 raise ValueError(f"{names.arch} does not fit {names.space_is(space)}: {err}") from None
-            recorded = (found.space or {}).get("name", "?")
+            recorded = found.space or "?"
             shown = str(source) if isinstance(source, (str, os.PathLike)) else "(a model record)"
             raise ValueError(
                 f"{names.arch_is(shown)} is a network recorded with its own space ({recorded!r}), and "
                 f"{names.space_is(space)} does not fit it ({err}). {names.drop_space()} to use the "
                 "recorded space, or name the space it was searched in") from None
-    if isinstance(found, ModelRecord):
-        return found.adapted(num_classes, input_size)
-    arch, space_name = found
-    if space_name is None:
+    if found.record is not None:
+        return found.record.adapted(num_classes, input_size)
+    if found.space is None:
         raise ValueError(names.bare_arch or f"{names.arch} is an architecture without a space: name "
                          f"its search space with {names.space}")
-    return ModelRecord.of_space(load_space(space_name, num_classes, input_size), arch)
+    return ModelRecord.of_space(load_space(found.space, num_classes, input_size), found.arch)
 
 
-__all__ = ["SourceNames", "arch_and_space", "read_model_source", "record_from_source"]
+__all__ = ["ModelSource", "SourceNames", "read_model_source", "record_from_source"]

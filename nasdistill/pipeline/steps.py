@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -320,12 +321,14 @@ def teacher_histories(teachers: dict) -> tuple[list[dict], list[dict], dict]:
     return entropy, branches, info or {}
 
 
-def export_students(cfg, out: Path, students, rows, results, splits, log: Progress, stage: Stage) -> list[dict]:
+def export_students(cfg, out: Path, students, rows, results, splits, log: Progress,
+                    stage: Optional[Stage] = None) -> list[dict]:
     """Export, per student, the first seed's weights of its best teacher/method (by mean test acc).
 
     ``results``: each row's run result (``result.json``), in the order of ``rows``. Each export is
-    a run of kind ``export`` (:mod:`.export_run`) submitted to the stage like every other run: its
-    own lifecycle keeps an export folder that holds these weights already."""
+    a run of kind ``export`` (:mod:`.export_run`) submitted to the stage like every other run (without
+    a stage, run here): its own lifecycle keeps an export folder that holds these weights already."""
+    stage = stage if stage is not None else Stage(cfg, "resume", log, root=out)
     from ..report import describe_source
 
     seed = cfg.distill.seeds[0]

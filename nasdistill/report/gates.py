@@ -152,8 +152,9 @@ def gate_table(phi_history: Sequence[dict], gate_info: Optional[dict] = None) ->
 
 
 # -------------------------------------------------------------------------------------- plots
-def plot_phi_entropy(phi_history: Sequence[dict], path, gate_info: Optional[dict] = None) -> Optional[Path]:
-    """Gate entropy (nats) over GTN epochs: a thin line per used label, a thick mean line.
+def plot_phi_entropy(phi_history: Sequence[dict], path, gate_info: Optional[dict] = None,
+                     who: str = "GTN") -> Optional[Path]:
+    """Gate entropy (nats) over the epochs of the gate-trained teacher ``who`` (GTN): a thin line per used label, a thick mean line.
 
     With ``gate_info["choices"]`` a dashed line marks the uniform entropy ln K for each distinct K
     and a dotted one the collapse threshold ``entropy_floor_frac * ln K``. With several teacher
@@ -185,18 +186,19 @@ def plot_phi_entropy(phi_history: Sequence[dict], path, gate_info: Optional[dict
         ax.axhline(frac * math.log(k), ls=":", lw=1.2, color=colour,
                    label=f"collapse threshold, {frac:g} ln {k} = {frac * math.log(k):.2f}")
     ax.set_ylim(bottom=0)
-    epoch_axis(ax)
+    epoch_axis(ax, f"{who} epoch")
     ax.set_ylabel("gate entropy (nats)")
-    ax.set_title(f"Gate entropy during GTN training{_seed_note(groups)}\n"
+    ax.set_title(f"Gate entropy during {who} training{_seed_note(groups)}\n"
                  f"labels the branches use: {_names(list(keys)) or 'not logged'}", fontsize=9)
     ax.grid(alpha=0.3)
     legend_outside(ax)
     return save_png(fig, path)
 
 
-def plot_gate_exploration(phi_history: Sequence[dict], path, gate_info: Optional[dict] = None) -> Optional[Path]:
-    """Two panels over GTN epochs: (a) parameter-free probability mass per used label (thin) and
-    their mean (thick) against the cap; (b) quartiles of the MACs of the students sampled in each
+def plot_gate_exploration(phi_history: Sequence[dict], path, gate_info: Optional[dict] = None,
+                          who: str = "GTN") -> Optional[Path]:
+    """Two panels over the epochs of the gate-trained teacher ``who`` (GTN): (a) parameter-free
+    probability mass per used label (thin) and their mean (thick) against the cap; (b) quartiles of the MACs of the students sampled in each
     epoch (blue band q25-q75, median line) against the pool's (grey). ``None`` without data."""
     groups = by_teacher_seed(phi_history)
     if not groups:
@@ -225,15 +227,15 @@ def plot_gate_exploration(phi_history: Sequence[dict], path, gate_info: Optional
         legend_outside(ax_a, **below)
     else:
         ax_a.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax_a.transAxes)
-    epoch_axis(ax_a)
+    epoch_axis(ax_a, f"{who} epoch")
     ax_a.set_ylabel("probability of parameter-free choices")
     ax_a.set_title("(a) parameter-free mass per label", fontsize=9)
     ax_a.grid(alpha=0.3)
     values = [v for vs in q.values() for v in vs if math.isfinite(v)]
     if has_macs:
-        for who, colour, text, ls in (("pool", "grey", "pool (uniform samples)", "--"),
-                                      ("sampled", "C0", "sampled students", "-")):
-            lo, mid, hi = q[(who, "q25")], q[(who, "q50")], q[(who, "q75")]
+        for series_of, colour, text, ls in (("pool", "grey", "pool (uniform samples)", "--"),
+                                            ("sampled", "C0", "sampled students", "-")):
+            lo, mid, hi = q[(series_of, "q25")], q[(series_of, "q50")], q[(series_of, "q75")]
             if any(math.isfinite(v) for v in lo + hi):
                 ax_b.fill_between(epochs, lo, hi, color=colour, alpha=0.25, lw=0, label=f"{text}, q25-q75")
             ax_b.plot(epochs, mid, ls, color=colour, lw=1.8, label=f"{text}, median")
@@ -242,10 +244,10 @@ def plot_gate_exploration(phi_history: Sequence[dict], path, gate_info: Optional
     else:
         ax_b.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax_b.transAxes)
         ax_b.set_ylabel("MACs")
-    epoch_axis(ax_b)
+    epoch_axis(ax_b, f"{who} epoch")
     ax_b.set_title("(b) MACs of the students the gates sample", fontsize=9)
     ax_b.grid(alpha=0.3)
-    fig.suptitle(f"GTN gate exploration{_seed_note(groups)}", fontsize=10)
+    fig.suptitle(f"{who} gate exploration{_seed_note(groups)}", fontsize=10)
     return save_png(fig, path)
 
 
@@ -266,14 +268,15 @@ def _macs_sentence(phi_history) -> str:
 
 
 def gate_section(phi_history: Sequence[dict], gate_info: Optional[dict] = None,
-                 plots: Sequence[tuple] = ()) -> tuple[str, bool]:
-    """The "GTN gate exploration" section; returns ``(markdown, collapsed)``.
+                 plots: Sequence[tuple] = (), who: str = "GTN") -> tuple[str, bool]:
+    """The "<who> gate exploration" section of the gate-trained teacher ``who`` (GTN); returns
+    ``(markdown, collapsed)``.
 
     ``plots`` are ``(title, path or None)`` pairs shown under the text.
     """
     rows = gate_table(phi_history, gate_info)
     if not rows:
-        return ("No GTN gate statistics in this run (no GTN teacher was trained, or it logged none).", False)
+        return (f"No {who} gate statistics in this run (no {who} teacher was trained, or it logged none).", False)
     frac, cap = _thresholds(gate_info)
     several = len({r["teacher_seed"] for r in rows}) > 1
     header = (["Teacher seed"] if several else []) + ["Label", "Choices K", "Entropy (nats)", "Entropy / ln K",
@@ -284,7 +287,7 @@ def gate_section(phi_history: Sequence[dict], gate_info: Optional[dict] = None,
              "yes" if r["collapsed"] else ("no" if r["checked"] else "not checked")]
             for r in rows]
     epoch = max((r["epoch"] for r in rows if r["epoch"] is not None), default=None)
-    text = (f"The gates at the last GTN epoch{f' ({epoch})' if epoch is not None else ''}, per label the "
+    text = (f"The gates at the last {who} epoch{f' ({epoch})' if epoch is not None else ''}, per label the "
             f"branches use. Entropy is in nats; a uniform gate over K choices has ln K, so entropy / ln K "
             f"is 1 for a gate that still explores every choice and 0 for one that always picks the same "
             f"choice. Parameter-free mass is the probability of the choices without weights "
@@ -301,10 +304,10 @@ def gate_section(phi_history: Sequence[dict], gate_info: Optional[dict] = None,
             if r["high_mass"]:
                 why.append(f"parameter-free mass {r['param_free_mass']:.2f} (above the cap {cap:g})")
             parts.append(f"{where(r)} ends with " + " and ".join(why))
-        text += ("**WARNING: the gates collapsed**: " + "; ".join(parts) + ". The GTN teacher was then "
+        text += ("**WARNING: the gates collapsed**: " + "; ".join(parts) + f". The {who} teacher was then "
                  "conditioned on the narrow part of the student pool these gates favour instead of on the "
                  "whole pool the method assumes; check the gate settings (learning rate, exploration) before "
-                 "reading the GTN results.")
+                 f"reading the {who} results.")
     elif not any(r["checked"] for r in rows):
         text += ("Whether the gates collapsed cannot be checked: this run recorded neither the number of "
                  "choices per label nor the parameter-free mass.")

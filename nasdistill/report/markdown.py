@@ -1,4 +1,6 @@
-"""``report.md``: the run's tables, plots and an honest sentence about the GTN vs CE teacher gain."""
+"""``report.md``: the run's tables, plots and an honest sentence about the gain of the headline teacher
+(GTN) over the reference teacher (CE); which teachers those are comes from their registered
+metadata (``headline``, ``reference``), never from their names."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,8 @@ from .precondition import branch_teacher_section, precondition_plots
 from .search_gain import search_gain, search_gain_section, verdict_sentence
 from .stats import significant
 from .tables import (MISSED_TARGET_TOL, OVERLAP, SEED_SPREAD, MeanCI, accuracy_table, as_float, choose_metric,
-                     comparison_table, conditions, display_name, gain_table, stage_table, students_table, teacher_table,
+                     comparison_table, conditions, display_name, gain_table, headline_names, reference_name,
+                     stage_table, students_table, teacher_table,
                      validate_results, write_results_csv)
 
 METRIC_TEXT = {"test_acc": "test top-1 accuracy (%), measured once at the end of training",
@@ -55,20 +58,25 @@ def _grid(o: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------- sections
-def gain_sentence(gain: Optional[dict], has_gtn: bool, alpha: float = ALPHA) -> str:
-    """The Summary's verdict on GTN+KD minus CE+KD, stated plainly (see :func:`gain_table`).
+def gain_sentence(gain: Optional[dict], has_teacher: bool, alpha: float = ALPHA, teacher: Optional[str] = None,
+                  reference: Optional[str] = None) -> str:
+    """The Summary's verdict on the headline teacher's KD minus the reference teacher's (GTN+KD
+    minus CE+KD), stated plainly (see :func:`gain_table`).
 
     The student is the unit: each student's gain is the mean over its seeds, and the tests and
     intervals are across students.
     """
+    teacher = gain["teacher"] if gain is not None else (teacher or (headline_names() or ["gtn"])[0])
+    reference = gain["reference"] if gain is not None else (reference or reference_name())
+    t, r = display_name(teacher, "teacher"), display_name(reference, "teacher")
     if gain is None:
-        why = ("no GTN teacher was distilled from" if not has_gtn else
-               "no student has both a GTN-teacher and a CE-teacher KD run with the same seed")
-        return (f"This run cannot compare the GTN teacher with the CE teacher: {why}, "
+        why = (f"no {t} teacher was distilled from" if not has_teacher else
+               f"no student has both a {t}-teacher and a {r}-teacher KD run with the same seed")
+        return (f"This run cannot compare the {t} teacher with the {r} teacher: {why}, "
                 f"so there is no gain to report.")
     o = gain["overall"]
     m = display_name(gain["method"])
-    text = (f"Distilling with {m} from the GTN teacher instead of the CE teacher changed the students' "
+    text = (f"Distilling with {m} from the {t} teacher instead of the {r} teacher changed the students' "
             f"accuracy by **{fmt_signed(o['mean_diff'])} points** on average over {basis(o)}")
     if o["n_students"] < 2:
         return text + (". With a single student there is no test across students and no confidence "
@@ -82,8 +90,8 @@ def gain_sentence(gain: Optional[dict], has_gtn: bool, alpha: float = ALPHA) -> 
     if significant(o["t_pvalue"], alpha):
         better = "better" if o["mean_diff"] > 0 else "worse"
         text += (f"The difference is statistically significant at {alpha:g} (paired t-test "
-                 f"{p_eq(o['t_pvalue'])}): in this run the GTN teacher gave {better} students than the "
-                 f"CE teacher.")
+                 f"{p_eq(o['t_pvalue'])}): in this run the {t} teacher gave {better} students than the "
+                 f"{r} teacher.")
         if math.isfinite(wp) and not significant(wp, alpha):
             text += f" The Wilcoxon signed-rank test does not confirm it ({p_eq(wp)}); treat it with care."
     else:
@@ -251,9 +259,9 @@ def _accuracy_section(results, students, metric, comps: Optional[list] = None) -
     return text
 
 
-def _gain_section(results, gains: dict) -> str:
+def _gain_section(results, gains: dict, head: str) -> str:
     if not gains:
-        return gain_sentence(None, any(r["teacher"] == "gtn" for r in results))
+        return gain_sentence(None, any(r["teacher"] == head for r in results), teacher=head)
     out = []
     for gain in gains.values():
         o = gain["overall"]
@@ -275,32 +283,46 @@ def _plot_lines(made) -> str:
                        else f"**{title}**: not drawn ({why} in this run)." for title, p, why in made)
 
 
-def _plots_section(run_dir: Path, results, students, metric, branch_history=(),
-                   gains: Optional[dict] = None) -> str:
-    """``gains``: :func:`gain_table` of GTN over CE per method, when already computed."""
+def _plots_section(run_dir: Path, results, students, metric, branch_history=(), gains: Optional[dict] = None,
+                   head: str = "gtn", ref: str = "ce", gates_title: str = "Gate exploration") -> str:
+    """``gains``: :func:`gain_table` of the headline teacher ``head`` over the reference ``ref`` per
+    method, when already computed. A gain plot per distillation method of the run."""
     made = [("Accuracy vs MACs", plot_accuracy_vs_macs(results, run_dir / "accuracy_vs_macs.png", metric,
                                                       students), "no student runs with MACs")]
-    for method in ("kd", "dkd"):
-        path = plot_gain(results, run_dir / f"gain_gtn_vs_ce_{method}.png", "gtn", "ce", method, metric,
+    h, r = display_name(head, "teacher"), display_name(ref, "teacher")
+    methods = [m for _, m in conditions(results) if m != "none"] or ["kd"]
+    for method in dict.fromkeys(methods):
+        path = plot_gain(results, run_dir / f"gain_{head}_vs_{ref}_{method}.png", head, ref, method, metric,
                          students, gain=(gains or {}).get(method))
-        if path is not None or method == "kd":
-            made.append((f"Gain GTN+{method.upper()} minus CE+{method.upper()} per student", path,
-                         "no matched GTN and CE teacher runs"))
+        shown = display_name(method, "method")
+        made.append((f"Gain {h}+{shown} minus {r}+{shown} per student", path,
+                     f"no matched {h} and {r} teacher runs"))
     if branch_history:
-        which = " and ".join(display_name(t) for t in by_teacher(branch_history)) or "GTN"
+        which = " and ".join(display_name(t, "teacher") for t in by_teacher(branch_history))
         made.append((f"Teacher and branch accuracy during {which} training",
                      plot_branch_accuracy(branch_history, run_dir / "branch_accuracy.png"),
                      "no branch accuracy history"))
-    return (f"Accuracies are the {metric_axis(metric)}. The gate plots are in \"GTN gate exploration\".\n\n"
+    return (f"Accuracies are the {metric_axis(metric)}. The gate plots are in \"{gates_title}\".\n\n"
             + _plot_lines(made))
 
 
+def _gate_teachers(phi_history) -> str:
+    """How the report names the teachers whose gates ``phi_history`` follows (``GTN``)."""
+    names = list(dict.fromkeys(r.get("teacher") for r in phi_history if r.get("teacher")))
+    if not names:
+        from ..teachers.registry import TEACHERS
+
+        names = [n for n in TEACHERS.names() if "gates" in TEACHERS.meta(n, "histories", ())][:1]
+    return " and ".join(display_name(n, "teacher") for n in names) or "gate"
+
+
 def _gates_section(run_dir: Path, phi_history, gate_info) -> tuple[str, bool]:
-    plots = [("Gate entropy during GTN training", plot_phi_entropy(phi_history, run_dir / "phi_entropy.png",
-                                                                  gate_info)),
-             ("Parameter-free mass and sampled-student MACs during GTN training",
-              plot_gate_exploration(phi_history, run_dir / "gate_exploration.png", gate_info))]
-    return gate_section(phi_history, gate_info, plots)
+    who = _gate_teachers(phi_history)
+    plots = [(f"Gate entropy during {who} training", plot_phi_entropy(phi_history, run_dir / "phi_entropy.png",
+                                                                     gate_info, who)),
+             (f"Parameter-free mass and sampled-student MACs during {who} training",
+              plot_gate_exploration(phi_history, run_dir / "gate_exploration.png", gate_info, who))]
+    return gate_section(phi_history, gate_info, plots, who)
 
 
 def _stages_section(stage_times) -> str:
@@ -352,18 +374,23 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
     metric = metric or choose_metric(results)
     write_results_csv(results, run_dir / "results.csv")
 
-    methods = sorted({m for _, m in conditions(results) if m != "none"}, key=lambda m: (m != "kd", m))
-    gains = {m: g for m in methods if (g := gain_table(results, "gtn", "ce", m, metric, students)) is not None}
-    has_gtn = any(r["teacher"] == "gtn" for r in results)
-    summary = gain_sentence(gains.get("kd"), has_gtn)
+    methods = [m for _, m in conditions(results) if m != "none"]
+    methods = list(dict.fromkeys(methods))
+    ref = reference_name()
+    heads = headline_names()
+    present = [h for h in heads if any(r["teacher"] == h for r in results)]
+    head = (present or heads or ["gtn"])[0]
+    h, r_name = display_name(head, "teacher"), display_name(ref, "teacher")
+    gains = {m: g for m in methods if (g := gain_table(results, head, ref, m, metric, students)) is not None}
+    summary = gain_sentence(gains.get(methods[0]) if methods else None, bool(present), teacher=head, reference=ref)
     for m, g in gains.items():
-        if m != "kd":
+        if methods and m != methods[0]:
             o = g["overall"]
-            summary += (f" With {display_name(m)} the GTN minus CE gain is "
+            summary += (f" With {display_name(m)} the {h} minus {r_name} gain is "
                         f"{fmt_signed(o['mean_diff'])} points over {plural(o['n_students'], 'student')} "
                         f"(bootstrap 95% CI {fmt_range(o['boot_ci_low'], o['boot_ci_high'])}; "
                         f"{p_eq(o['t_pvalue'])}, {verdict(o['t_pvalue'])}).")
-    comps = comparison_table(results, metric, known={(("gtn", m), ("ce", m)): g for m, g in gains.items()})
+    comps = comparison_table(results, metric, known={((head, m), (ref, m)): g for m, g in gains.items()})
     summary += _baseline_sentence(comps)
     searched_gain = search_gain(results, students, metric)
     if searched_gain is not None:
@@ -388,9 +415,11 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
                     + "; ".join(f"{display_name(t['teacher'])} seed {t.get('seed')}: {t['instability'][0]['text']}"
                                 for t in unstable) + "); see \"Teachers\".")
     gates_text, collapsed = _gates_section(run_dir, phi_history, gate_info)
+    gate_who = _gate_teachers(phi_history)
+    gates_title = f"{gate_who} gate exploration"
     if collapsed:
-        summary += ("\n\n**Warning:** the GTN gates collapsed during teacher training, so the GTN teacher "
-                    "saw a narrow part of the student pool; see \"GTN gate exploration\".")
+        summary += (f"\n\n**Warning:** the {gate_who} gates collapsed during teacher training, so the {gate_who} "
+                    f"teacher saw a narrow part of the student pool; see \"{gates_title}\".")
     branch_text, warning = branch_teacher_section(
         branch_history, num_classes, kd_temperature,
         precondition_plots(run_dir, branch_history, num_classes, kd_temperature))
@@ -404,10 +433,10 @@ def write_report(run_dir, results: Sequence[dict], teachers: Sequence[dict] = ()
     ] + ([("Did the search help?", search_gain_section(results, students, metric))]
          if searched_gain is not None else []) + [
         ("Accuracy by teacher", _accuracy_section(results, students, metric, comps)),
-        ("Gain GTN − CE", _gain_section(results, gains)),
-        ("GTN gate exploration", gates_text),
+        (f"Gain {h} − {r_name}", _gain_section(results, gains, head)),
+        (gates_title, gates_text),
     ] + ([("Branch-trained teachers", branch_text)] if branch_text else []) + [
-        ("Plots", _plots_section(run_dir, results, students, metric, branch_history, gains)),
+        ("Plots", _plots_section(run_dir, results, students, metric, branch_history, gains, head, ref, gates_title)),
     ]
     if exports is not None:
         sections.append(("Exported students", exports_section(exports)))

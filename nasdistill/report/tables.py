@@ -80,6 +80,17 @@ def display_name(name: str, kind: Optional[str] = None) -> str:
     return name.upper()
 
 
+def reference_name() -> str:
+    """The teacher every other is compared with: the one whose metadata says ``reference`` (CE)."""
+    names = _registries("teacher")[0].having("reference")
+    return names[0] if names else "ce"
+
+
+def headline_names() -> list[str]:
+    """The teachers whose gain over the reference the report states first (metadata ``headline``)."""
+    return _registries("teacher")[0].having("headline")
+
+
 def _rank(name: str, kind: str) -> tuple:
     """Sort key in report order: ``none`` (the baseline) first, then the entries that declare an
     ``order``, then the others (unregistered ones too) by name."""
@@ -189,8 +200,8 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
 
     Columns: ``teacher, model, n`` (entries), ``n_seeds`` (distinct ``seed`` / ``teacher_seed``
     values, else ``n``), ``test_acc`` (:class:`MeanCI` over the entries), ``best_acc, epochs,
-    wall_time_s`` (means), ``cost_vs_ce`` (total training time / the CE teacher's; NaN without a CE
-    teacher), and ``ece``, ``posterior_mse`` when any entry has them. A teacher started from another
+    wall_time_s`` (means), ``cost_vs_ce`` (total training time / the reference teacher's, CE; NaN
+    without one), and ``ece``, ``posterior_mse`` when any entry has them. A teacher started from another
     run (``teachers.init_from_ce``) records ``total_wall_time_s``, its own time plus its source's:
     the cost counts the epochs it was warmed with.
     """
@@ -198,8 +209,9 @@ def teacher_table(teachers: Sequence[dict]) -> list[dict]:
     for t in teachers:
         groups.setdefault(t["teacher"], []).append(t)
     ce_time = None
-    if "ce" in groups:
-        ce_time = MeanCI.of([as_float(t.get("wall_time_s")) for t in groups["ce"]]).mean
+    reference = reference_name()
+    if reference in groups:
+        ce_time = MeanCI.of([as_float(t.get("wall_time_s")) for t in groups[reference]]).mean
     rows = []
     for name in sorted(groups, key=teacher_rank):
         ts = groups[name]
@@ -274,9 +286,17 @@ def _paired_values(results, cond_a, cond_b, metric):
     return {k: (a[k], b[k]) for k in a if k in b and a[k] is not None and b[k] is not None}
 
 
-def gain_table(results: Sequence[dict], teacher: str = "gtn", reference: str = "ce", method: str = "kd",
-               metric: Optional[str] = None, students: Optional[Sequence[dict]] = None) -> Optional[dict]:
-    """Gain of ``teacher`` over ``reference`` (both distilling with ``method``); see :func:`compare`."""
+def gain_table(results: Sequence[dict], teacher: Optional[str] = None, reference: Optional[str] = None,
+               method: str = "kd", metric: Optional[str] = None,
+               students: Optional[Sequence[dict]] = None) -> Optional[dict]:
+    """Gain of ``teacher`` (default: the first headline teacher, GTN) over ``reference`` (default:
+    the reference teacher, CE), both distilling with ``method``; see :func:`compare`."""
+    if teacher is None:
+        heads = headline_names()
+        if not heads:
+            return None
+        teacher = heads[0]
+    reference = reference or reference_name()
     return compare(results, (teacher, method), (reference, method), metric, students)
 
 
@@ -345,15 +365,16 @@ def _teacher_seeds(results, conds, pairs) -> Optional[int]:
 
 def comparison_table(results: Sequence[dict], metric: Optional[str] = None,
                      known: Optional[dict] = None) -> list[dict]:
-    """Every distillation condition against the baseline, and every non-CE teacher against the CE
-    teacher with the same method: one row per comparison, ``{"condition", "reference"}`` plus the
+    """Every distillation condition against the baseline, and every other teacher against the
+    reference teacher (CE) with the same method: one row per comparison, ``{"condition", "reference"}`` plus the
     ``overall`` dict of :func:`compare` (student as the unit of analysis).
 
     ``known``: results of :func:`compare` already computed on the same ``results`` and ``metric``,
     by ``(cond_a, cond_b)``; they are reused (``overall`` does not depend on ``students``)."""
     conds = [c for c in conditions(results) if c != BASELINE]
     wanted = [(c, BASELINE) for c in conds]
-    wanted += [(c, ("ce", c[1])) for c in conds if c[0] != "ce" and ("ce", c[1]) in conds]
+    ref = reference_name()
+    wanted += [(c, (ref, c[1])) for c in conds if c[0] != ref and (ref, c[1]) in conds]
     rows = []
     for a, b in wanted:
         cmp = known[(a, b)] if known and (a, b) in known else compare(results, a, b, metric)

@@ -79,7 +79,7 @@ def run_search(cfg, run_dir=None, mode: str = "resume", splits=None, device=None
                     for t, r in zip(s.target_list(), results)]
         return {"space": s.space, "cost_metric": s.cost_metric, "targets": s.target_list(),
                 "tolerance": s.tolerance, "shared": False, "students": students,
-                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results), "run_dir": run_dir}
+                "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results)}
     result = run_training(cfg, SEARCH_RUN, run_dir, mode=mode, splits=splits, device=device, world=world,
                           verbose=verbose)
     if verbose and (world is None or world.is_main):

@@ -147,7 +147,7 @@ def _builtin(name: str) -> Optional[Op]:
 
 def _families() -> list:
     """The registered op families (:class:`Op` subclasses), in listing order."""
-    return [entry for _, entry in OPS.items() if isinstance(entry, type)]
+    return [entry for _, entry in OPS.items() if isinstance(entry, type) and issubclass(entry, Op)]
 
 
 def _reserved(name: str) -> bool:
@@ -344,10 +344,9 @@ class CustomOp(Op):
 def _op_entry(name: str, obj, meta: dict):
     """An op family (an :class:`Op` subclass with ``from_name``), stored as it is, or a custom op
     (a builder, with the metadata ``cost`` and ``description``), stored as a :class:`CustomOp`."""
-    if isinstance(obj, type):
-        if not (issubclass(obj, Op) and callable(getattr(obj, "from_name", None))):
-            raise TypeError(f"op family {name!r}: {obj!r} must be an Op subclass with a from_name(name) "
-                            "classmethod")
+    if isinstance(obj, type) and issubclass(obj, Op):
+        if not callable(getattr(obj, "from_name", None)):
+            raise TypeError(f"op family {name!r}: {obj!r} must define a from_name(name) classmethod")
         if meta:
             raise TypeError(f"op family {name!r}: an op family takes no metadata, got {sorted(meta)}")
         return obj
@@ -380,7 +379,7 @@ def get_op(spec: "str | Op") -> Op:
     op = _builtin(spec)
     if op is not None:
         return op
-    custom = [n for n, entry in OPS.items() if not isinstance(entry, type)]
+    custom = [n for n, entry in OPS.items() if isinstance(entry, CustomOp)]
     if spec in custom:
         return OPS.get(spec)
     families = _families()

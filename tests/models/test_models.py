@@ -14,8 +14,8 @@ from nasdistill.models import (
     StagedModel,
     create_model,
     list_models,
-    register_model,
 )
+from nasdistill.registry import register
 
 # Parameter counts at num_classes=100, printed by running HobbitLong/RepDistiller's models/
 # (model_dict[name](num_classes=100), sum of p.numel()) at commit HEAD of its default branch.
@@ -85,9 +85,9 @@ def test_unknown_name_suggests_close_matches():
         create_model("WRN_40_2")
 
 
-def test_register_model_rejects_a_second_builder_for_a_name():
+def test_registering_a_second_builder_under_a_model_name_is_refused():
     with pytest.raises(ValueError, match="already registered"):
-        register_model("resnet8")(lambda num_classes=100, in_channels=3: None)
+        register("model", "resnet8")(lambda num_classes=100, in_channels=3: None)
 
 
 def test_create_model_passes_num_classes_and_rejects_bad_values():

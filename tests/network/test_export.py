@@ -261,7 +261,8 @@ def test_cli_builds_a_record_file_for_the_data_asked_and_names_a_space_that_does
 def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path, randomize):
     """A zoo model's builder options travel with the record; ``weights`` (a pretrained download)
     is dropped when the record is rebuilt to load trained weights."""
-    from nasdistill.models import MODELS, register_model
+    from nasdistill.models import MODELS
+    from nasdistill.registry import register
 
     def build(num_classes=10, in_channels=1, width=4, weights=None):
         if weights is not None:
@@ -271,7 +272,7 @@ def test_export_keeps_zoo_options_and_load_skips_pretrained_downloads(tmp_path, 
             else create_model("resnet8x4", num_classes=num_classes, in_channels=in_channels)
 
     if "toy_opts" not in MODELS:
-        register_model("toy_opts")(build)
+        register("model", "toy_opts", build)
     model = randomize(build(width=8)).eval()
     record = ModelRecord.zoo("toy_opts", 10, (1, 8, 8), {"width": 8, "weights": "DEFAULT"})
     export_model(model, tmp_path / "z", record=record, onnx=False, verbose=False)
@@ -396,7 +397,8 @@ def test_main_job_exports_refuse_a_damaged_run_and_redo_a_damaged_export(space, 
     student = _fake_search_run(space, src, randomize)
     digest = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
     (src / "result.json").write_text(json.dumps({"weights_sha256": digest, "epochs": 1}))
-    cfg = SimpleNamespace(distill=SimpleNamespace(seeds=[0]), export=SimpleNamespace(onnx=False))
+    cfg = SimpleNamespace(distill=SimpleNamespace(seeds=[0]), export=SimpleNamespace(onnx=False), threads=None,
+                          workers=1)
     splits = SimpleNamespace(test=SimpleNamespace(images=torch.rand(8, 1, 8, 8)), mean=(0.5,), std=(0.5,))
     rows = [{"student": arch_id, "teacher": "ce", "method": "kd", "seed": 0, "test_acc": 90.0}]
     log = SimpleNamespace(say=lambda text: None)

@@ -25,7 +25,8 @@ ARCH = {"layer1": "k3_d2", "layer2": "identity", "layer3": "zero", "layer4": "k5
         "layer5": "identity", "layer6": "zero"}
 OPS_SPACE = '''
 from torch import nn
-from nasdistill.space import Layer, SearchSpace, register_op
+from nasdistill.registry import register
+from nasdistill.space import Layer, SearchSpace
 
 GROUPS = 1
 
@@ -35,7 +36,7 @@ def sep3(cin, cout, stride):
                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
-register_op("sep3_src", sep3)
+register("op", "sep3_src", sep3)
 SPACE = SearchSpace(name="src_space", input_size=(1, 8, 8), num_classes=10, stem_channels=8,
                     layers=[Layer(8, 1, ["sep3_src", "zero"]), Layer(16, 2, ["sep3_src", "k3_d2"])],
                     head_width=None)
@@ -213,13 +214,14 @@ def test_model_py_refuses_weights_that_differ_from_its_digest(tmp_path, randomiz
 def test_what_cannot_be_copied_is_recorded_with_the_reason(tmp_path, randomize):
     with pytest.raises(UnsupportedSource, match="torchvision network"):
         model_source(ModelRecord.zoo("tv_resnet18", 10, (3, 32, 32)), "0" * 64)
-    from nasdistill.models import MODELS, register_model
+    from nasdistill.models import MODELS
+    from nasdistill.registry import register
 
     def nested(num_classes=10, in_channels=1):  # a builder inside a function has no source to copy
         return create_model("resnet8", num_classes=num_classes, in_channels=in_channels)
 
     if "nested_builder" not in MODELS:
-        register_model("nested_builder")(nested)
+        register("model", "nested_builder", nested)
     model = randomize(nested(3)).eval()
     result = export_model(model, tmp_path / "n", record=ModelRecord.zoo("nested_builder", 3, (1, 8, 8)),
                           onnx=False, verbose=False)

@@ -16,7 +16,7 @@ import torch
 import nasdistill
 from nasdistill.cli import main
 from nasdistill.network.record import ModelRecord
-from nasdistill.network.source import read_model_source
+from nasdistill.network.source import ModelSource, read_model_source
 from nasdistill.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,13 +111,14 @@ def test_a_tampered_folder_never_runs_code(tmp_path):
 
 OPS_SPACE = '''
 from torch import nn
-from nasdistill.space import Layer, SearchSpace, register_op
+from nasdistill.registry import register
+from nasdistill.space import Layer, SearchSpace
 
 def sep3(cin, cout, stride):
     return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
-register_op("sep3_rec", sep3)
+register("op", "sep3_rec", sep3)
 SPACE = SearchSpace(name="ops_space", input_size=(1, 8, 8), num_classes=10, stem_channels=8,
                     layers=[Layer(8, 1, ["sep3_rec", "zero"]), Layer(16, 2, ["sep3_rec", "k3_d2"])],
                     head_width=None)
@@ -197,11 +198,13 @@ def test_one_parser_for_a_network_given_as_data_text_file_or_folder(tmp_path):
     space = load_space("digits_small")
     arch = space.sample(2)
     ModelRecord.of_space(space, arch).write(tmp_path)
-    assert read_model_source(arch) == (arch, None)
-    assert read_model_source(json.dumps({"space": "digits_small", "arch": arch})) == (arch, "digits_small")
+    assert read_model_source(arch) == ModelSource(None, arch, None)
+    assert read_model_source(json.dumps({"space": "digits_small", "arch": arch})) == ModelSource(None, arch, "digits_small")
     for source in (tmp_path, tmp_path / "model.json", json.loads((tmp_path / "model.json").read_text())):
-        rec = read_model_source(source)
+        found = read_model_source(source)
+        rec = found.record
         assert isinstance(rec, ModelRecord) and rec.arch == arch and rec.arch_id == space.arch_id(arch)
+        assert (found.arch, found.space) == (arch, "digits_small")  # one shape, whatever the source
     with pytest.raises(FileNotFoundError, match="neither an existing file or folder"):
         read_model_source("no/such/file.json")
 
@@ -338,8 +341,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from ..registry import register
 from .base import Distiller
-from .registry import register_distiller
 
 
 @dataclass
@@ -347,11 +350,8 @@ class ToyConfig:
     weight: float = 0.5
 
 
-@register_distiller
+@register("distiller", "toy", config=ToyConfig, reads_features=False)
 class ToyDistiller(Distiller):
-    name = "toy"
-    config_class = ToyConfig
-    reads_features = False
 
     def forward_train(self, x, y, idx=None, epoch=0):
         logits = self.student(x)

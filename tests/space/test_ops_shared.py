@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasdistill.space import Layer, SearchSpace, get_op, load_space, register_op, resnet_choices
+from nasdistill.registry import register
+from nasdistill.space import Layer, SearchSpace, get_op, load_space, resnet_choices
 from nasdistill.space.blocks import ConvBNReLU
 from nasdistill.space.description import describe_space, space_from_description
-from nasdistill.space.ops import Op, builtin_op, conv_cost, conv_out
+from nasdistill.space.ops import Op, conv_cost, conv_out
 from nasdistill.supernet import Supernet
 from nasdistill.space.elastic import ElasticOp, PerWidth
 from nasdistill.supernet.gates import frozen_bn_stats
@@ -54,7 +55,7 @@ class ElasticDWSep(DWSepBlock):
         return torch.relu(self.bn(F.conv2d(y, self.pw.weight[:, :c])))
 
 
-@builtin_op
+@register("op", "dws<kernel>")
 @dataclass(frozen=True)
 class DWSep(Op):
     """``dws{K}``: a depthwise-separable convolution with its own elastic module."""
@@ -83,7 +84,7 @@ class DWSep(Op):
         return k2 * cin * oh * ow + cin * cout * oh * ow, k2 * cin + cin * cout + 2 * cout
 
 
-@builtin_op
+@register("op", "cbr<kernel>")
 @dataclass(frozen=True)
 class ConvBNReLUOp(Op):
     """``cbr{K}``: one ConvBNReLU; it leaves weight sharing to the default (Op.build_shared)."""
@@ -132,10 +133,10 @@ class ProjectWhenNeeded(nn.Module):  # other submodules for other widths: cannot
         return self.conv(x) + self.proj(x)
 
 
-register_op("tshared_sep", sep_conv)
-register_op("tshared_bnfirst", bn_first)
-register_op("tshared_expand", expand)
-register_op("tshared_proj", ProjectWhenNeeded)
+register("op", "tshared_sep", sep_conv)
+register("op", "tshared_bnfirst", bn_first)
+register("op", "tshared_expand", expand)
+register("op", "tshared_proj", ProjectWhenNeeded)
 
 GTN_LIKE_EXTRA = ["dws3", "cbr3", "tshared_sep", "tshared_bnfirst", "tshared_expand"]
 
@@ -299,7 +300,8 @@ def test_narrow_paths_follow_the_widest_modules_settings():
                                        ("tshared_expand", "zero-padded"),
                                        ("tshared_proj", "other submodules")])
 def test_an_op_that_cannot_be_sliced_keeps_one_copy_per_width_and_says_why(name, why):
-    op = register_op(name, get_op(name).builder)  # a fresh registration: the check runs again
+    register("op", name, get_op(name).builder)  # a fresh registration: the check runs again
+    op = get_op(name)
     with pytest.warns(UserWarning, match=f"{name}.*separate weights") as record:
         shared = op.build_shared([4, 8], 8, 1)
     assert isinstance(shared, PerWidth) and why in shared.reason and why in str(record[0].message)
@@ -314,7 +316,8 @@ def test_an_op_that_cannot_be_sliced_keeps_one_copy_per_width_and_says_why(name,
 
 
 def test_one_arriving_width_needs_no_check():
-    op = register_op("tshared_bnfirst_single", bn_first)
+    register("op", "tshared_bnfirst_single", bn_first)
+    op = get_op("tshared_bnfirst_single")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         shared = op.build_shared([6], 8, 1)
@@ -353,7 +356,7 @@ def test_extraction_leaves_the_global_rng_as_building_the_space_does():
 def test_a_builtin_op_defined_outside_the_package_works_everywhere():
     assert get_op("dws5") == DWSep(name="dws5", kernel=5)
     with pytest.raises(ValueError, match="reserved"):
-        register_op("dws3", sep_conv)
+        register("op", "dws3", sep_conv)
     with pytest.raises(ValueError, match="dws<kernel>"):
         get_op("dws")  # the error lists the family's names
     space = SearchSpace(name="new_ops", input_size=(1, 8, 8), num_classes=4, stem_channels=4,

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasdistill.space import Layer, SearchSpace, register_op
+from nasdistill.registry import register
+from nasdistill.space import Layer, SearchSpace, get_op
 from search_spaces import digits_small, gtn_cifar
 
 DIGITS = digits_small.SPACE
@@ -287,13 +288,13 @@ def mbconv_cost(cin, cout, stride, hw):
 
 
 def custom_space(cost_calls):
-    register_op("test_sep3", sep_conv, description="separable 3x3")
+    register("op", "test_sep3", sep_conv, description="separable 3x3")
 
     def counted_cost(cin, cout, stride, hw):
         cost_calls.append((cin, cout, stride, hw))
         return mbconv_cost(cin, cout, stride, hw)
 
-    register_op("test_mb2", mbconv, cost=counted_cost)
+    register("op", "test_mb2", mbconv, cost=counted_cost)
     return SearchSpace(
         name="custom", input_size=(3, 16, 16), num_classes=5, stem_channels=8, head_width=32,
         layers=[Layer(16, 1, ["test_sep3", "test_mb2", "zero"]),
@@ -322,31 +323,32 @@ def test_custom_op_re_registration_uses_the_new_builder():
                 lambda i, o, s: nn.Conv2d(i, o, 1, s, 0, bias=False),
                 lambda i, o, s: nn.Conv2d(i, o, 5, s, 2, bias=False)]
     for t in range(9):
-        op = register_op("test_reregistered", builders[t % 3])
+        register("op", "test_reregistered", builders[t % 3])
+        op = get_op("test_reregistered")
         built = sum(p.numel() for p in op.build(4, 8, 1).parameters())
         assert op.cost(4, 8, 1, (8, 8))[1] == built, f"registration {t}"
         del op
 
 
 @pytest.mark.parametrize("name", ["identity", "zero", "k3_d2", "k5_d6", "", "1abc", "a b", None, 3])
-def test_register_op_rejects_bad_names(name):
+def test_registering_an_op_rejects_bad_names(name):
     with pytest.raises(ValueError):
-        register_op(name, sep_conv)
+        register("op", name, sep_conv)
 
 
-def test_register_op_rejects_non_callable_builder():
+def test_registering_an_op_rejects_a_non_callable_builder():
     with pytest.raises(ValueError, match="callable"):
-        register_op("test_not_callable", "conv")
+        register("op", "test_not_callable", "conv")
 
 
 def test_custom_op_with_wrong_output_width_is_reported():
-    register_op("test_wrong_width", lambda cin, cout, stride: nn.Conv2d(cin, cout + 1, 1, stride))
+    register("op", "test_wrong_width", lambda cin, cout, stride: nn.Conv2d(cin, cout + 1, 1, stride))
     with pytest.raises(ValueError, match="test_wrong_width"):
         SearchSpace(name="bad", input_size=(3, 8, 8), layers=[Layer(8, 1, ["test_wrong_width"])])
 
 
 def test_unknown_candidate_name_is_reported():
-    with pytest.raises(ValueError, match="k3_dd2|register_op"):
+    with pytest.raises(ValueError, match="k3_dd2|register"):
         SearchSpace(name="bad", layers=[Layer(8, 1, ["k3_dd2"])])
 
 
