@@ -75,9 +75,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="distillation seeds")
     parser.add_argument("--repeat", type=int, default=1, help="search rounds (least time of each kept)")
     parser.add_argument("--quick", action="store_true", help="tiny epochs (smoke test)")
+    parser.add_argument("--readme", action="store_true",
+                        help="also write the two tables into README.md (its 'shared-search' block)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="one batch size for search, teacher and distillation (default: the main job's)")
     args = parser.parse_args()
+    if args.readme and (args.quick or args.batch_size is not None):
+        parser.error("--readme writes the figures of the main job's settings: leave out --quick and --batch-size")
     torch.set_num_threads(1)
     out = Path(args.out)
     cfg = PipelineConfig()
@@ -141,23 +145,29 @@ def main() -> None:
     mean_wall = statistics.mean(v[1] for v in singles)
     mean_cpu = statistics.mean(v[2] for v in singles)
     rounds = f"least of {args.repeat} rounds, " if args.repeat > 1 else ""
-    print(f"Search time (digits, {cfg.search.train.epochs} epochs, one process, 1 thread, {rounds}seed "
-          f"{args.search_seed}); ratios against the mean one-target search:\n")
-    print("| search | targets | wall (s) | CPU (s) | wall ratio | CPU ratio |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"Search time (digits, {cfg.search.train.epochs} epochs, one process, 1 thread, {rounds}seed "
+             f"{args.search_seed}); ratios against the mean one-target search:", "",
+             "| search | targets | wall (s) | CPU (s) | wall ratio | CPU ratio |", "|---|---|---|---|---|---|"]
     for name, (k, wall, cpu) in times.items():
-        print(f"| {name} | {k} | {wall:.1f} | {cpu:.1f} | {wall / mean_wall:.2f}x | {cpu / mean_cpu:.2f}x |")
+        lines.append(f"| {name} | {k} | {wall:.1f} | {cpu:.1f} | {wall / mean_wall:.2f}x | {cpu / mean_cpu:.2f}x |")
     seeds = len(args.seeds)
-    print(f"\nStudents (test accuracy %, mean ± sd over {seeds} distillation seed{'s' * (seeds > 1)}; "
-          f"{cfg.distill.train.epochs} epochs; KD from one CE {cfg.teachers.model.name} teacher):\n")
-    print("| search | target MACs | student | MACs | x target | argmax MACs (x target) | alone | CE+KD |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines += ["", f"Students (test accuracy %, mean ± sd over {seeds} distillation seed{'s' * (seeds > 1)}; "
+                  f"{cfg.distill.train.epochs} epochs; KD from one CE {cfg.teachers.model.name} teacher):", "",
+              "| search | target MACs | student | MACs | x target | argmax MACs (x target) | alone | CE+KD |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, entries in found.items():
         for e in entries:
             a = acc[e["arch_id"]]
-            print(f"| {name} | {e['target']:,.0f} | {e['arch_id']} | {e['macs']:,} | {e['cost_over_target']:.2f}x | "
-                  f"{e['argmax_cost']:,.0f} ({e['argmax_cost_over_target']:.2f}x) | {fmt(a['none'])} | "
-                  f"{fmt(a['kd'])} |")
+            lines.append(f"| {name} | {e['target']:,.0f} | {e['arch_id']} | {e['macs']:,} | "
+                         f"{e['cost_over_target']:.2f}x | {e['argmax_cost']:,.0f} ({e['argmax_cost_over_target']:.2f}x) | "
+                         f"{fmt(a['none'])} | {fmt(a['kd'])} |")
+    print("\n".join(lines))
+    if args.readme:
+        from readme_figures import README, replace_block
+
+        README.write_text(replace_block(README.read_text(), "shared-search", "default",
+                                        "python examples/shared_search_bench.py --repeat 2 --readme", "\n".join(lines)))
+        print(f"updated {README}")
     write_json(out / "bench.json", {"times": {k: {"targets": v[0], "wall_s": v[1], "cpu_s": v[2]}
                                                for k, v in times.items()},
                                      "students": {k: [{"target": e["target"], "arch_id": e["arch_id"],

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = getattr(args, "debug", False) or os.environ.get("NASDISTILL_DEBUG", "") not in ("", "0")
+    # SIGTERM (a scheduler's or `kill`'s stop) ends a command as Ctrl-C does: one line, the runs'
+    # last checkpoints kept, the worker processes stopped with it
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return int(args._run(args) or 0)
     except user_errors() as err:
@@ -56,9 +62,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nasdistill {args.command}: error: {message(err)}\n(run with --debug for the traceback)",
               file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"nasdistill {args.command}: terminated (SIGTERM); rerun the same command to continue",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"nasdistill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is (unwinds like Ctrl-C: locks released, workers stopped)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def message(err: BaseException) -> str:

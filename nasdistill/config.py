@@ -52,7 +52,19 @@ class ConfigError(ValueError):
     def prefixed(self, prefix: str) -> "ConfigError":
         if self.key is None or not prefix:
             return self
-        return ConfigError.for_key(prefix + self.key, self.detail)
+        return self.rekeyed(prefix + self.key)
+
+    def rekeyed(self, key: str) -> "ConfigError":
+        """The same error about ``key`` (a run's ``train.device`` is the main job's
+        ``distill.train.device``): the message names ``key`` where it named the old one."""
+        if self.key is None or key == self.key:
+            return self
+        if self.detail is not None:
+            return ConfigError.for_key(key, self.detail)
+        text = str(self)
+        for old in (repr(self.key), f"{self.key}="):
+            text = text.replace(old, repr(key) if old.startswith("'") else f"{key}=")
+        return ConfigError(text, key, None)
 
 
 def require(ok: bool, key: str, detail: str) -> None:
@@ -65,36 +77,112 @@ def require(ok: bool, key: str, detail: str) -> None:
 def load_config(cls, path: Optional[str] = None, overrides: Optional[list[str]] = None):
     """Return ``cls`` filled from the YAML file ``path`` (optional) and ``key=value`` overrides.
 
-    Every error names where the bad value came from: the file, or the override.
+    Every error names where the bad value came from: the override, or the file and its line. The
+    config remembers where each key came from (:func:`sources_of`), so that a check made later --
+    of the data, a device, a model -- names the source too (:func:`attribute`).
+
+    A later source wins over an earlier one: an override beats the file, and an override of one key
+    of a group that says the same thing in two ways (a dataclass's ``__exclusive__``, e.g. a search's
+    ``target`` and ``targets``) removes the file's other keys of that group.
     """
     data: dict = {}
+    lines: dict[str, int] = {}
     if path is not None:
-        data = read_yaml_mapping(path)
+        data, lines = read_yaml_mapping(path, with_lines=True)
     given: dict[str, str] = {}
     for item in overrides or []:
         key = apply_override(data, item)
         given[key] = item
+    _drop_overridden(cls, data, given)
+    sources = ConfigSources(path, lines, given)
     try:
-        return from_dict(cls, data)
+        cfg = from_dict(cls, data)
     except ConfigError as err:
-        key = err.key or ""
-        source = next((item for k, item in given.items() if key == k or key.startswith(k + ".")
-                       or k.startswith(key + ".")), None)
-        if source is not None:
-            raise ConfigError(f"command-line override {source!r}: {err}", err.key, err.detail) from None
-        if path is not None:
-            raise ConfigError(f"{path}: {err}", err.key, err.detail) from None
-        raise
+        raise sources.attribute(err) from None
+    object.__setattr__(cfg, "_config_sources", sources)
+    return cfg
 
 
-def read_yaml_mapping(path) -> dict:
-    """The mapping of the YAML file ``path``; errors name the file (and line) and what to do."""
+class ConfigSources:
+    """Where each key of a loaded config came from: a command-line override (``given``: dotted key
+    -> the override's text, the last one of a key), the YAML file ``path`` (``lines``: dotted key ->
+    line), else the default."""
+
+    def __init__(self, path: Optional[str] = None, lines: Optional[dict] = None, given: Optional[dict] = None):
+        self.path, self.lines, self.given = path, dict(lines or {}), dict(given or {})
+
+    def where(self, key: Optional[str]) -> Optional[str]:
+        """``command-line override 'k=v'``, ``FILE, line N`` or None (a default value)."""
+        if not key:
+            return None
+        for k, item in reversed(list(self.given.items())):
+            if _related(k, key):
+                return f"command-line override {item!r}"
+        related = [(k, line) for k, line in self.lines.items() if _related(k, key)]
+        if related:
+            # the key itself, else the deepest section above it, else the first key below it
+            k, line = max(related, key=lambda kv: (kv[0] == key, key.startswith(kv[0] + "."), -kv[1]))
+            return f"{self.path}, line {line}"
+        return None
+
+    def attribute(self, err: "ConfigError") -> "ConfigError":
+        """``err`` prefixed with where its key's value came from (unchanged when it says so already,
+        or names no key, or the key holds its default: the message then says ``(the default)``)."""
+        text = str(err)
+        if err.key is None or text.startswith(("command-line override", f"{self.path}")):
+            return err
+        where = self.where(err.key)
+        if where is None:
+            return ConfigError(f"{text} ({err.key} holds its default value)", err.key, err.detail)
+        return ConfigError(f"{where}: {text}", err.key, err.detail)
+
+
+def _related(given: str, key: str) -> bool:
+    """Whether the value at ``given`` decides ``key``: the same key, a section above it, or a key
+    below it (an error about a whole section)."""
+    return given == key or key.startswith(given + ".") or given.startswith(key + ".") or \
+        key.startswith(given + "[")
+
+
+def sources_of(cfg) -> ConfigSources:
+    """Where the keys of ``cfg`` came from (a config not loaded by :func:`load_config`: defaults)."""
+    return getattr(cfg, "_config_sources", None) or ConfigSources()
+
+
+def attribute(err: "ConfigError", cfg) -> "ConfigError":
+    """``err`` naming the source of its key's value in ``cfg`` (see :meth:`ConfigSources.attribute`)."""
+    return sources_of(cfg).attribute(err)
+
+
+def _drop_overridden(cls, data: dict, given: dict, prefix: str = "") -> None:
+    """Remove from ``data`` the file's keys of an ``__exclusive__`` group one of whose other keys an
+    override set (the later source wins)."""
+    if not dataclasses.is_dataclass(cls) or not isinstance(data, dict):
+        return
+    for group in getattr(cls, "__exclusive__", ()):
+        set_here = [k for k in group if prefix + k in given]
+        if set_here:
+            for k in group:
+                if k not in set_here and prefix + k not in given:
+                    data.pop(k, None)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name)
+        if dataclasses.is_dataclass(tp) and isinstance(data.get(f.name), dict):
+            _drop_overridden(tp, data[f.name], given, prefix + f.name + ".")
+
+
+def read_yaml_mapping(path, with_lines: bool = False):
+    """The mapping of the YAML file ``path``; errors name the file (and line) and what to do. With
+    ``with_lines``: ``(mapping, {dotted key: line})``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f)
+            text = f.read()
+        loaded = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader)) if with_lines else {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -105,7 +193,18 @@ def read_yaml_mapping(path) -> dict:
         raise ConfigError(f"{path}: not a text file ({err})") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file holds a mapping of keys, got {type(loaded).__name__}")
-    return loaded or {}
+    return (loaded or {}, lines) if with_lines else (loaded or {})
+
+
+def _key_lines(node, prefix: str = "") -> dict:
+    """``{dotted key: line}`` of every key of a composed YAML mapping (sections included)."""
+    out: dict = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = prefix + str(key_node.value)
+            out[key] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, key + "."))
+    return out
 
 
 def apply_override(data: dict, item: str) -> str:
@@ -155,9 +254,34 @@ def from_dict(cls, data: Any, prefix: str = ""):
                 v = _deep_merge(to_dict(default), v)
         kwargs[k] = check_value(v, hints[k], prefix + k)
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except ConfigError as err:
         raise err.prefixed(prefix) from None
+    check_bounds(built, prefix)
+    return built
+
+
+def check_bounds(cfg, prefix: str = "") -> None:
+    """Refuse a number outside the range its class declares in ``__bounds__`` (merged over the
+    class's bases): ``{"temperature": "> 0", "label_smoothing": ">= 0, < 1"}`` -- each a
+    comma-separated list of ``>``, ``>=``, ``<``, ``<=`` comparisons with a number. ``None`` (an
+    optional key switched off) is not checked."""
+    bounds: dict = {}
+    for klass in reversed(type(cfg).__mro__):
+        bounds.update(getattr(klass, "__bounds__", None) or {})
+    for name, spec in bounds.items():
+        value = getattr(cfg, name, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        for part in spec.split(","):
+            op, _, limit = part.strip().partition(" ")
+            ok = {">": value > float(limit), ">=": value >= float(limit), "<": value < float(limit),
+                  "<=": value <= float(limit)}.get(op)
+            if ok is None:
+                raise ConfigError(f"{type(cfg).__name__}.__bounds__[{name!r}]: {spec!r} is not a range "
+                                  "(e.g. '> 0' or '>= 0, < 1'; a bug in the config class)")
+            if not ok:
+                raise ConfigError.for_key(prefix + name, f"must be {spec.replace(',', ' and')}, got {value}")
 
 
 def _field_default(f: dataclasses.Field):

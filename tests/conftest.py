@@ -18,8 +18,8 @@ torch.set_num_threads(1)
 #: The test files that take longest (``--durations``), collected first: the suite runs in two
 #: processes, a file at a time each, and a long file started last would leave one process idle
 #: while the other finishes it.
-LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "pipeline/test_workers.py",
-                 "engine/test_distributed.py", "network/test_records.py", "network/test_model_source.py",
+LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "bench/test_pool.py",
+                 "pipeline/test_workers.py", "engine/test_distributed.py", "network/test_records.py", "network/test_model_source.py",
                  "engine/test_resume.py", "examples/test_examples_pipeline.py", "engine/test_bf16.py")
 
 

@@ -32,3 +32,46 @@ def test_ci_runs_the_readme_test_command_verbatim():
     (value,) = shlex.split(match.group(1))
     assert value == quick_start_commands()[1]
     assert 'bash -c "$TEST_COMMAND"' in ci
+
+
+def _figures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "examples" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_figures_come_from_runs_of_the_current_defaults():
+    """Each block of figures was generated from a run whose configuration is the current default
+    (or the named example's): a changed default fails here, naming the command to rerun."""
+    figures = _figures()
+    text = (ROOT / "README.md").read_text()
+    assert {b["name"] for b in figures.blocks(text)} >= {"report", "synthetic", "shared-search"}
+    assert all(b["body"].strip() for b in figures.blocks(text))
+    assert figures.stale(text) == []
+
+
+def test_a_changed_default_makes_a_block_stale_and_the_script_rewrites_it(monkeypatch):
+    figures = _figures()
+    text = "intro\n<!-- generated: report from default (config 0) by CMD -->\nold\n<!-- /generated: report -->\nend\n"
+    assert figures.stale(text) == ["README block 'report' was generated from default with config 0, now "
+                                   f"{figures.config_fingerprint(figures.source_config('default'))}: rerun `CMD`"]
+    new = figures.replace_block(text, "report", "default", "CMD", "| a |\n|---|\n| 1 |")
+    assert figures.stale(new) == [] and new.startswith("intro\n") and new.endswith("\nend\n")
+    assert [b["body"] for b in figures.blocks(new)] == ["| a |\n|---|\n| 1 |\n"]
+    # another default: the fingerprint moves
+    real = figures.source_config
+    monkeypatch.setattr(figures, "source_config",
+                        lambda source: _with(real(source), "distill.kd.temperature", 2.0))
+    assert figures.stale(new) and "rerun `CMD`" in figures.stale(new)[0]
+
+
+def _with(cfg, key, value):
+    section, _, name = key.rpartition(".")
+    obj = cfg
+    for part in section.split("."):
+        obj = getattr(obj, part)
+    setattr(obj, name, value)
+    return cfg

@@ -3,11 +3,12 @@
     nasdistill run [CONFIG] [key=value ...] [--out-dir DIR] [--resume | --restart]
 
 With no CONFIG it runs the embedded default: scikit-learn digits and the `digits_small` space;
-students searched at three MACs targets and three sampled ones; a CE and a GTN teacher per seed;
-KD of every student from each teacher and each student alone, over two seeds (under two minutes
-on 2 CPU cores). The directory gets report.md (tables, confidence intervals, paired tests, plots),
-results.csv, and students/<id>/ with model.json, model.safetensors, model.pt2 (and model.onnx with
-the onnx extra).
+students searched at three MACs targets, a random student of each target's MACs band and three
+sampled ones; a CE and a GTN teacher per seed; KD of every student from each teacher and each
+student alone, over two seeds (about three minutes on 2 CPU cores). The directory gets report.md
+(tables, confidence intervals, paired tests, plots), results.csv, and students/<id>/ with
+model.json, model.safetensors, model.py (plain PyTorch: loads without nasdistill), model.pt2 (and
+model.onnx with the onnx extra).
 
 Rerunning the same command reuses every finished stage and resumes an interrupted one (that is
 what --resume says; it is the default). A rerun with other values is refused, naming the keys;
@@ -42,10 +43,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from .cli_args import config_from_args
-    from ..config import ConfigError
+    from ..config import ConfigError, attribute
     from ..engine.distributed import init_distributed, shutdown_distributed
     from ..pipeline import pipeline_config_class, run_pipeline
-    from .training import attributed
 
     if args.resume and args.restart:
         raise ConfigError("--resume and --restart: choose one (--resume is the default)")
@@ -55,7 +55,7 @@ def run(args) -> int:
     try:
         run_pipeline(cfg, cfg.out_dir, verbose=not args.quiet, mode="restart" if args.restart else "resume")
     except ConfigError as err:
-        raise attributed(err, args) from None
+        raise attribute(err, cfg) from None
     finally:
         shutdown_distributed()
     return 0

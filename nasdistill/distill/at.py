@@ -17,6 +17,8 @@ __all__ = ["ATConfig", "ATDistiller"]
 
 @dataclass
 class ATConfig(FeatureKDConfig):
+
+    __bounds__ = {"p": "> 0"}
     feat_weight: float = 1000.0
     p: float = 2.0
 

@@ -107,6 +107,8 @@ class FeatureKDConfig:
     ``standardize`` z-scores both logits of that KD term first (logit standardization).
     """
 
+    __bounds__ = {"ce_weight": ">= 0", "kd_weight": ">= 0", "temperature": "> 0", "feat_weight": ">= 0"}
+
     ce_weight: float = 1.0
     kd_weight: float = 0.0
     temperature: float = 4.0

@@ -77,18 +77,19 @@ class DistillConfigBase:
         if not cls.needs_teacher:
             if self.cache_teacher_logits:
                 raise ConfigError(f"cache_teacher_logits=true with method={self.method}: this method has "
-                                  "no teacher; drop the flag")
+                                  "no teacher; drop the flag", "cache_teacher_logits")
             return
         if not self.teacher:
             raise ConfigError(f"method={self.method} needs a teacher: set teacher=RUN_DIR, a run "
                               "directory written by `nasdistill teacher CONFIG --out-dir RUN_DIR` "
-                              "(or method=none to train the student alone)")
+                              "(or method=none to train the student alone)", "teacher")
         if self.cache_teacher_logits and not logits_only(self.method):
             cached = [n for n in DISTILLERS if logits_only(n)]
             raise ConfigError(
                 f"cache_teacher_logits=true with method={self.method}: {self.method} compares "
                 f"teacher features, which need the teacher's forward on every batch; the cache only "
-                f"serves logit methods ({', '.join(cached)}). Set cache_teacher_logits=false")
+                f"serves logit methods ({', '.join(cached)}). Set cache_teacher_logits=false",
+                "cache_teacher_logits")
 
 
 def distill_config_class() -> type:

@@ -154,6 +154,9 @@ class CRDLoss(nn.Module):
 class CRDConfig(FeatureKDConfig):
     """CRD on the pooled embeddings; RepDistiller defaults (``-b 0.8``, nce_k 16384, t 0.07, m 0.5)."""
 
+    __bounds__ = {"feat_dim": ">= 1", "num_negatives": ">= 1", "nce_temperature": "> 0",
+                  "momentum": ">= 0, <= 1"}
+
     feat_weight: float = 0.8
     feat_dim: int = 128
     num_negatives: int = 16384

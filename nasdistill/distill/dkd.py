@@ -21,6 +21,9 @@ __all__ = ["DKDConfig", "DKDDistiller", "dkd_warmup_factor"]
 
 @dataclass
 class DKDConfig:
+
+    __bounds__ = {"alpha": ">= 0", "beta": ">= 0", "temperature": "> 0", "ce_weight": ">= 0",
+                  "warmup_epochs": ">= 0"}
     alpha: float = 1.0
     beta: float = 8.0
     temperature: float = 4.0

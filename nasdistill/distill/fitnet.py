@@ -31,6 +31,8 @@ __all__ = ["FitNetConfig", "FitNetDistiller", "HintRegressor"]
 
 @dataclass
 class FitNetConfig(FeatureKDConfig):
+
+    __bounds__ = {"hint_pair": ">= 0"}
     feat_weight: float = 100.0
     hint_pair: Optional[int] = None  # index into pair_stages(...); None = the middle pair
 

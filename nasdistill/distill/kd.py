@@ -22,6 +22,8 @@ __all__ = ["KDConfig", "KDDistiller"]
 
 @dataclass
 class KDConfig:
+
+    __bounds__ = {"temperature": "> 0", "ce_weight": ">= 0", "kd_weight": ">= 0"}
     temperature: float = 4.0
     ce_weight: float = 0.1
     kd_weight: float = 0.9

@@ -16,6 +16,8 @@ __all__ = ["PKTConfig", "PKTDistiller"]
 
 @dataclass
 class PKTConfig(FeatureKDConfig):
+
+    __bounds__ = {"eps": "> 0"}
     feat_weight: float = 30000.0
     eps: float = 1e-7
 

@@ -16,6 +16,8 @@ __all__ = ["RKDConfig", "RKDDistiller"]
 
 @dataclass
 class RKDConfig(FeatureKDConfig):
+
+    __bounds__ = {"distance_weight": ">= 0", "angle_weight": ">= 0"}
     feat_weight: float = 1.0
     distance_weight: float = 25.0
     angle_weight: float = 50.0

@@ -189,7 +189,7 @@ def prepare_distill(cfg, splits, device="cpu", verbose: bool = False) -> Distill
     from ..engine.checkpoint import seed_everything
     from ..engine.distributed import World
 
-    _check_run(cfg)
+    DISTILL_RUN.check_config(cfg)
     seed_everything(cfg.seed)
     task = build_distill_task(cfg, splits, None, torch.device(device), World() if verbose else _QuietWorld())
     return task.to(torch.device(device))
@@ -225,11 +225,10 @@ def _saved_config(cfg):
                                                                 space=source["space"]))
 
 
-def _check_run(cfg) -> None:
-    """``cfg.check()``, and the teacher run must have finished (before loading any data)."""
+def _check_teacher(cfg) -> None:
+    """The teacher run must have finished (before loading any data)."""
     from .registry import get_distiller
 
-    cfg.check()
     if cfg.teacher is not None and get_distiller(cfg.method).needs_teacher:
         finished_teacher(cfg.teacher)
 
@@ -238,7 +237,8 @@ from ..registry import register  # noqa: E402
 from .config import DistillConfigBase, distill_config_class  # noqa: E402
 
 DISTILL_RUN = RunMethod("distill", build_distill_task, identity=_identity, saved_config=_saved_config,
-                        check=_check_run, check_data=check_calibration_data)
+                        check=lambda cfg: cfg.check(), check_inputs=_check_teacher,
+                        check_data=check_calibration_data)
 register("run", "distill", DISTILL_RUN, config=distill_config_class)
 
 

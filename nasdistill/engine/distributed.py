@@ -52,14 +52,35 @@ def world() -> World:
     return World()
 
 
+def device_problem(name: str) -> str | None:
+    """Why the device ``name`` (``train.device``) cannot be used by this process, or None: CUDA
+    (or MPS) not available, or a GPU index beyond the GPUs this process sees."""
+    if name == "auto":
+        return None
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"is {name!r}, but CUDA is not available here; use cpu (or auto: a GPU when there is one)"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return (f"is {name!r}, but this process sees {count} GPU(s) (cuda:0 to cuda:{count - 1}); "
+                    "use cuda (or auto)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"is {name!r}, but MPS is not available here; use cpu (or auto)"
+    return None
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; a device this process
+    cannot use is refused as the key ``train.device`` (:func:`device_problem`)."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu")
-    return device
+    problem = device_problem(name)
+    if problem is not None:
+        from ..config import ConfigError
+
+        raise ConfigError.for_key("train.device", problem)
+    return torch.device(name)
 
 
 def init_distributed(device: str = "auto") -> tuple[World, torch.device]:

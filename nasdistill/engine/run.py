@@ -123,9 +123,12 @@ class RunMethod:
     (default :func:`config_identity`; a method may drop keys that do not matter to it and add what
     else its result depends on). ``saved_config(cfg)`` is the configuration
     written to ``config.yaml`` (default ``cfg``; e.g. with a student file resolved to its
-    architecture). ``check(cfg)`` refuses combinations no single key can reject;
+    architecture).
+    ``check(cfg)`` refuses combinations no single key can reject; ``check_inputs(cfg)`` refuses
+    missing or unfinished runs this run reads (a distillation's teacher, a warm start's source);
     ``check_data(cfg, splits)`` refuses what only the loaded data can tell (e.g. a cost target the
-    space cannot reach for the data's input size). Both run before any file is written.
+    space cannot reach for the data's input size). All run before any file is written
+    (:meth:`check_config`, then :meth:`check_loaded` once the data is loaded).
     ``verify(rd, result)`` (optional) lists what is wrong with a finished run beyond what the
     lifecycle checks (a search's student folders): a finished run with problems is finished again
     from its checkpoint instead of being reused.
@@ -136,12 +139,32 @@ class RunMethod:
     identity: Optional[Callable[[Any], dict]] = None
     saved_config: Optional[Callable[[Any], Any]] = None
     check: Optional[Callable[[Any], None]] = None
+    check_inputs: Optional[Callable[[Any], None]] = None
     check_data: Optional[Callable[[Any, Any], None]] = None
     verify: Optional[Callable[[RunDirectory, dict], list]] = None
 
     def identity_of(self, cfg) -> dict:
         """The run's identity: :attr:`identity` or, by default, :func:`config_identity`."""
         return self.identity(cfg) if self.identity is not None else config_identity(cfg)
+
+    def check_config(self, cfg, inputs: bool = True) -> None:
+        """What the configuration alone refuses: :attr:`check`, ``train.device`` a device this
+        process can use, and (``inputs``) :attr:`check_inputs`. A job that has not trained a run's
+        inputs yet checks them later (``inputs=False``)."""
+        if self.check is not None:
+            self.check(cfg)
+        problem = distributed.device_problem(cfg.train.device)
+        if problem is not None:
+            raise ConfigError.for_key("train.device", problem)
+        if inputs and self.check_inputs is not None:
+            self.check_inputs(cfg)
+
+    def check_loaded(self, cfg, splits) -> None:
+        """What the loaded data lets refuse: :attr:`check_data`, and every model section of the
+        configuration buildable for the data (:func:`check_models`)."""
+        if self.check_data is not None:
+            self.check_data(cfg, splits)
+        check_models(cfg, splits)
 
     def execute(self, cfg, spec) -> tuple[dict, bool]:
         """The run of ``spec`` (a :class:`~.runs.RunSpec` of this kind, ``cfg`` its configuration)
@@ -156,6 +179,43 @@ def default_loaders(cfg, splits, device, world) -> Loaders:
     train, val, test = loaders_for(splits, cfg.train.batch_size, device, seed=cfg.seed,
                                    augment=cfg.data.augment, rank=world.rank, world_size=world.world_size)
     return Loaders(train, val, test)
+
+
+def model_sections(cfg, prefix: str = ""):
+    """``(dotted key, ModelConfig)`` of every model section of ``cfg`` (``model``, ``student``,
+    ``sftn.student``, ...), found by walking its sections."""
+    import dataclasses
+
+    from ..models.config import ModelConfig
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name, None)
+        if isinstance(value, ModelConfig):
+            yield prefix + f.name, value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from model_sections(value, prefix + f.name + ".")
+
+
+def check_models(cfg, splits) -> None:
+    """Every model section of ``cfg`` names a network that can be built for the data (its classes
+    and input size): the zoo name and options, or the space and architecture. Built on the meta
+    device (no memory, no weights fetched); refused as the section's key."""
+    import torch
+
+    from ..network.record import ModelRecord
+
+    for key, model_cfg in model_sections(cfg):
+        try:
+            record = ModelRecord.from_config(model_cfg, splits.num_classes, splits.input_size, key)
+            with torch.device("meta"):
+                record.build(for_weights=True)
+        except ConfigError as err:
+            raise err if err.key else ConfigError(f"config key {key!r}: {err}", key) from None
+        except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as err:
+            field = ("options" if isinstance(err, TypeError) and model_cfg.options else
+                     "name" if model_cfg.arch is None else "arch")
+            raise ConfigError(f"config key {f'{key}.{field}'!r}: cannot build the network: {err}",
+                              f"{key}.{field}") from None
 
 
 def declared_artifacts(task: TrainTask) -> tuple[str, ...]:
@@ -271,14 +331,12 @@ def _run(cfg, method: RunMethod, run_dir=None, mode: str = "resume", splits=None
     """:func:`run_training`, and whether the result is a finished run's, reused."""
     if mode not in MODES:
         raise ValueError(f"run mode must be one of {MODES}, got {mode!r}")
-    if method.check is not None:
-        method.check(cfg)
+    method.check_config(cfg)
     world = world or distributed.world()
     device = runtime(cfg.train.device, cfg.train.threads, world, device)
     if splits is None:
         splits = cfg.data.load()  # missing files are refused before the folder is touched
-    if method.check_data is not None:
-        method.check_data(cfg, splits)
+    method.check_loaded(cfg, splits)
     if run_dir is None:
         return _train(cfg, method, None, splits, device, world, verbose), False
     rd = RunDirectory(run_dir)

@@ -263,6 +263,12 @@ class ModelRecord:
         or malformed)."""
         path = Path(folder) / FILENAME
         if not path.is_file():
+            students = sorted(p.parent.name for p in Path(folder).glob("students/*/" + FILENAME))
+            if students:  # a main job's folder: its models are its students' exports
+                shown = ", ".join(students[:4]) + (f" and {len(students) - 4} more" if len(students) > 4 else "")
+                raise FileNotFoundError(f"{folder} is a main job's folder, which holds no model of its own: "
+                                        f"its students are exported in {Path(folder) / 'students'}/<id> "
+                                        f"({shown}); give one of those folders")
             raise FileNotFoundError(f"{path} does not exist: {folder} holds no model record (a run "
                                     "directory or an export folder written by nasdistill has one)")
         record = cls.from_json(_load_json(path), str(path))

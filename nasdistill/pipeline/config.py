@@ -152,8 +152,27 @@ class PipelineExport:
 
 
 @dataclass
+class RaySection:
+    """Where ``backend=ray`` runs the job's runs (each run a Ray task; the ``ray`` extra).
+
+    ``address``: ``local`` starts a Ray instance on this machine for the job (no dashboard, the
+    loopback only); ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head`` /
+    ``ray start --address=HOST:PORT`` on the nodes). ``gpus_per_run`` (fractional: 0.25 puts four
+    runs on a GPU) and ``cpus_per_run`` are each run's Ray resources. The job's folder must lie on
+    storage every node sees: the job checks it on every node before the first run."""
+
+    __bounds__ = {"gpus_per_run": ">= 0", "cpus_per_run": "> 0"}
+
+    address: str = "local"
+    gpus_per_run: float = 0.0
+    cpus_per_run: float = 1.0
+
+
+@dataclass
 class PipelineConfigBase:
     """`nasdistill run [CONFIG]`: search -> teachers -> distill -> report -> export."""
+
+    __bounds__ = {"threads": ">= 1"}
 
     seed: int = 0
     out_dir: str = "runs/nasdistill"
@@ -163,6 +182,8 @@ class PipelineConfigBase:
     threads: Optional[int] = 1              # torch CPU threads per process (tiny models: 1 is fastest)
     workers: Union[int, Literal["auto"]] = 2  # runs in parallel (processes); auto: per GPU x runs_per_gpu, or per CPU
     runs_per_gpu: int = 1                   # runs sharing one GPU at a time (local workers pinned to GPUs)
+    backend: Literal["local", "ray"] = "local"  # local: worker processes here; ray: Ray tasks (section ray)
+    ray: RaySection = field(default_factory=RaySection)
     search: PipelineSearch = field(default_factory=PipelineSearch)
     students: PipelineStudents = field(default_factory=PipelineStudents)
     export: PipelineExport = field(default_factory=PipelineExport)
@@ -178,23 +199,23 @@ class PipelineConfigBase:
                                           f"from {[n for n in DISTILLERS if n != 'none']} (the baseline is "
                                           "distill.baseline)")
         if self.search.search.target is not None:
-            raise ConfigError("config key 'search.search.target': set the targets with "
-                              "'search.targets' (a list), one search per target")
+            raise ConfigError.for_key("search.search.target", "is not a key of the main job: set the targets "
+                                      "with 'search.targets' (a list), one search per target")
         _check_targets(self.search.targets)
         if self.search.search.space not in ("", self.space):
-            raise ConfigError(f"config key 'search.search.space' ({self.search.search.space!r}) "
-                              f"differs from 'space' ({self.space!r}); set only 'space'")
+            raise ConfigError.for_key("search.search.space", f"({self.search.search.space!r}) differs from "
+                                      f"'space' ({self.space!r}); set only 'space'")
         if not self.distill.seeds:
-            raise ConfigError("config key 'distill.seeds' is empty: give at least one seed")
+            raise ConfigError.for_key("distill.seeds", "is empty: give at least one seed")
         seeds = self.teacher_seeds()
         if not seeds:
-            raise ConfigError("config key 'teachers.seeds' is empty: give at least one seed (or null)")
+            raise ConfigError.for_key("teachers.seeds", "is empty: give at least one seed (or null)")
         if len(seeds) > 1:
             missing = [s for s in self.distill.seeds if s not in seeds]
             if missing:
-                raise ConfigError(f"config key 'teachers.seeds' ({seeds}) lacks the distillation seeds "
-                                  f"{missing}: the distillation of seed s uses the teacher of seed s; "
-                                  "add them, or give one teacher seed for all")
+                raise ConfigError.for_key("teachers.seeds", f"({seeds}) lacks the distillation seeds {missing}: "
+                                          "the distillation of seed s uses the teacher of seed s; add them, "
+                                          "or give one teacher seed for all")
         if self.workers != "auto" and self.workers < 1:
             raise ConfigError.for_key("workers", f"must be >= 1 or auto, got {self.workers}")
         if self.runs_per_gpu < 1:
@@ -206,12 +227,13 @@ class PipelineConfigBase:
                                           f"({self.space!r}): {TEACHERS.meta(name, 'display_name', name.upper())} "
                                           "uses the main job's space; set only 'space'")
         if self.students.sampled < 0:
-            raise ConfigError(f"config key 'students.sampled' must be >= 0, got {self.students.sampled}")
+            raise ConfigError.for_key("students.sampled", f"must be >= 0, got {self.students.sampled}")
         if self.students.random_per_target < 0:
             raise ConfigError.for_key("students.random_per_target",
                                       f"must be >= 0, got {self.students.random_per_target}")
         if not self.search.targets and self.students.sampled == 0:
-            raise ConfigError("no students: search.targets is empty and students.sampled is 0")
+            raise ConfigError.for_key("students.sampled", "is 0 and search.targets is empty: the job has no "
+                                      "students; give targets or a number of sampled students")
 
     def teacher_seeds(self) -> list[int]:
         return list(self.teachers.seeds) if self.teachers.seeds is not None else list(self.distill.seeds)

@@ -16,7 +16,6 @@ reach (:mod:`.checks`). A full disk is one paragraph naming the folder and how t
 """
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,13 +29,14 @@ from ..engine.run import (ConfigMismatch, config_identity, describe_diff, finger
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
 from .stage import Progress, Stage
+from .stage_times import INVOCATION, StageTimes
 from .steps import (describe_task, distill_students, export_students, teacher_histories, random_students,
                     sample_students,
                     start_search, start_teachers, teacher_rows, teachers_need_students)
 from .workers import JobPool
 
 #: Keys of the main job's configuration that never change a result.
-NOT_IDENTITY = ("out_dir", "threads", "workers", "export", "data.root", "about")
+NOT_IDENTITY = ("out_dir", "threads", "workers", "runs_per_gpu", "backend", "ray", "export", "data.root", "about")
 #: The ``train.*`` keys a run's identity leaves out (:data:`nasdistill.engine.run.NOT_IDENTITY`),
 #: left out of every stage's ``train`` section.
 _RUN_KEYS = tuple(k.split(".", 1)[1] for k in RUN_NOT_IDENTITY if k.startswith("train."))
@@ -56,7 +56,10 @@ def check_job(cfg, out: Path, mode: str) -> tuple[dict, str]:
     manifest = rd.read_manifest() if mode != "restart" else None  # (--restart rewrites a damaged one)
     stage_mode = "update" if mode == "restart" else "resume"
     if manifest is not None and mode != "restart":
-        diff = identity_diff(manifest.get("identity") or {}, identity)
+        # (keys that no longer decide a result, e.g. runs_per_gpu, are left out of the old identity too)
+        old = {k: v for k, v in (manifest.get("identity") or {}).items()
+               if not any(k == i or k.startswith(i + ".") for i in NOT_IDENTITY)}
+        diff = identity_diff(old, identity)
         if diff and stages_hold_progress(out):
             raise ConfigMismatch(
                 f"{out} holds a main job with another configuration: {describe_diff(diff)}. Rerun with "
@@ -110,18 +113,17 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
         write_run_files(rd, manifest, cfg)
     device = runtime(cfg.teachers.train.device, cfg.threads, world)
     log = Progress(verbose and world.is_main)
-    t_start = time.perf_counter()
-    times: dict = {}
+    clock = StageTimes(out / "stage_times.json", write=world.is_main)
     log.say(f"nasdistill run: data {cfg.data.name} ({len(splits.train)} train images), space {space.name} "
             f"({space.size():,} architectures) -> {out}")
-    previous_path = out / "stage_times.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
     # one set of worker processes for the whole job (started with the first run to do), pinned to GPUs
-    pool = backend(cfg, world, log)
+    pool = backend(cfg, world, log, out)
+    clock.placed(pool.describe() if pool is not None else
+                 f"{world.world_size} ranks (torchrun)" if world.distributed else "this process, one run at a time")
     with pool if pool is not None else nullcontext():
         stage = Stage(cfg, stage_mode, log, root=out, pool=pool)
-        rows, results, teachers, students = _stages(cfg, out, stage, world, splits, space, times, previous,
-                                                    previous_path)
+        stage.on_run_end = clock.run_ended
+        rows, results, teachers, students = _stages(cfg, out, stage, world, splits, space, clock)
         if not world.is_main:  # rank 0 evaluates, reports and exports
             return {"out_dir": str(out), "rank": world.rank}
         t0 = time.perf_counter()
@@ -129,82 +131,76 @@ def _run(cfg, out: Path, rd: RunDirectory, mode: str, world, verbose: bool, spli
         if cfg.export.enabled:
             log.say("export:")
             exported = export_students(cfg, out, students, rows, results, splits, log, stage)
-        times["export"] = time.perf_counter() - t0
+        clock.timed("export", time.perf_counter() - t0)
     t0 = time.perf_counter()
     trows = teacher_rows(cfg, teachers, splits, device)
     entropy, branch_acc, gate_info = teacher_histories(teachers)
-    report = write_report(out, rows, trows, students, times, entropy, config_summary=to_dict(cfg),
+    # (the report's own time is not in its table: it is being written)
+    report = write_report(out, rows, trows, students, clock.table(), entropy, config_summary=to_dict(cfg),
                           branch_history=branch_acc, gate_info=gate_info or None,
                           exports=exported if cfg.export.enabled else None,
                           about=describe_task(cfg, splits), num_classes=splits.num_classes,
                           kd_temperature={m: getattr(getattr(cfg.teachers, m, None), "kd_temperature",
                                                      cfg.distill.kd.temperature) for m in cfg.teachers.methods})
-    times["report"] = time.perf_counter() - t0
-    write_json(previous_path, {**previous, **times})
+    clock.timed("report", time.perf_counter() - t0)
     log.say(f"report: {report}")
-    times["total"] = time.perf_counter() - t_start
+    times = clock.table()
+    times["total"] = times.pop(INVOCATION)
     summary = {"out_dir": str(out), "students": students, "teachers": trows, "stage_times_s": times,
                "report": str(report), "exported": {e["student"]: str(out / e["folder"]) for e in exported}}
-    write_json(out / "summary.json", summary)
+    # the file names the report and the exports relative to the job's folder (records hold no
+    # absolute path: a moved folder stays true); the returned summary names them as given
+    write_json(out / "summary.json", {**{k: v for k, v in summary.items() if k != "out_dir"},
+                                      "report": report.name,
+                                      "exported": {e["student"]: e["folder"] for e in exported}})
     log.say(f"done in {times['total']:.0f}s: {report}")
     return summary
 
 
-def backend(cfg, world, log):
-    """The job's worker processes (:class:`~.workers.JobPool`, placed by :mod:`.placement`), or None
-    when its runs run in this process (one worker, or every rank under torchrun)."""
+def backend(cfg, world, log, out=None):
+    """The job's worker processes (:class:`~.workers.JobPool`, placed by :mod:`.placement`), its
+    Ray tasks (``backend=ray``: :class:`~.ray_pool.RayPool`), or None when its runs run in this
+    process (one worker, or every rank under torchrun)."""
     from .placement import describe, visible_gpus, worker_count, worker_envs
 
     if world.distributed:
         return None
+    if cfg.backend == "ray":
+        from .ray_pool import RayPool
+
+        pool = RayPool(cfg.ray, cfg.threads, job=out)
+        log.say(f"runs on {pool.describe()}")
+        return pool
     gpus = visible_gpus()
     n = worker_count(cfg.workers, cfg.runs_per_gpu, gpus)
     if n <= 1 and not gpus:
         return None
-    log.say(f"runs on {describe(n, gpus, cfg.runs_per_gpu)}")
-    return JobPool(n, worker_envs(n, gpus, cfg.runs_per_gpu))
+    pool = JobPool(n, worker_envs(n, gpus, cfg.runs_per_gpu), describe(n, gpus, cfg.runs_per_gpu))
+    log.say(f"runs on {pool.describe()}")
+    return pool
 
 
-def _stages(cfg, out: Path, stage: Stage, world, splits, space, times: dict, previous: dict,
-            previous_path: Path):
+def _stages(cfg, out: Path, stage: Stage, world, splits, space, clock: StageTimes):
     """Search, teachers, distillation. Teachers that need no searched student are queued right
-    behind the search, so they train while it runs; ``times`` gets each stage's wall time (from
-    its start to its last run's end) and ``overlap``, the seconds the teachers trained during the
-    search (counted once in the report's total)."""
-
-    def record(name: str, t0: float) -> None:
-        # a stage reused from an earlier invocation keeps the time it took then
-        reused = not stage.ran_by.get(name) and name in previous
-        times[name] = previous[name] if reused else time.perf_counter() - t0
-        if world.is_main:
-            write_json(previous_path, {**previous, **times})
-
-    t_search = time.perf_counter()
+    behind the search, so they train while it runs; ``clock`` records each stage's time as its
+    runs end (:mod:`.stage_times`) and the teachers' overlap with the search."""
     search = start_search(cfg, out, space, stage)
     # (without worker processes a stage's runs run as it starts: nothing to gain from starting early)
     early = stage.queues and not teachers_need_students(cfg)
-    t_teachers = time.perf_counter()
     pending = start_teachers(cfg, out, [], stage) if early else None
     students = search.wait()
-    record("search", t_search)
+    search_span = clock.spans.get("search")
+    clock.stage_ended("search", had_runs="search" in stage.began)
     students += random_students(cfg, space, students)
-    students += sample_students(cfg, space, {s["student"] for s in students})
+    students += sample_students(cfg, space, [s["arch"] for s in students])
     if world.is_main:
         write_json(out / "students.json", students)
     if pending is None:
-        t_teachers = time.perf_counter()
         pending = start_teachers(cfg, out, students, stage)
-    search_end = time.perf_counter()
     teachers = pending.wait()
-    record("teachers", t_teachers)
-    ran_search, ran_teachers = stage.ran_by.get("search"), stage.ran_by.get("teachers")
-    if early and ran_search and ran_teachers:
-        times["overlap"] = max(0.0, min(search_end, time.perf_counter()) - t_teachers)
-    elif not ran_search and not ran_teachers and "overlap" in previous:
-        times["overlap"] = previous["overlap"]  # both reused: as they ran then
-    else:
-        previous.pop("overlap", None)  # one stage ran alone this time
-    t0 = time.perf_counter()
+    teachers_span = clock.spans.get("teachers")
+    clock.stage_ended("teachers", had_runs="teachers" in stage.began)
+    clock.overlap(search_span, teachers_span, early)
     rows, results = distill_students(cfg, out, students, teachers, stage, augmented=augmented(cfg, splits))
-    record("distill", t0)
+    clock.stage_ended("distill", had_runs="distill" in stage.began)
     return rows, results, teachers, students

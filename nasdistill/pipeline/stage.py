@@ -5,6 +5,7 @@ reused, resumed or refused is the run's own lifecycle's to decide
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,10 @@ class Stage:
         self.ran = 0   # runs executed (not reused) so far
         self.ran_by: dict = {}  # the same, by stage name
         self.reused_by: dict = {}  # runs reused, by stage name
+        self.began: dict = {}  # stage name -> when its first run was started or queued
+        #: called as ``on_run_end(stage name, began)`` in the main process as each run it executed
+        #: (not reused) ends
+        self.on_run_end = None
         #: the job's worker processes (``cfg.workers`` > 1, closed by the job); without it a call
         #: of several runs starts workers of its own for as long as it lasts, and a single run
         #: runs in this process
@@ -92,6 +97,8 @@ class Stage:
         bar = self.log.bar(len(specs), name) if len(specs) > 1 else None
         self.ran_by.setdefault(name, 0)
         self.reused_by.setdefault(name, 0)
+        if specs:
+            self.began.setdefault(name, time.perf_counter())
 
         def finished(i: int, result: dict) -> None:
             # as each run ends (not when the stage does): the bar, its ETA, and a line for the run
@@ -101,6 +108,8 @@ class Stage:
             else:
                 self.ran += 1
                 self.ran_by[name] += 1
+                if self.on_run_end is not None:
+                    self.on_run_end(name, self.began[name])
                 line = f"  done {specs[i].name}: {_accuracy(result)}, {result.get('wall_time_s') or 0:.1f}s"
             if bar is not None and not bar.disable:
                 bar.write(line)

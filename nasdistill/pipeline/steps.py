@@ -23,31 +23,38 @@ def search_students(cfg, out: Path, space, stage: Stage) -> list[dict]:
     return start_search(cfg, out, space, stage).wait()
 
 
-def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
-    """:func:`search_students`, queued on the stage; ``.wait()`` returns the students."""
+def search_configs(cfg, out: Path) -> list:
+    """``[(SearchConfig, run folder)]``: the shared search of every target (``search/shared``), or
+    one search per target (``search.search.shared=false``); none without targets."""
     from ..search import SearchConfig, target_folder
-    from ..search.students import describe, read_students
 
     targets = [float(t) for t in cfg.search.targets]
     section = dataclasses.replace(cfg.search.search, space=cfg.space, cost_metric="macs", target=None,
                                   targets=None)
-    if section.shared and targets:
+    if not targets:
+        return []
+    if section.shared:
         run_dir = out / "search" / "shared"
-        scfg = SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data, train=cfg.search.train,
-                            search=dataclasses.replace(section, targets=targets))
-        pending = stage.start("search", [stage.spec("search", scfg, run_dir)])
+        return [(SearchConfig(seed=cfg.seed, out_dir=str(run_dir), data=cfg.data, train=cfg.search.train,
+                              search=dataclasses.replace(section, targets=targets)), run_dir)]
+    return [(SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / target_folder(t)), data=cfg.data,
+                          train=cfg.search.train, search=dataclasses.replace(section, target=t)),
+             out / "search" / target_folder(t)) for t in targets]
+
+
+def start_search(cfg, out: Path, space, stage: Stage) -> Pending:
+    """:func:`search_students`, queued on the stage; ``.wait()`` returns the students."""
+    from ..search.students import describe, read_students
+
+    configs = search_configs(cfg, out)
+    pending = stage.start("search", [stage.spec("search", scfg, run_dir) for scfg, run_dir in configs])
+    if cfg.search.search.shared and configs:
+        run_dir = configs[0][1]
 
         def entries() -> list[dict]:
             [result] = pending.wait()
             return read_students(run_dir, result)
     else:
-        specs = []
-        for target in targets:
-            scfg = SearchConfig(seed=cfg.seed, out_dir=str(out / "search" / target_folder(target)),
-                                data=cfg.data, train=cfg.search.train,
-                                search=dataclasses.replace(section, target=target))
-            specs.append(stage.spec("search", scfg, Path(scfg.out_dir)))
-        pending = stage.start("search", specs)
         entries = pending.wait
 
     def students() -> list[dict]:
@@ -96,21 +103,32 @@ def random_students(cfg, space, searched: list[dict]) -> list[dict]:
     return out
 
 
-def sample_students(cfg, space, taken: set) -> list[dict]:
-    out, seed = [], cfg.students.sample_seed
-    attempts = 0
-    while len(out) < cfg.students.sampled:
-        arch = space.sample(seed=seed + attempts)
+def sample_students(cfg, space, taken: list[dict]) -> list[dict]:
+    """``students.sampled`` distinct networks drawn with :meth:`~nasdistill.space.SearchSpace.sample`
+    (seeds ``students.sample_seed``, +1, ...), none of them one of the architectures ``taken``. When
+    that keeps drawing networks already taken (a count close to the space's size; the job's checks
+    refused one above it), the rest are drawn uniformly from the networks not taken yet."""
+    n = cfg.students.sampled
+    ids = {space.arch_id(a) for a in taken}
+    archs, attempts = [], 0
+    while len(archs) < n and attempts < 20 * n + 1000:
+        arch = space.sample(seed=cfg.students.sample_seed + attempts)
         attempts += 1
-        if attempts > 1000 * max(cfg.students.sampled, 1):
-            raise ValueError(f"could not sample {cfg.students.sampled} distinct students from {space.name} "
-                             f"({space.size():,} networks); lower students.sampled")
-        arch_id = space.arch_id(arch)
-        if arch_id in taken:
-            continue
-        taken.add(arch_id)
+        if space.arch_id(arch) not in ids:
+            ids.add(space.arch_id(arch))
+            archs.append(arch)
+    if len(archs) < n:
+        from ..space.band import band_networks
+
+        bounds = space.cost_range()
+        rest = band_networks(space, bounds["macs_min"], bounds["macs_max"], "macs")
+        print(f"  {len(archs)} of {n} sampled students drawn; the other {n - len(archs)} uniformly from the "
+              "networks not taken yet", flush=True)
+        archs += rest.sample(n - len(archs), seed=cfg.students.sample_seed, exclude=[*taken, *archs])
+    out = []
+    for arch in archs:
         cost = space.cost(arch)
-        out.append({"student": arch_id, "kind": "sampled", "arch": arch, "macs": cost["macs"],
+        out.append({"student": space.arch_id(arch), "kind": "sampled", "arch": arch, "macs": cost["macs"],
                     "params": cost["params"], "target_macs": None})
     return out
 
@@ -142,12 +160,9 @@ def train_teachers(cfg, out: Path, students, stage: Stage) -> dict:
     return start_teachers(cfg, out, students, stage).wait()
 
 
-def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
-    """:func:`train_teachers`, queued: the first wave of runs is handed to the stage now, the
-    second (teachers started from the reference ones) when ``.wait()`` has the first. What each
-    teacher needs comes from its metadata (:mod:`nasdistill.teachers.registry`): ``uses_space``
-    gets the job's space, ``needs_student`` the first searched student, ``warm_startable`` starts
-    from the reference teacher with ``teachers.init_from_ce``."""
+def teacher_configs(cfg, out: Path, students) -> list:
+    """``[((method, seed), teacher config, run folder, warm-started)]``: every teacher method once
+    per teacher seed, as its metadata says (:func:`start_teachers`)."""
     from ..config import ConfigError
     from ..teachers import TEACHERS, reference_teacher, teacher_config_class
 
@@ -163,14 +178,11 @@ def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
                 sections[name], student=ModelConfig(space=cfg.space, arch=dict(students[0]["arch"])))
     warm = cfg.teachers.init_from_ce
     if warm:
-        if reference not in cfg.teachers.methods:
-            raise ConfigError(f"config key 'teachers.init_from_ce' needs the {reference} teachers it starts from: "
-                              f"add {reference} to teachers.methods, or set it to false")
         for m in warm_started:
             if m in cfg.teachers.methods and getattr(sections.get(m), "init_from", None):
                 raise ConfigError(f"config keys 'teachers.init_from_ce' and 'teachers.{m}.init_from' both "
-                                  "say where the teacher starts: set only one")
-    keys, payloads, later = [], [], []
+                                  "say where the teacher starts: set only one", "teachers.init_from_ce")
+    runs = []
     for method in cfg.teachers.methods:
         for seed in cfg.teacher_seeds():
             run_dir = teacher_dir(out, method, seed)
@@ -180,9 +192,23 @@ def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
                                                   init_from=str(teacher_dir(out, reference, seed)))
             tcfg = cls(seed=seed, out_dir=str(run_dir), method=method, model=cfg.teachers.model,
                        data=cfg.data, train=cfg.teachers.train, **own)
-            keys.append((method, seed))
-            payloads.append(stage.spec("teacher", tcfg, run_dir))
-            later.append(warm and method in warm_started)
+            runs.append(((method, seed), tcfg, run_dir, warm and method in warm_started))
+    return runs
+
+
+def start_teachers(cfg, out: Path, students, stage: Stage) -> Pending:
+    """:func:`train_teachers`, queued: the first wave of runs is handed to the stage now, the
+    second (teachers started from the reference ones) when ``.wait()`` has the first. What each
+    teacher needs comes from its metadata (:mod:`nasdistill.teachers.registry`): ``uses_space``
+    gets the job's space, ``needs_student`` the first searched student, ``warm_startable`` starts
+    from the reference teacher with ``teachers.init_from_ce``."""
+    from ..teachers import TEACHERS
+
+    warm_started = TEACHERS.having("warm_startable")
+    runs = teacher_configs(cfg, out, students)
+    keys = [key for key, _, _, _ in runs]
+    payloads = [stage.spec("teacher", tcfg, run_dir) for _, tcfg, run_dir, _ in runs]
+    later = [warm for _, _, _, warm in runs]
     # the CE teachers (and every teacher that starts from nothing) first, then those started from
     # them; within each wave the branch-trained teachers (several times a CE teacher's time) start
     # first, so that the short runs fill the workers' gaps at the end instead of the long ones
@@ -215,15 +241,24 @@ def _pct(x) -> str:
     return f"{x:.2f}%" if isinstance(x, (int, float)) else "n/a"
 
 
+def distill_config(cfg, run_dir: Path, arch, teacher_dir_, method: str, seed: int, augmented: bool):
+    """The configuration of one distillation of the job: the student ``arch`` of the job's space,
+    from the teacher run ``teacher_dir_`` (None: the student alone, ``method`` ``none``)."""
+    from ..distill import DISTILLERS, distill_config_class
+
+    sections = {name: getattr(cfg.distill, name) for name, _ in config_sections(DISTILLERS)
+                if hasattr(cfg.distill, name)}
+    return distill_config_class()(
+        seed=seed, out_dir=str(run_dir), teacher=None if teacher_dir_ is None else str(teacher_dir_),
+        method=method, student=ModelConfig(space=cfg.space, arch=dict(arch)), data=cfg.data,
+        train=cfg.distill.train, cache_teacher_logits=cfg.distill.caches_logits(method, augmented),
+        calibrate_teacher=cfg.teachers.calibrate and teacher_dir_ is not None, **sections)
+
+
 def distill_students(cfg, out: Path, students, teachers, stage: Stage,
                      augmented: bool = False) -> tuple[list[dict], list[dict]]:
     """Every student x teacher x method x seed (+ the baseline); ``(rows, results)``: one result row
     per run (the columns of results.csv) and, beside it, that run's ``result.json``."""
-    from ..distill import DISTILLERS, distill_config_class
-
-    cls = distill_config_class()
-    sections = {name: getattr(cfg.distill, name) for name, _ in config_sections(DISTILLERS)
-                if hasattr(cfg.distill, name)}
     metas, payloads = [], []
     methods = sorted({m for m, _ in teachers}, key=cfg.teachers.methods.index)
     for st in students:
@@ -235,12 +270,7 @@ def distill_students(cfg, out: Path, students, teachers, stage: Stage,
             for teacher, method in pairs:
                 run_dir = distill_dir(out, st["student"], teacher, method, seed)
                 tdir = None if teacher == "none" else teachers[(teacher, tseed)]["dir"]
-                dcfg = cls(seed=seed, out_dir=str(run_dir), teacher=None if tdir is None else str(tdir),
-                           method=method, student=ModelConfig(space=cfg.space, arch=dict(st["arch"])),
-                           data=cfg.data, train=cfg.distill.train,
-                           cache_teacher_logits=cfg.distill.caches_logits(method, augmented),
-                           calibrate_teacher=cfg.teachers.calibrate and teacher != "none",
-                           **sections)
+                dcfg = distill_config(cfg, run_dir, st["arch"], tdir, method, seed, augmented)
                 metas.append({"student": st, "teacher": teacher, "method": method, "seed": seed,
                               "teacher_seed": None if teacher == "none" else tseed})
                 payloads.append(stage.spec("distill", dcfg, run_dir))

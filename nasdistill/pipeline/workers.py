@@ -161,25 +161,18 @@ class Batch:
         return self.results
 
 
-class JobPool:
-    """Worker processes shared by every stage of a job: batches of runs are queued in the order
-    they are submitted and each run goes to the next free worker, so a later stage's runs that are
-    ready (teachers that need no searched student) train while an earlier stage's still run, and
-    the workers start once per job. The processes start with the first batch. The first failure
-    ends every worker (runs in progress keep their last checkpoint) and is raised by the
-    :meth:`Batch.wait` that meets it; nothing queued starts after it."""
+class Backend:
+    """What the job's runs go to (the local :class:`JobPool`, the Ray pool of :mod:`.ray_pool`):
+    ``submit`` batches, ``close`` once they are done, ``kill`` on a failure. As a context manager
+    it closes when the block ends normally and kills when it raises (Ctrl-C, SIGTERM included)."""
 
-    def __init__(self, workers: int, envs: Optional[list] = None):
-        self.size = workers
-        self.envs = envs  # per worker: environment variables set before it starts (placement)
-        self._pool: Optional[_WorkerPool] = None
-        self._queue: list = []        # (batch, index in the batch, payload) not yet given
-        self._idle: list = []         # workers without a run
-        self._running: dict = {}      # job number -> (batch, index in the batch)
-        self._count = 0
-        self._failed: Optional[BaseException] = None
+    def close(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> "JobPool":
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
         return self
 
     def __exit__(self, kind, err, tb) -> None:
@@ -187,6 +180,26 @@ class JobPool:
             self.close()
         else:
             self.kill()
+
+
+class JobPool(Backend):
+    """Worker processes shared by every stage of a job: batches of runs are queued in the order
+    they are submitted and each run goes to the next free worker, so a later stage's runs that are
+    ready (teachers that need no searched student) train while an earlier stage's still run, and
+    the workers start once per job. The processes start with the first batch. The first failure
+    ends every worker (runs in progress keep their last checkpoint) and is raised by the
+    :meth:`Batch.wait` that meets it; nothing queued starts after it."""
+
+    def __init__(self, workers: int, envs: Optional[list] = None, placement: Optional[str] = None):
+        self.size = workers
+        self.envs = envs  # per worker: environment variables set before it starts (placement)
+        self.placement = placement
+        self._pool: Optional[_WorkerPool] = None
+        self._queue: list = []        # (batch, index in the batch, payload) not yet given
+        self._idle: list = []         # workers without a run
+        self._running: dict = {}      # job number -> (batch, index in the batch)
+        self._count = 0
+        self._failed: Optional[BaseException] = None
 
     def submit(self, payloads: list[dict], on_done: Optional[Callable[[int, dict], None]] = None,
                name: Optional[str] = None) -> Batch:
@@ -234,6 +247,10 @@ class JobPool:
         self._idle.append(w)
         self._dispatch()
         batch._finished(i, value)
+
+    def describe(self) -> str:
+        """Where the runs run (``2 worker processes``, ``4 worker processes on 2 GPUs, ...``)."""
+        return self.placement or f"{self.size} worker process{'es' if self.size != 1 else ''}"
 
     def close(self) -> None:
         """Let the workers end once their runs are done (nothing may be left waiting)."""

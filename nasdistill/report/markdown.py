@@ -18,8 +18,8 @@ from .plots import metric_axis, plot_accuracy_vs_macs, plot_branch_accuracy, plo
 from .precondition import branch_teacher_section, precondition_plots
 from .search_gain import search_gain, search_gain_section, verdict_sentence
 from .stats import significant
-from .tables import (MISSED_TARGET_TOL, OVERLAP, SEED_SPREAD, MeanCI, accuracy_table, as_float, choose_metric,
-                     comparison_table, conditions, display_name, gain_table, headline_names, reference_name,
+from .tables import (INVOCATION, MISSED_TARGET_TOL, OVERLAP, PLACEMENT, SEED_SPREAD, MeanCI, accuracy_table, as_float,
+                     choose_metric, comparison_table, conditions, display_name, gain_table, headline_names, reference_name,
                      stage_table, students_table, teacher_table,
                      validate_results, write_results_csv)
 
@@ -337,6 +337,14 @@ def _stages_section(stage_times) -> str:
         table += (f"\n\nThe teachers that need no searched student trained while the search ran, on the "
                   f"worker the search left free: the two stages overlap by {fmt_seconds(overlap)}, counted "
                   "once in the total (the shares add up to more than 100%).")
+    placement = (stage_times or {}).get(PLACEMENT)
+    if placement:
+        table += f"\n\nThe runs ran on {placement}."
+    total = rows[-1]["seconds"]
+    spent = as_float((stage_times or {}).get(INVOCATION))
+    if spent is not None and total and spent < 0.9 * total:
+        table += (f"\n\nThis invocation took {fmt_seconds(spent)}: it reused runs that an earlier one "
+                  "finished, and the table gives each stage the time it took when it ran.")
     return table
 
 

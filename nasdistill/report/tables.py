@@ -409,6 +409,11 @@ def students_table(students: Sequence[dict], results: Sequence[dict] = ()) -> li
 #: The key of ``stage_times`` that is no stage: the seconds two stages ran at the same time
 #: (teachers that need no searched student train during the search), counted once in the total.
 OVERLAP = "overlap"
+#: The key of ``stage_times`` that is no stage either: this invocation's own wall time (a rerun
+#: that reused stages took less than the stages' total)
+INVOCATION = "invocation"
+#: ... nor where the runs ran (``2 worker processes on 2 GPUs, 2 runs per GPU``)
+PLACEMENT = "placement"
 
 
 def stage_table(stage_times: dict) -> list[dict]:
@@ -416,7 +421,7 @@ def stage_table(stage_times: dict) -> list[dict]:
     the stages' sum less :data:`OVERLAP`. ``total`` and ``report`` entries are no stage rows."""
     times = dict(stage_times or {})
     overlap = as_float(times.pop(OVERLAP, None)) or 0.0
-    secs = {k: as_float(v) or 0.0 for k, v in times.items() if k not in ("total", "report")}
+    secs = {k: as_float(v) or 0.0 for k, v in times.items() if k not in ("total", "report", INVOCATION, PLACEMENT, "partial")}
     total = sum(secs.values()) - overlap
     rows = [{"stage": k, "seconds": v, "share": v / total if total else math.nan} for k, v in secs.items()]
     if rows:

@@ -22,7 +22,14 @@ class SearchSection:
     least two epochs) and the entropy of its architecture distribution fell to
     ``converge_entropy`` of the entropy of the uniform distribution over the space's label
     assignments, or below; whether that architecture lies in the target's band is reported beside.
+
+    ``target`` and ``targets`` say the same thing two ways: a command-line override of one replaces
+    the other one of the config file (:func:`nasdistill.config.load_config`).
     """
+
+    __bounds__ = {"arch_weight_decay": ">= 0", "alpha": ">= 0", "beta": ">= 0", "lam": ">= 0"}
+
+    __exclusive__ = (("target", "targets"),)
 
     space: str = "digits_small"
     mode: Literal["full", "two"] = "full"          # path binarization estimator

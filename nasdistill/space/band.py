@@ -11,7 +11,7 @@ and :meth:`Band.sample` draws networks of the band uniformly (each distinct netw
 probability), without enumerating the space.
 
 How: the layered graph read as an automaton (a parameter-free edge is an empty move, any other edge
-emits its canonical token, whose cost the token alone decides) is determinized (subset
+emits its canonical atoms, each of whose cost the atom alone decides: :meth:`.graph.SpaceGraph.atom_moves`) is determinized (subset
 construction, as :meth:`~.graph.SpaceGraph.count_networks` does), so each accepting path of the
 deterministic automaton is one network. A dynamic program over it keeps, per deterministic state,
 the number of suffixes of every total cost; the band's networks are the accepting paths whose
@@ -105,28 +105,18 @@ class _Automaton:
         self._moves: dict = {}       # dstate -> [(token, cost, next dstate)]
         self._suffix: dict = {}      # dstate -> {suffix cost: networks}
 
-    def _closure(self, nodes) -> frozenset:
-        todo, seen = list(nodes), set(nodes)
-        while todo:
-            node = todo.pop()
-            for v, _, d in self.graph.out_edges(node):
-                if d["token"] is None and v not in seen:
-                    seen.add(v)
-                    todo.append(v)
-        return frozenset(seen)
+    def _closure(self, states) -> frozenset:
+        return self.graph.closure(states)
 
     def moves(self, state: frozenset) -> list:
         """``[(token, cost, next state)]`` leaving ``state``, in a fixed order."""
         if state not in self._moves:
             by_token: dict = {}
             costs: dict = {}
-            for node in state:
-                for v, _, d in self.graph.out_edges(node):
-                    token = d["token"]
-                    if token is None:
-                        continue
-                    by_token.setdefault(token, set()).add(v)
-                    cost = d[self.metric]
+            for element in state:
+                for token, macs, params, nxt in self.graph.atom_moves(element):
+                    by_token.setdefault(token, set()).add(nxt)
+                    cost = macs if self.metric == "macs" else params
                     if costs.setdefault(token, cost) != cost:
                         raise RuntimeError(f"token {token} has two costs ({costs[token]}, {cost}): the "
                                            "canonical form does not decide the cost")
@@ -204,13 +194,10 @@ class _Automaton:
             seen.add(key)
             nexts = []
             for v, choice, d in g.out_edges(node):
-                token = d["token"]
-                if token is None:
-                    step = i
-                elif i < len(tokens) and token == tokens[i]:
-                    step = i + 1
-                else:
+                atoms = [t for t, _, _ in d["atoms"]]
+                if tokens[i:i + len(atoms)] != atoms:
                     continue
+                step = i + len(atoms)
                 picked = dict(chosen)
                 if d["label"] is not None and d["sets_label"]:
                     picked[d["label"]] = choice

@@ -87,13 +87,13 @@ class SpaceGraph:
                     macs, params = op.cost(node.state[0], layer.out_channels, layer.stride, node.state[1])
                     g.add_edge(node, target, key=name, layer=i, label=label, choice=name,
                                sets_label=label not in fixed, macs=int(macs), params=int(params),
-                               token=space._token(i, name, node.state))
+                               atoms=space._atoms(i, name, node.state))
             frontier = list(nxt)
         self.layer_nodes.append(sorted(frontier, key=_node_order))
         for node in self.layer_nodes[-1]:
             macs, params = space.head_cost(*node.state)
             g.add_edge(node, self.sink, key="head", layer=n, label=None, choice="head", sets_label=False,
-                       macs=int(macs), params=int(params), token=("end",) + node.state)
+                       macs=int(macs), params=int(params), atoms=((("end",) + node.state, int(macs), int(params)),))
         self.graph = g
 
     # ------------------------------------------------------------------ reading the graph
@@ -127,41 +127,57 @@ class SpaceGraph:
                     count[v] = count.get(v, 0) + count[node]
         return count[self.sink]
 
-    def count_networks(self) -> int:
-        """Number of distinct networks (distinct canonical forms) of the space.
-
-        The graph read as an automaton: a parameter-free edge (``zero``, ``identity``) is an empty
-        move, any other edge emits its token, a head edge emits ``("end", shape)``. A path's
-        tokens are its architecture's :meth:`~SearchSpace.canonical` form, so determinizing the
-        automaton (subset construction) merges every spelling of one network, and counting the
-        accepting paths of the acyclic result counts networks.
-        """
-        def closure(nodes):
-            todo, seen = list(nodes), set(nodes)
-            while todo:
-                node = todo.pop()
-                for v, _, d in self.out_edges(node):
-                    if d["token"] is None and v not in seen:
+    # ------------------------------------------------------------------ the graph as an automaton
+    # The graph read as a nondeterministic automaton over atoms (:meth:`~.ops.Op.atoms`): a
+    # parameter-free edge is an empty move, any other edge emits its atoms in order (an edge of k
+    # atoms passes k-1 states inside it: ``(u, v, key, j)``, j atoms emitted), a head edge emits
+    # ``("end", shape)``. A path's atoms are its architecture's canonical form, so determinizing
+    # the automaton (subset construction) merges every spelling of one network.
+    def closure(self, states) -> frozenset:
+        """``states`` and every state an empty move reaches from them."""
+        todo, seen = list(states), set(states)
+        while todo:
+            state = todo.pop()
+            if isinstance(state, Node):
+                for v, _, d in self.out_edges(state):
+                    if not d["atoms"] and v not in seen:
                         seen.add(v)
                         todo.append(v)
-            return frozenset(seen)
+        return frozenset(seen)
 
+    def atom_moves(self, state) -> list:
+        """``[(token, macs, params, next state)]``: the atoms a state of the automaton emits."""
+        if isinstance(state, Node):
+            return [(atoms[0][0], atoms[0][1], atoms[0][2], v if len(atoms) == 1 else (state, v, key, 1))
+                    for _, v, key, atoms in self.graph.out_edges(state, keys=True, data="atoms") if atoms]
+        u, v, key, j = state
+        atoms = self.graph.edges[u, v, key]["atoms"]
+        token, macs, params = atoms[j]
+        return [(token, macs, params, v if j + 1 == len(atoms) else (u, v, key, j + 1))]
+
+    def count_networks(self) -> int:
+        """Number of distinct networks (distinct canonical forms) of the space: the accepting
+        paths of the determinized automaton (above), which is acyclic."""
         memo: dict = {}
-
-        def count(dstate) -> int:
+        start = self.closure({self.source})
+        stack = [start]
+        while stack:  # iteratively: no recursion limit on deep spaces
+            dstate = stack[-1]
             if dstate in memo:
-                return memo[dstate]
+                stack.pop()
+                continue
             moves: dict = {}
-            for node in dstate:
-                for v, _, d in self.out_edges(node):
-                    if d["token"] is not None:
-                        moves.setdefault(d["token"], set()).add(v)
-            total = sum(1 if targets == {self.sink} else count(closure(targets))
-                        for targets in moves.values())
-            memo[dstate] = total
-            return total
-
-        return count(closure({self.source}))
+            for state in dstate:
+                for token, _, _, nxt in self.atom_moves(state):
+                    moves.setdefault(token, set()).add(nxt)
+            nexts = [self.closure(t) for t in moves.values() if t != {self.sink}]
+            pending = [n for n in nexts if n not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            memo[dstate] = sum(1 if t == {self.sink} else memo[self.closure(t)] for t in moves.values())
+            stack.pop()
+        return memo[start]
 
     # ------------------------------------------------------------------ showing the graph
     def render(self, metric: str = "macs") -> str:

@@ -99,6 +99,19 @@ class Op:
                      hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         raise NotImplementedError
 
+    def atoms(self, in_ch: int, out_ch: int, stride: int, hw: tuple[int, int]) -> tuple:
+        """The network this op builds on its input, as ``((token, macs, params), ...)``: parts that
+        other candidates may build too. Two architectures build the same network exactly when
+        their layers' atoms, read in order, are the same sequence
+        (:meth:`~.space.SearchSpace.canonical`): a stack of two basic blocks in one layer and one
+        block in each of two consecutive layers of the same width are one network. The default:
+        the op as one atom named after it (none for a shape-only op); a token's cost is the
+        token's alone."""
+        if self.shape_only:
+            return ()
+        macs, params = self.cost(in_ch, out_ch, stride, hw)
+        return (((self.name, in_ch, out_ch, stride, tuple(hw)), int(macs), int(params)),)
+
     def build(self, in_ch: int, out_ch: int, stride: int) -> nn.Module:
         raise NotImplementedError
 
@@ -205,6 +218,18 @@ class ResBlocks(Op):
                 macs, params = macs + m3, params + p3
             cin, s, hw = out_ch, 1, ohw
         return macs, params
+
+    def atoms(self, in_ch, out_ch, stride, hw):
+        """One atom per basic block, each named as the one-block candidate of its kernel
+        (``k3_d4`` = ``k3_d2`` then ``k3_d2`` at the layer's width and stride 1)."""
+        block = ResBlocks(name=f"k{self.kernel}_d2", kernel=self.kernel, depth=2)
+        out, cin, s, size = [], in_ch, stride, tuple(hw)
+        for _ in range(self.num_blocks):
+            macs, params = block.cost(cin, out_ch, s, size)
+            out.append(((block.name, cin, out_ch, s, size), int(macs), int(params)))
+            _, size = block.output_shape(cin, out_ch, s, size)
+            cin, s = out_ch, 1
+        return tuple(out)
 
     def describe(self):
         return f"ResBlock k{self.kernel} x{self.num_blocks} ({self.depth} convs)"

@@ -245,24 +245,24 @@ class SearchSpace:
     def canonical(self, arch: Mapping) -> tuple:
         """The network ``arch`` denotes, independent of how it is spelled.
 
-        A tuple of ``(choice, in_channels, out_channels, stride, in_hw)`` for every layer with
-        parameters, then ``("end", channels, hw)`` read by the head. Shape-only layers
+        A tuple of the layers' atoms (:meth:`~.ops.Op.atoms`: ``(choice, in_channels, out_channels,
+        stride, in_hw)`` for a layer with parameters, one per basic block for a stack of blocks),
+        then ``("end", channels, hw)`` read by the head. Shape-only layers
         (:attr:`~.ops.Op.shape_only`: ``zero``, ``identity``) vanish: a run of them maps the shape before the run to the shape
         after it, both fixed by the neighbouring tokens, and whatever their order they compute the
         same subsample-and-pad. Two architectures build the same network exactly when their
         canonical forms are equal.
         """
         layers = self.resolve(arch)
-        tokens = [self._token(r.index, r.choice, (r.in_channels, r.in_hw)) for r in layers]
+        tokens = [t for r in layers for t, _, _ in self._atoms(r.index, r.choice, (r.in_channels, r.in_hw))]
         last = layers[-1]
-        return tuple(t for t in tokens if t is not None) + (("end", last.out_channels, last.out_hw),)
+        return tuple(tokens) + (("end", last.out_channels, last.out_hw),)
 
-    def _token(self, i: int, name: str, state: tuple):
-        op = self._ops[i][name]
-        if op.shape_only:
-            return None
+    def _atoms(self, i: int, name: str, state: tuple) -> tuple:
+        """``((token, macs, params), ...)`` of candidate ``name`` of layer ``i`` on input ``state``
+        (:meth:`~.ops.Op.atoms`)."""
         layer = self.layers[i]
-        return (name, state[0], layer.out_channels, layer.stride, tuple(state[1]))
+        return self._ops[i][name].atoms(state[0], layer.out_channels, layer.stride, tuple(state[1]))
 
     def arch_id(self, arch: Mapping) -> str:
         """A stable 10-hex-digit id of the network ``arch`` denotes (for file names and reports)."""

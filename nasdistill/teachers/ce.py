@@ -17,6 +17,8 @@ from ..registry import register
 class CEConfig:
     """``ce`` section of the teacher config."""
 
+    __bounds__ = {"label_smoothing": ">= 0, < 1"}
+
     label_smoothing: float = 0.0
 
 

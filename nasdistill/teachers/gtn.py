@@ -66,6 +66,11 @@ from .sftn import BranchTeacherTask, check_warmup_keys
 class GTNConfig:
     """``gtn`` section."""
 
+    __bounds__ = {"blocks": ">= 1", "alpha": ">= 0", "lam_t": ">= 0", "lam_ce": ">= 0",
+                  "temperature": "> 0", "phi_alpha": ">= 0", "phi_ce": ">= 0", "phi_lr": "> 0",
+                  "branches_per_step": ">= 1", "collapse_entropy": ">= 0, <= 1",
+                  "collapse_mass": ">= 0, <= 1"}
+
     space: Optional[str] = None                # default: gtn_cifar on CIFAR/ImageNet, digits_small on digits
     blocks: int = 4
     partition: Optional[list[int]] = None      # supernet layers per block (default: even split)

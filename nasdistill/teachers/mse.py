@@ -37,6 +37,8 @@ _REDUCTIONS = ("mean", "sum_classes")
 class MSEConfig:
     """``mse`` section of the teacher config."""
 
+    __bounds__ = {"weight": "> 0"}
+
     reduction: Literal["sum_classes", "mean"] = "sum_classes"   # see the module docstring
     weight: float = 1.0                                  # multiplies the loss (an lr scale, in effect)
 

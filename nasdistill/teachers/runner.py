@@ -114,7 +114,7 @@ def check_teacher(cfg) -> None:
     init_source(cfg)
 
 
-TEACHER_RUN = RunMethod("teacher", build_teacher_task, identity=teacher_identity, check=check_teacher)
+TEACHER_RUN = RunMethod("teacher", build_teacher_task, identity=teacher_identity, check_inputs=check_teacher)
 register("run", "teacher", TEACHER_RUN, config=teacher_config_class)
 
 

@@ -30,6 +30,9 @@ from ..registry import register
 class SFTNConfig:
     """``sftn`` section: the student whose branches are grafted, and the loss weights."""
 
+    __bounds__ = {"blocks": ">= 1", "lam_t": ">= 0", "lam_kl": ">= 0", "lam_ce": ">= 0",
+                  "temperature": "> 0"}
+
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet8"))
     blocks: int = 3
     teacher_blocks: Optional[list[int]] = None   # units (stem + stages) per block; default even

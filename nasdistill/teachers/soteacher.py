@@ -37,6 +37,8 @@ from ..registry import register
 class SoTeacherConfig:
     """``soteacher`` section of the teacher config."""
 
+    __bounds__ = {"lip_weight": ">= 0", "cons_weight": ">= 0", "start_epoch": ">= 0", "ramp_epochs": ">= 0"}
+
     lipschitz: bool = True                 # add lip_weight * Lip1(model)
     lip_weight: float = 1e-5
     consistency: bool = True               # add w(epoch) * cons_weight * ||p_i - t_i||^2

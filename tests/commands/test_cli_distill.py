@@ -63,7 +63,7 @@ def test_method_options_and_cache_flag_from_cli(teacher_dir, tmp_path, capsys):
                  "--out-dir", str(run)]) == 0
     result = json.loads((run / "result.json").read_text())
     assert result["method"] == "dkd" and result["cache_teacher_logits"] is True
-    assert result["teacher_cache_build_s"] >= 0
+    assert 0 < result["teacher_cache_build_s"] < 60  # one pass of the teacher over the training set
     assert yaml.safe_load((run / "config.yaml").read_text())["dkd"]["beta"] == 6.0
 
 

@@ -37,7 +37,7 @@ def test_show_gtn_cifar(capsys):
     code, out, _ = run_cli(capsys, "show", "gtn_cifar")
     assert code == 0
     rng = GTN.cost_range()
-    assert "architectures: 181,389" in out
+    assert "architectures: 108,549" in out
     assert f"MACs: {rng['macs_min']:,} .. {rng['macs_max']:,}" in out
     assert f"params: {rng['params_min']:,} .. {rng['params_max']:,}" in out
     for label in GTN.labels:

@@ -250,3 +250,13 @@ def test_imagefolder_loads_and_resizes(tmp_path):
     assert d.train.images.shape == (6, 3, 16, 16) and d.train.images.dtype == torch.uint8
     assert d.class_names == ("ant", "bee") and d.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert len(d.val) == 4 and d.test is d.val and d.augment
+
+
+def test_digits_read_without_scikit_learn_are_scikit_learn_s_digits():
+    from sklearn.datasets import load_digits
+
+    from nasdistill.data.digits import _digits_arrays
+
+    pixels, labels = _digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(pixels, bunch.data) and np.array_equal(labels, bunch.target)

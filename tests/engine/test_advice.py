@@ -6,17 +6,12 @@ import pytest
 
 from nasdistill.cli import main
 
-TEACHER = ["teacher", "examples/digits_teacher.yaml", "train.epochs=2", "train.batch_size=128", "train.threads=1"]
+from teacher_run import TEACHER as TEACHER_ARGS
+
+TEACHER = ["teacher", *TEACHER_ARGS]
 JOB = ["run", "search.targets=[]", "students.sampled=1", "teachers.methods=[ce]", "teachers.seeds=[0]",
        "distill.seeds=[0]", "distill.baseline=false", "teachers.train.epochs=2", "distill.train.epochs=1",
        "teachers.train.batch_size=128", "distill.train.batch_size=128", "export.enabled=false", "workers=1"]
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("t") / "run"
-    assert main([*TEACHER, "--out-dir", str(out)]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def _copy(src, tmp_path):
 
 
 def test_restart_moves_an_unreadable_checkpoint_aside_and_starts_over(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     (run / "result.json").unlink()
     _truncate(run / "last.ckpt")
     assert main([*TEACHER, "--out-dir", str(run), "--resume"]) == 2
@@ -49,7 +44,7 @@ def test_restart_moves_an_unreadable_checkpoint_aside_and_starts_over(finished, 
 
 
 def test_deleting_an_unreadable_checkpoint_trains_the_run_again(finished, tmp_path):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     (run / "result.json").unlink()
     (run / "last.ckpt").unlink()  # "(or delete the file)"
     assert main([*TEACHER, "--out-dir", str(run), "--resume"]) == 0
@@ -57,7 +52,7 @@ def test_deleting_an_unreadable_checkpoint_trains_the_run_again(finished, tmp_pa
 
 
 def test_another_configuration_continues_with_resume_amend(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     assert main([*TEACHER, "train.epochs=3", "--out-dir", str(run), "--resume"]) == 2
     assert "--resume --amend" in capsys.readouterr().err
     assert main([*TEACHER, "train.epochs=3", "--out-dir", str(run), "--resume", "--amend"]) == 0
@@ -66,14 +61,14 @@ def test_another_configuration_continues_with_resume_amend(finished, tmp_path, c
 
 
 def test_a_folder_holding_a_run_is_reused_with_resume(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     assert main([*TEACHER, "--out-dir", str(run)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main([*TEACHER, "--out-dir", str(run), "--resume"]) == 0
 
 
 def test_a_run_without_run_json_continues_with_resume_amend(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     (run / "run.json").unlink()
     (run / "result.json").unlink()
     assert main([*TEACHER, "--out-dir", str(run), "--resume"]) == 2
@@ -83,7 +78,7 @@ def test_a_run_without_run_json_continues_with_resume_amend(finished, tmp_path, 
 
 
 def test_fewer_epochs_than_checkpointed_continue_with_as_many_or_more(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     assert main([*TEACHER, "train.epochs=1", "--out-dir", str(run), "--resume", "--amend"]) == 2
     err = capsys.readouterr().err
     assert "continue with train.epochs=2 or more (--resume --amend" in err
@@ -92,7 +87,7 @@ def test_fewer_epochs_than_checkpointed_continue_with_as_many_or_more(finished, 
 
 
 def test_damaged_metrics_start_over_with_restart(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished[0], tmp_path)
     (run / "result.json").unlink()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("{broken\n" + "\n".join(lines[1:]) + "\n")

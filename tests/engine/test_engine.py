@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from nasdistill.engine.run import RunFolder
-from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import (
     StepOutput,
     TrainConfig,
@@ -18,11 +17,6 @@ from nasdistill.engine import (
     read_metrics,
 )
 from nasdistill.teachers.ce import CETask
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return loaders_for(load_dataset("digits", seed=0), 64, "cpu", seed=0)
 
 
 def linear():

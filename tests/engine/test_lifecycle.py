@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -12,16 +13,8 @@ import yaml
 from nasdistill.cli import main
 from nasdistill.engine import RunDirectory
 
-TEACHER = ["examples/digits_teacher.yaml", "train.epochs=2", "train.batch_size=128", "train.threads=1"]
+from teacher_run import TEACHER  # the arguments of the finished run (fixture ``finished``)
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished teacher run and its files' bytes."""
-    out = tmp_path_factory.mktemp("t") / "run"
-    assert main(["teacher", *TEACHER, "--out-dir", str(out)]) == 0
-    return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
 def _copy(src, dst):
@@ -117,16 +110,21 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
             "    rc = main(args)\n"
             "    print('@@rc', json.dumps([rc, time.time() - t0]), flush=True)\n"
             "    print('@@end', file=sys.stderr, flush=True)\n")
-        commands = [["teacher", *TEACHER, "--out-dir", str(run)], ["run", "--out-dir", str(run)]]
+        # ... and a teacher run in a folder inside the held one (a main job's teachers/ce_s1)
+        inner = run / "teachers" / "ce_s1"
+        commands = [["teacher", *TEACHER, "--out-dir", str(run)], ["run", "--out-dir", str(run)],
+                    ["teacher", *TEACHER, "--out-dir", str(inner)]]
         proc = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], env=ENV, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        (teacher_rc, teacher_s), (job_rc, _) = [json.loads(line[len("@@rc "):]) for line in proc.stdout.splitlines()
-                                                   if line.startswith("@@rc ")]
-        teacher_err, job_err, _ = proc.stderr.split("@@end\n")
+        (teacher_rc, teacher_s), (job_rc, _), (inner_rc, _) = [
+            json.loads(line[len("@@rc "):]) for line in proc.stdout.splitlines() if line.startswith("@@rc ")]
+        teacher_err, job_err, inner_err, _ = proc.stderr.split("@@end\n")
         assert teacher_s < 60 and teacher_rc == 2
         assert f"in use by process {os.getpid()}" in teacher_err and "Traceback" not in teacher_err
         assert job_rc == 2 and f"process {os.getpid()}" in job_err
+        assert inner_rc == 2 and f"{inner} lies inside {run}, which process {os.getpid()} holds" in inner_err
+        assert "Traceback" not in inner_err and not inner.exists()
     finally:
         holder.unlock()
     assert not (run / "result.json").exists()
@@ -237,3 +235,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_sigterm_ends_a_run_with_one_line_and_keeps_its_folder_resumable(tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nasdistill", "teacher", *TEACHER, "train.epochs=200",
+                             "--out-dir", str(run)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (run / "last.ckpt").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["nasdistill teacher: terminated (SIGTERM); rerun the same command to continue"]
+    assert (run / "last.ckpt").exists() and not (run / "result.json").exists()

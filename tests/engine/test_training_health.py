@@ -5,16 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from nasdistill.data import load_dataset, loaders_for
 from nasdistill.engine import StepOutput, TrainConfig, Trainer, TrainTask
 from nasdistill.engine.health import instability
 from nasdistill.engine.meter import EpochMeter
 from nasdistill.engine.optim import warmup_factor
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return loaders_for(load_dataset("digits", seed=0), 64, "cpu", seed=0)
 
 
 def linear():

@@ -3,6 +3,7 @@
 They run in the test process (``run_example`` in conftest.py: as ``__main__``, with their own command
 line), so the suite does not pay a fresh interpreter's torch and scikit-learn imports for each.
 """
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,8 @@ def test_teacher_cache_bench_example(resnet8_teacher, run_example):
 
 def test_every_example_config_loads():
     """The YAML files a user copies are valid configurations of their command."""
-    from nasdistill.distill import distill_config_class
     from nasdistill.config import load_config
+    from nasdistill.distill import distill_config_class
     from nasdistill.pipeline import pipeline_config_class
     from nasdistill.search import SearchConfig
     from nasdistill.teachers import teacher_config_class
@@ -53,23 +54,47 @@ def test_every_example_config_loads():
             cfg.check()
 
 
-def test_gtn_scale_ladder_compares_per_student_and_tabulates_each_rung():
+def _example_module(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gtn_scale", ROOT / "examples" / "gtn_scale.py")
-    ladder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ladder)
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return module
+
+
+def test_kd_variants_compare_per_student_and_tabulate_each_variant():
+    variants = _example_module("kd_variants")
     rows = [{"student": s, "seed": str(k), "teacher": t, "method": m, "test_acc": acc}
             for s, base in (("a", 60.0), ("b", 70.0)) for k in (0, 1)
-            for t, m, acc in (("ce", "kd", base + 2 + k), ("gtn", "kd", base + k))]
-    test = ladder.compare(ladder.by_student(rows, "gtn", "kd"), ladder.by_student(rows, "ce", "kd"))
+            for t, m, acc in (("ce", "kd", base + 2 + k), ("gtn", "kd", base + k), ("none", "none", base - 1))]
+    test = variants.compare(variants.by_student(rows, "gtn", "kd"), variants.by_student(rows, "ce", "kd"))
     assert test["n_students"] == 2 and test["mean_diff"] == pytest.approx(-2.0)  # per student: -2, -2
-    # GTN's weight steps are one iteration in two: 500 steps on 2,000 images (32 batches an epoch)
+    shifted = [dict(r, test_acc=r["test_acc"] + (1.0 if r["teacher"] == "gtn" else 0.0)) for r in rows]
+    analysis = variants.analyse({"plain": rows, "standardized": shifted}, ["ce", "gtn"])
+    # students alone: a 59, b 69 -> 64; GTN plain: a mean(60, 61) = 60.5, b 70.5 -> 65.5
+    assert analysis["means"]["students alone"] == pytest.approx(64.0)
+    assert analysis["means"]["gtn plain"] == pytest.approx(65.5)
+    assert analysis["minus_alone"]["gtn plain"]["mean_diff"] == pytest.approx(1.5)  # 1 + seed
+    assert analysis["minus_plain"]["gtn standardized"]["mean_diff"] == pytest.approx(1.0)
+    assert analysis["minus_reference"]["gtn standardized"]["mean_diff"] == pytest.approx(-1.0)
+    table = variants.table(analysis, ["ce", "gtn"], ["plain", "standardized"])
+    assert "| standardized | 67.50 | 66.50 | -1.00 (" in table
+
+
+def test_gtn_scale_ladder_tabulates_each_rung():
+    ladder = _example_module("gtn_scale")
+    # GTN's weight steps are one iteration in two: 500 steps on 2,000 images (32 batches an epoch);
+    # the distillations stop at --distill-steps (2,500 = 8 epochs of 313 batches on 20,000 images)
     assert ladder.rung_schedule(500, 2000) == (32, 16)
-    assert ladder.rung_schedule(12500, 20000) == (80, 40)
+    assert ladder.rung_schedule(12500, 20000) == (80, 8)
+    assert ladder.rung_schedule(12500, 20000, distill_steps=20000) == (80, 40)
     diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.5, "boot_ci_high": -1.5, "t_pvalue": 0.0}
-    means = {"students alone": 60.0, **{f"{t.upper()}+KD ({v})": 63.0 for t in ladder.TEACHERS
-                                        for v in ("plain", "standardized")}}
+    means = {"students alone": 60.0, **{f"{t} {v}": 63.0 for t in ladder.TEACHERS for v in ("plain", "standardized")}}
     rung = {"weight_steps": 500, "n_train": 2000, "epochs": {"teacher": 32, "distill": 16}, "means": means,
             "minus_ce": {f"{t} {v}": diff for t in ladder.TEACHERS if t != "ce" for v in ("plain", "standardized")},
             "teachers": {t: {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98, "teacher_train_acc": 90.0,

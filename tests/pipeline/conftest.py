@@ -6,15 +6,21 @@ import pytest
 
 
 def _children(pid: int) -> set:
-    out = set()
+    """Every descendant of ``pid`` (children, their children, ...)."""
+    parent = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
+                parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if int(fields[1]) == pid:
-                out.add(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in out:
+                out.add(child)
+                todo.append(child)
     return out
 
 
@@ -28,6 +34,6 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def procs():
-    """``procs.children(pid)``: the PIDs whose parent is ``pid`` (from /proc); ``procs.alive(pid)``:
+    """``procs.children(pid)``: the PIDs descending from ``pid`` (from /proc); ``procs.alive(pid)``:
     whether ``pid`` still runs."""
     return SimpleNamespace(children=_children, alive=_alive)

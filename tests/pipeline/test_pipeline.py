@@ -57,6 +57,21 @@ def test_every_stage_writes_its_runs(run):
     assert "overlap" not in times and {"search", "teachers", "distill", "export"} <= set(times)
 
 
+def test_records_hold_no_absolute_path(run):
+    """Every record the job writes (results, manifests, metrics, exports, the summary) names
+    folders relative to where it lies, although the job was given an absolute --out-dir; only
+    the configuration files keep the out_dir the user gave."""
+    out, _ = run
+    assert out.is_absolute()
+    records = [p for p in out.rglob("*") if p.suffix in (".json", ".jsonl", ".csv")]
+    assert {"summary.json", "export.json", "result.json", "run.json", "students.json"} <= {p.name for p in records}
+    assert [str(p.relative_to(out)) for p in records if str(out) in p.read_text()] == []
+    # and what they name resolves from there
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / summary["report"]).is_file()
+    assert all((out / folder / "model.safetensors").is_file() for folder in summary["exported"].values())
+
+
 def test_report_has_gtn_rows_and_confidence_intervals(run):
     out, _ = run
     report = (out / "report.md").read_text()
@@ -65,6 +80,7 @@ def test_report_has_gtn_rows_and_confidence_intervals(run):
         assert section in report
     assert "GTN+KD" in report and "±" in report and "95% CI" in report
     assert "statistically significant" in report  # stated either way
+    assert "The runs ran on this process, one run at a time." in report  # workers=1: no worker process
     for png in ("accuracy_vs_macs.png", "gain_gtn_vs_ce_kd.png", "phi_entropy.png", "branch_accuracy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -160,7 +176,14 @@ def test_non_finite_loss_names_the_stage_and_what_to_do(tmp_path, capsys):
     assert "teachers.train.lr" in err and "--restart" in err and "Traceback" not in err
 
 
-def kill_and_finish(run, out, procs, marks) -> None:
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def kill_and_finish(run, out, procs, marks, seed_stages: bool = False, extra=(), daemons: tuple = ()) -> None:
     """SIGKILL the main job as soon as each path of ``marks`` exists (a file a stage writes while
     its runs are in progress), one fresh job per mark, then rerun to the end: no worker outlives a
     killed job, and every result equals the uninterrupted run's."""
@@ -169,8 +192,15 @@ def kill_and_finish(run, out, procs, marks) -> None:
     # left (the searched students and the random ones of their bands, seed 0) equals the shared run's
     args = [sys.executable, "-m", "nasdistill", "run",
             *[a for a in TINY if not a.startswith(("workers", "distill.seeds", "students.sampled"))],
-            "workers=2", "distill.seeds=[0]", "students.sampled=0", "--resume", "--out-dir", str(out)]
+            "workers=2", "distill.seeds=[0]", "students.sampled=0", *extra, "--resume", "--out-dir", str(out)]
     env = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
+    if seed_stages:
+        # the search and the seed-0 teachers are the shared run's (the same runs: reused as they are),
+        # so the killed jobs spend their time where the kills are
+        out.mkdir(parents=True)
+        shutil.copytree(ref_out / "search", out / "search", copy_function=shutil.copy2)
+        for folder in (ref_out / "teachers").glob("*_s0"):
+            shutil.copytree(folder, out / "teachers" / folder.name, copy_function=shutil.copy2)
     for mark in [out / m for m in marks]:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
@@ -182,10 +212,17 @@ def kill_and_finish(run, out, procs, marks) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        end = time.time() + 10
+        killed = time.time()
+        children = {c for c in children if not _cmdline(c).startswith(daemons)} if daemons else children
+        end = killed + 10
         while time.time() < end and any(procs.alive(c) for c in children):
             time.sleep(0.1)
         assert not [c for c in children if procs.alive(c)], "a worker outlived the killed main job"
+        # and nothing writes into the job's folder from 3 s after the kill on
+        time.sleep(max(0.0, killed + 3 - time.time()))
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+        time.sleep(1.0)
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     key = lambda r: (r["student"], r["teacher"], r["method"], r["seed"])  # noqa: E731
@@ -197,12 +234,28 @@ def kill_and_finish(run, out, procs, marks) -> None:
     for k in ref:
         for col in ("test_acc", "best_acc", "last_acc"):
             assert got[k][col] == ref[k][col], (k, col)
+    # the distillation's time counts the part done before each kill; nothing is left in progress
+    times = json.loads((out / "stage_times.json").read_text())
+    assert "partial" not in times and times["distill"] > 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_job_killed_while_its_workers_distill_finishes_equal(run, tmp_path, procs):
     """The kill harness at small scale (every default run): one kill while both workers distill."""
-    kill_and_finish(run, tmp_path / "killed", procs, ["distill"])
+    kill_and_finish(run, tmp_path / "killed", procs, ["distill"], seed_stages=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_ray_backend_gives_the_local_results_and_a_killed_driver_leaves_no_task(run, tmp_path, procs):
+    """backend=ray on a local Ray instance (ray.address=local): the driver killed while its tasks
+    distill leaves no task running and nothing writing (the instance dies with it), and the rerun
+    reuses what was finished and gives the results of the local backend's run, value for value."""
+    pytest.importorskip("ray", reason="the ray extra is part of the test extra: pip install -e '.[test]'")
+    # (Ray's node agents, which never write into a run's folder, notice the dead node on their own
+    # within a minute; every task and every other process of the instance ends at once)
+    kill_and_finish(run, tmp_path / "ray", procs, ["distill"], seed_stages=True,
+                    extra=["backend=ray", "ray.cpus_per_run=1"],
+                    daemons=("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
 
 
 @pytest.mark.slow
@@ -226,3 +279,21 @@ def test_run_accepts_resume_and_a_second_job_on_the_folder_is_refused(run, tmp_p
     finally:
         holder.unlock()
     assert proc.returncode == 2 and f"in use by process {os.getpid()}" in proc.stderr
+
+
+def test_a_key_that_stopped_deciding_results_does_not_refuse_an_older_job_folder(tmp_path):
+    """A job folder written when a key still belonged to the identity (runs_per_gpu) is the same
+    job for a version that leaves the key out; a key that decides results still refuses."""
+    from nasdistill.engine.run import ConfigMismatch
+    from nasdistill.pipeline.runner import check_job, job_identity
+
+    cfg = load_config(PipelineConfig, None, TINY)
+    out = tmp_path / "job"
+    (out / "teachers" / "ce_s0").mkdir(parents=True)
+    (out / "teachers" / "ce_s0" / "last.ckpt").write_bytes(b"progress")  # a stage made progress
+    identity = job_identity(cfg)
+    (out / "run.json").write_text(json.dumps({"kind": "pipeline", "identity": {**identity, "runs_per_gpu": 3}}))
+    check_job(cfg, out, "resume")
+    (out / "run.json").write_text(json.dumps({"kind": "pipeline", "identity": {**identity, "seed": 5}}))
+    with pytest.raises(ConfigMismatch, match="seed"):
+        check_job(cfg, out, "resume")

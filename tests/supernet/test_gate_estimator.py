@@ -11,15 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasdistill.space import Layer, SearchSpace, load_space
+from nasdistill.space import Layer, SearchSpace
 from nasdistill.supernet import ArchGates, Supernet
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_space("digits_small")
 
 
 def _autocast(bf16: bool):

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from nasdistill.models import create_model
-from nasdistill.space import load_space
 from nasdistill.supernet import Supernet
 from nasdistill.teachers.gtn import GTNConfig, GTNTask, build_gtn
 
@@ -19,11 +18,6 @@ from nasdistill.teachers.gtn import GTNConfig, GTNTask, build_gtn
 # loss of the active path there (the cached one) and of zero in place
 ARCH = {"layer1": "k3_d2", "layer2": "k5_d2", "layer3": "k3_d2", "layer4": "identity",
         "layer5": "k3_d4", "layer6": "k3_d2"}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_space("digits_small")
 
 
 def _randomize_phi(gates, seed=0):

@@ -10,11 +10,6 @@ from nasdistill.models.batchnorm import recalibrate_bn
 from nasdistill.search.penalty import cost_penalty
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_space("digits_small")
-
-
 def _train_a_bit(sn, x, steps=4):
     opt = torch.optim.SGD(sn.weight_parameters(), lr=0.05)
     for _ in range(steps):

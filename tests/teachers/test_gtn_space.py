@@ -145,7 +145,7 @@ def test_space_facts():
     for label in SPACE.labels:
         assert set(SPACE.choices(label)) == {"k3_d2", "k3_d4", "k3_d6", "k5_d2", "k5_d4", "k5_d6",
                                              "identity", "zero"}
-    assert SPACE.size() == 181_389
+    assert SPACE.size() == 108_549
 
 
 def test_make_space_for_other_class_counts_and_inputs():

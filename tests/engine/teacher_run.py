@@ -1,0 +1,4 @@
+"""The small teacher run the engine's lifecycle tests share (fixture ``finished`` in conftest.py)."""
+
+#: two epochs of digits: ``nasdistill teacher *TEACHER --out-dir DIR``
+TEACHER = ["examples/digits_teacher.yaml", "train.epochs=2", "train.batch_size=128", "train.threads=1"]
