@@ -76,9 +76,12 @@ class ConfigMismatch(ConfigError):
 
 def config_identity(cfg, ignore=NOT_IDENTITY) -> dict:
     """The keys of ``cfg`` that decide a run's result, flattened (see :data:`NOT_IDENTITY`)."""
-    flat = flatten(to_dict(cfg))
-    return {k: v for k, v in flat.items()
-            if not any(k == i or k.startswith(i + ".") for i in ignore)}
+    return drop_keys(flatten(to_dict(cfg)), ignore)
+
+
+def drop_keys(flat: dict, ignore) -> dict:
+    """``flat`` (dotted key -> value) without the keys in ``ignore`` and the keys below them."""
+    return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in ignore)}
 
 
 def other_method_sections(cfg, base) -> tuple[str, ...]:

@@ -235,22 +235,19 @@ def _build_distiller(cfg, dcfg, splits, method: str) -> None:
 
 
 def _built(build, key: str, what: str) -> None:
-    try:
-        with torch.device("meta"):
-            build(torch.device("meta"))
-        return
-    except ConfigError as err:
-        raise err.prefixed(key.split(".")[0] + ".") if err.key else ConfigError(f"{what}: {err}", key) from None
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(f"config key {key!r}: {what} cannot be built: {err}", key) from None
-    except (RuntimeError, NotImplementedError):
-        pass  # an operation without a meta kernel: build it for real, on the CPU
-    try:
-        build(torch.device("cpu"))
-    except ConfigError as err:
-        raise err.prefixed(key.split(".")[0] + ".") if err.key else ConfigError(f"{what}: {err}", key) from None
-    except (ValueError, TypeError, KeyError, RuntimeError) as err:
-        raise ConfigError(f"config key {key!r}: {what} cannot be built: {err}", key) from None
+    """``build(device)`` on the meta device, or on the CPU when an operation has no meta kernel;
+    what it raises becomes a refusal of ``key``."""
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                build(torch.device(device))
+            return
+        except ConfigError as err:
+            raise err.prefixed(key.split(".")[0] + ".") if err.key else ConfigError(f"{what}: {err}", key) from None
+        except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as err:
+            if device == "meta" and isinstance(err, (RuntimeError, NotImplementedError)):
+                continue  # an operation without a meta kernel: build it for real, on the CPU
+            raise ConfigError(f"config key {key!r}: {what} cannot be built: {err}", key) from None
 
 
 __all__ = ["augmented", "check_cost_targets", "check_counts", "check_export", "check_job_inputs",

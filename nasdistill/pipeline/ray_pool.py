@@ -39,11 +39,11 @@ def _ray():
     return ray
 
 
-def _execute(spec: dict, threads: Optional[int]) -> dict:
+def _execute(spec: dict) -> dict:
     from ..engine.runs import execute
 
     os.environ.setdefault("NASDISTILL_PROGRESS", "0")
-    return execute(dict(spec, threads=spec.get("threads") or threads))
+    return execute(spec)  # (the spec carries the run's CPU threads)
 
 
 def _probe():
@@ -60,10 +60,11 @@ def _probe():
 class RayPool(Backend):
     """Ray tasks for the job's runs (see the module docstring)."""
 
-    def __init__(self, section, threads: Optional[int] = None, job: Optional[Path] = None):
-        self.section, self.threads, self.job = section, threads, job
+    def __init__(self, section, job: Optional[Path] = None):
+        self.section, self.job = section, job
         self.ray = _ray()
         self._started = False
+        self._own = False          # whether this pool started the Ray instance (and stops it)
         self._running: dict = {}   # ObjectRef -> (batch, index in the batch)
         self._failed: Optional[BaseException] = None
         self._remote = None
@@ -73,15 +74,13 @@ class RayPool(Backend):
         ray = self.ray
         if self._started:
             return
-        if not ray.is_initialized():
+        self._own = not ray.is_initialized()
+        if self._own:
             if self.section.address == "local":
                 ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                          _node_ip_address="127.0.0.1")
             else:
                 ray.init(address=self.section.address, log_to_driver=False, configure_logging=False)
-            self._own = True
-        else:
-            self._own = False
         self._started = True
         self._remote = ray.remote(num_cpus=self.section.cpus_per_run, num_gpus=self.section.gpus_per_run,
                                   max_retries=3)(_execute)
@@ -133,7 +132,7 @@ class RayPool(Backend):
             marker.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self._started and getattr(self, "_own", False):
+        if self._started and self._own:
             self.ray.shutdown()
         self._started = False
 
@@ -162,7 +161,7 @@ class RayPool(Backend):
         self.start()
         for i, p in enumerate(payloads):
             spec = p.to_dict() if isinstance(p, RunSpec) else dict(p)
-            self._running[self._remote.remote(spec, self.threads)] = (batch, i)
+            self._running[self._remote.remote(spec)] = (batch, i)
         return batch
 
     def _next(self) -> None:

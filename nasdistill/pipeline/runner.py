@@ -22,9 +22,9 @@ from pathlib import Path
 
 from ..atomic import reworded, write_json
 from ..engine import distributed
-from ..config import to_dict
+from ..config import flatten, to_dict
 from ..engine.run import NOT_IDENTITY as RUN_NOT_IDENTITY
-from ..engine.run import (ConfigMismatch, config_identity, describe_diff, fingerprint, holding, identity_diff,
+from ..engine.run import (ConfigMismatch, describe_diff, drop_keys, fingerprint, holding, identity_diff,
                           runtime, write_run_files)
 from ..engine.rundir import RunDirectory
 from .checks import augmented, check_job_inputs
@@ -44,7 +44,13 @@ _RUN_KEYS = tuple(k.split(".", 1)[1] for k in RUN_NOT_IDENTITY if k.startswith("
 
 def job_identity(cfg) -> dict:
     """The keys of the main job's configuration that decide its results."""
-    flat = config_identity(cfg, ignore=NOT_IDENTITY)
+    return deciding_keys(flatten(to_dict(cfg)))
+
+
+def deciding_keys(flat: dict) -> dict:
+    """The entries of a flattened main-job configuration that decide its results (also applied to
+    an older job's recorded identity: a key that stopped deciding results is no difference)."""
+    flat = drop_keys(flat, NOT_IDENTITY)
     return {k: v for k, v in flat.items() if not (".train." in f".{k}" and k.rsplit(".", 1)[-1] in _RUN_KEYS)}
 
 
@@ -56,10 +62,7 @@ def check_job(cfg, out: Path, mode: str) -> tuple[dict, str]:
     manifest = rd.read_manifest() if mode != "restart" else None  # (--restart rewrites a damaged one)
     stage_mode = "update" if mode == "restart" else "resume"
     if manifest is not None and mode != "restart":
-        # (keys that no longer decide a result, e.g. runs_per_gpu, are left out of the old identity too)
-        old = {k: v for k, v in (manifest.get("identity") or {}).items()
-               if not any(k == i or k.startswith(i + ".") for i in NOT_IDENTITY)}
-        diff = identity_diff(old, identity)
+        diff = identity_diff(deciding_keys(manifest.get("identity") or {}), identity)
         if diff and stages_hold_progress(out):
             raise ConfigMismatch(
                 f"{out} holds a main job with another configuration: {describe_diff(diff)}. Rerun with "
@@ -168,7 +171,7 @@ def backend(cfg, world, log, out=None):
     if cfg.backend == "ray":
         from .ray_pool import RayPool
 
-        pool = RayPool(cfg.ray, cfg.threads, job=out)
+        pool = RayPool(cfg.ray, job=out)
         log.say(f"runs on {pool.describe()}")
         return pool
     gpus = visible_gpus()
@@ -192,7 +195,7 @@ def _stages(cfg, out: Path, stage: Stage, world, splits, space, clock: StageTime
     search_span = clock.spans.get("search")
     clock.stage_ended("search", had_runs="search" in stage.began)
     students += random_students(cfg, space, students)
-    students += sample_students(cfg, space, [s["arch"] for s in students])
+    students += sample_students(cfg, space, [s["arch"] for s in students], say=stage.log.say)
     if world.is_main:
         write_json(out / "students.json", students)
     if pending is None:

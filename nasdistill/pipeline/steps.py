@@ -103,7 +103,7 @@ def random_students(cfg, space, searched: list[dict]) -> list[dict]:
     return out
 
 
-def sample_students(cfg, space, taken: list[dict]) -> list[dict]:
+def sample_students(cfg, space, taken: list[dict], say=print) -> list[dict]:
     """``students.sampled`` distinct networks drawn with :meth:`~nasdistill.space.SearchSpace.sample`
     (seeds ``students.sample_seed``, +1, ...), none of them one of the architectures ``taken``. When
     that keeps drawing networks already taken (a count close to the space's size; the job's checks
@@ -114,16 +114,17 @@ def sample_students(cfg, space, taken: list[dict]) -> list[dict]:
     while len(archs) < n and attempts < 20 * n + 1000:
         arch = space.sample(seed=cfg.students.sample_seed + attempts)
         attempts += 1
-        if space.arch_id(arch) not in ids:
-            ids.add(space.arch_id(arch))
+        arch_id = space.arch_id(arch)
+        if arch_id not in ids:
+            ids.add(arch_id)
             archs.append(arch)
     if len(archs) < n:
         from ..space.band import band_networks
 
         bounds = space.cost_range()
         rest = band_networks(space, bounds["macs_min"], bounds["macs_max"], "macs")
-        print(f"  {len(archs)} of {n} sampled students drawn; the other {n - len(archs)} uniformly from the "
-              "networks not taken yet", flush=True)
+        say(f"  {len(archs)} of {n} sampled students drawn; the other {n - len(archs)} uniformly from the "
+            "networks not taken yet")
         archs += rest.sample(n - len(archs), seed=cfg.students.sample_seed, exclude=[*taken, *archs])
     out = []
     for arch in archs:
