@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="distillation seeds")
     parser.add_argument("--repeat", type=int, default=1, help="search rounds (least time of each kept)")
-    parser.add_argument("--quick", action="store_true", help="tiny epochs (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny epochs on a tenth of digits (smoke test)")
     parser.add_argument("--readme", action="store_true",
                         help="also write the two tables into README.md (its 'shared-search' block)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -85,7 +85,8 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     cfg = PipelineConfig()
-    if args.quick:
+    if args.quick:  # tiny epochs on a tenth of digits for training
+        cfg.data = dataclasses.replace(cfg.data, options={**cfg.data.options, "test_size": 0.8})
         cfg.search.train = dataclasses.replace(cfg.search.train, epochs=2)
         cfg.search.search = dataclasses.replace(cfg.search.search, warmup_epochs=1)
         cfg.teachers.train = dataclasses.replace(cfg.teachers.train, epochs=1)

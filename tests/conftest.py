@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from built_once import built_once
 
 os.environ.setdefault("NASDISTILL_PROGRESS", "0")
 os.environ.setdefault("NASDISTILL_TENSORBOARD", "0")
@@ -18,9 +19,12 @@ torch.set_num_threads(1)
 #: The test files that take longest (``--durations``), collected first: the suite runs in two
 #: processes, a file at a time each, and a long file started last would leave one process idle
 #: while the other finishes it.
-LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "bench/test_pool.py",
-                 "pipeline/test_workers.py", "engine/test_distributed.py", "network/test_records.py", "network/test_model_source.py",
-                 "engine/test_resume.py", "examples/test_examples_pipeline.py", "engine/test_bf16.py")
+LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "pipeline/test_kill.py",
+                 "engine/test_bf16.py", "pipeline/test_reruns.py", "network/test_records.py",
+                 "engine/test_lifecycle.py", "report/test_report.py", "engine/test_advice.py",
+                 "report/test_report_branches.py", "network/test_export.py", "pipeline/test_refusals.py",
+                 "pipeline/test_workers.py", "bench/test_pool.py", "engine/test_distributed.py",
+                 "network/test_model_source.py", "engine/test_resume.py", "examples/test_examples_pipeline.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,13 +49,14 @@ def one_thread():
 @pytest.fixture(scope="session")
 def resnet8_teacher(tmp_path_factory):
     """A finished `nasdistill teacher` run (zoo resnet8, CE, digits, one epoch), trained once for the
-    session. Shared read-only: tests that distill from it must not write into it."""
+    session (:func:`built_once`). Shared read-only: tests that distill from it must not write into it."""
     from nasdistill.cli import main
 
-    out = tmp_path_factory.mktemp("resnet8_teacher") / "run"
-    assert main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
-                 "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)]) == 0
-    return out
+    def build(out):
+        assert main(["teacher", "model.name=resnet8", "data.name=digits", "train.epochs=1",
+                     "train.batch_size=128", "train.lr=0.1", "--out-dir", str(out)]) == 0
+
+    return built_once(tmp_path_factory, "resnet8_teacher", build)[0]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from its last checkpoint, and a rerun of the same command reuses every finished 
 
 Ray is an optional extra (``pip install 'nasdistill[ray]'``), imported when the backend starts.
 ``ray.address=local`` starts a Ray instance for the job (no dashboard, listening on the loopback
-only) and stops it at the end; ``auto`` / ``HOST:PORT`` join a running cluster (its token
+only, its workers at normal priority like the local backend's processes) and stops it at the end; ``auto`` / ``HOST:PORT`` join a running cluster (its token
 authentication, when on, stays on). The job's folder must be on storage every node sees: before
 the first run, one task per node looks for a file the driver wrote there, and a node that cannot
 see it ends the job with a sentence (not a hang).
@@ -77,8 +77,11 @@ class RayPool(Backend):
         self._own = not ray.is_initialized()
         if self._own:
             if self.section.address == "local":
+                # the runs are this instance's work: its workers run at the priority of the
+                # local backend's processes, not at Ray's default of nice 15 (which yields the CPU
+                # to anything else on the machine, the job's own driver included)
                 ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                         _node_ip_address="127.0.0.1")
+                         _node_ip_address="127.0.0.1", _system_config={"worker_niceness": 0})
             else:
                 ray.init(address=self.section.address, log_to_driver=False, configure_logging=False)
         self._started = True

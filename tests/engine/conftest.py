@@ -1,6 +1,8 @@
 """Fixtures of the engine's tests."""
 import pytest
 
+from built_once import built_once
+
 from nasdistill.data import load_dataset, loaders_for
 
 from teacher_run import TEACHER
@@ -18,6 +20,8 @@ def finished(tmp_path_factory):
     shared read-only: tests copy it before they change anything."""
     from nasdistill.cli import main
 
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["teacher", *TEACHER, "--out-dir", str(out)]) == 0
+    def build(folder):
+        assert main(["teacher", *TEACHER, "--out-dir", str(folder)]) == 0
+
+    out, _ = built_once(tmp_path_factory, "finished", build)
     return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}

@@ -3,6 +3,9 @@ import os
 from types import SimpleNamespace
 
 import pytest
+from built_once import built_once
+
+from tiny_job import TINY
 
 
 def _children(pid: int) -> set:
@@ -37,3 +40,15 @@ def procs():
     """``procs.children(pid)``: the PIDs descending from ``pid`` (from /proc); ``procs.alive(pid)``:
     whether ``pid`` still runs."""
     return SimpleNamespace(children=_children, alive=_alive)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """``(folder, summary)``: the tiny main job (:data:`tiny_job.TINY`, every stage, a handful of
+    steps each), run once for the session by the first test process that needs it
+    (:func:`built_once`). Read only: a test that changes it works on :func:`tiny_job.copy_job`."""
+    from nasdistill.config import load_config
+    from nasdistill.pipeline import PipelineConfig, run_pipeline
+
+    return built_once(tmp_path_factory, "tiny_job",
+                      lambda out: run_pipeline(load_config(PipelineConfig, None, TINY), out, verbose=False))
