@@ -55,8 +55,8 @@ def kill_and_finish(run, out, procs, kills, finish=(), seed_stages: bool = False
     """For each ``(mark, keys)`` of ``kills``, a fresh job with ``keys`` added, SIGKILLed as soon as
     ``mark`` holds (a path relative to the job that a stage writes while its runs are in progress, or
     ``mark(out, since_ns)``: :func:`distilling`, :func:`distilled`); then the job with ``finish``
-    runs to the end. No worker outlives a killed
-    job, nothing writes into its folder after it, and every result equals the uninterrupted run's."""
+    runs to the end. No worker outlives a killed job, nothing writes into its folder after it, and
+    every result equals the uninterrupted run's."""
     ref_out, summary = run
     # the shared run without its sampled student, with one distillation seed of its two and without
     # its exports: each run left (the searched students and the random ones of their bands, seed 0)
