@@ -85,7 +85,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     cfg = PipelineConfig()
-    if args.quick:  # tiny epochs on a tenth of digits for training
+    if args.quick:
         cfg.data = dataclasses.replace(cfg.data, options={**cfg.data.options, "test_size": 0.8})
         cfg.search.train = dataclasses.replace(cfg.search.train, epochs=2)
         cfg.search.search = dataclasses.replace(cfg.search.search, warmup_epochs=1)

@@ -9,10 +9,11 @@ from its last checkpoint, and a rerun of the same command reuses every finished 
 
 Ray is an optional extra (``pip install 'nasdistill[ray]'``), imported when the backend starts.
 ``ray.address=local`` starts a Ray instance for the job (no dashboard, listening on the loopback
-only, its workers at normal priority like the local backend's processes) and stops it at the end; ``auto`` / ``HOST:PORT`` join a running cluster (its token
-authentication, when on, stays on). The job's folder must be on storage every node sees: before
-the first run, one task per node looks for a file the driver wrote there, and a node that cannot
-see it ends the job with a sentence (not a hang).
+only, its workers at normal priority like the local backend's processes) and stops it at the end;
+``auto`` / ``HOST:PORT`` join a running cluster (its token authentication, when on, stays on).
+The job's folder must be on storage every node sees: before the first run, one task per node looks
+for a file the driver wrote there, and a node that cannot see it ends the job with a sentence (not
+a hang).
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ TINY = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.sear
 
 
 def copy_job(src, dst):
-    """A copy of a finished job folder (modification times kept) for a test that changes it."""
+    """A copy of a finished job folder, or of one of its stages (modification times kept, its
+    ``.lock`` files left out)."""
     shutil.copytree(src, dst, copy_function=shutil.copy2, ignore=shutil.ignore_patterns(".lock"))
     return dst
 
@@ -69,10 +70,9 @@ def kill_and_finish(run, out, procs, kills, finish=(), seed_stages: bool = False
     if seed_stages:
         # the search and the seed-0 teachers are the shared run's (the same runs: reused as they are),
         # so the killed jobs spend their time where the kills are
-        out.mkdir(parents=True)
-        shutil.copytree(ref_out / "search", out / "search", copy_function=shutil.copy2)
+        copy_job(ref_out / "search", out / "search")
         for folder in (ref_out / "teachers").glob("*_s0"):
-            shutil.copytree(folder, out / "teachers" / folder.name, copy_function=shutil.copy2)
+            copy_job(folder, out / "teachers" / folder.name)
     for mark, keys in kills:
         launched = time.time_ns()
         held = (out / mark).exists if isinstance(mark, str) else (lambda: mark(out, launched))
