@@ -86,7 +86,7 @@ def main() -> None:
     out = Path(args.out)
     cfg = PipelineConfig()
     if args.quick:
-        cfg.data = dataclasses.replace(cfg.data, options={**cfg.data.options, "test_size": 0.8})
+        cfg.data = dataclasses.replace(cfg.data, options={**cfg.data.options, "test_size": 0.2, "train_size": 180})
         cfg.search.train = dataclasses.replace(cfg.search.train, epochs=2)
         cfg.search.search = dataclasses.replace(cfg.search.search, warmup_epochs=1)
         cfg.teachers.train = dataclasses.replace(cfg.teachers.train, epochs=1)

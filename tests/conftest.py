@@ -18,13 +18,15 @@ torch.set_num_threads(1)
 
 #: The test files that take longest (``--durations``), collected first: the suite runs in two
 #: processes, a file at a time each, and a long file started last would leave one process idle
-#: while the other finishes it.
-LONGEST_FIRST = ("pipeline/test_pipeline.py", "search/test_shared_search.py", "pipeline/test_kill.py",
-                 "engine/test_bf16.py", "pipeline/test_reruns.py", "network/test_records.py",
-                 "engine/test_lifecycle.py", "report/test_report.py", "engine/test_advice.py",
-                 "report/test_report_branches.py", "network/test_export.py", "pipeline/test_refusals.py",
-                 "pipeline/test_workers.py", "bench/test_pool.py", "engine/test_distributed.py",
-                 "network/test_model_source.py", "engine/test_resume.py", "examples/test_examples_pipeline.py")
+#: while the other finishes it. The main job's first file builds the tiny job that the kill harness
+#: (third) and the reruns share, while the other process runs the bf16 file.
+LONGEST_FIRST = ("pipeline/test_pipeline.py", "engine/test_bf16.py", "pipeline/test_kill.py",
+                 "pipeline/test_workers.py", "network/test_records.py", "pipeline/test_reruns.py",
+                 "network/test_model_source.py", "search/test_shared_search.py", "bench/test_pool.py",
+                 "engine/test_lifecycle.py", "report/test_report.py", "network/test_export.py",
+                 "engine/test_distributed.py", "examples/test_examples_pipeline.py", "report/test_report_branches.py",
+                 "space/test_space.py", "engine/test_resume.py", "space/test_space_graph.py",
+                 "pipeline/test_refusals.py", "engine/test_advice.py", "engine/test_disk_full.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -98,9 +98,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
 
     ``val_size``: a fraction < 1 or a count; None keeps the dataset's default (digits 0.1 of the
     set, synthetic 500 draws, cifar/imagefolder 0). 0 means "val is the test split".
-    ``options`` are dataset-specific (digits: test_size; synthetic: num_classes, size, channels,
-    n_train, n_test, noise, bayes_accuracy, priors, smoothness; imagefolder: image_size); an
-    unknown one is refused by name. ``root`` is used by cifar10/cifar100/imagefolder and ignored
+    ``options`` are dataset-specific (digits: test_size, train_size; synthetic: num_classes, size,
+    channels, n_train, n_test, noise, bayes_accuracy, priors, smoothness; imagefolder: image_size);
+    an unknown one is refused by name. ``root`` is used by cifar10/cifar100/imagefolder and ignored
     by the embedded datasets.
     """
     entry = DATASETS.get(name)

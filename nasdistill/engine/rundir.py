@@ -48,6 +48,8 @@ RUN_OUTPUTS = RUN_FILES + ("metrics.csv", "model.safetensors", "model.json", "tb
 #: built) and is taken over by the next run, whatever its configuration.
 PROGRESS_FILES = ("last.ckpt", "metrics.jsonl", "result.json")
 LOCK = ".lock"
+#: ``last.ckpt`` file version (device, inode, size, mtime) -> the epoch it ends at
+_CHECKPOINT_EPOCHS: dict[tuple, int] = {}
 
 
 class RunLocked(RuntimeError):
@@ -87,16 +89,32 @@ class RunDirectory:
         return any((self.path / n).exists() for n in PROGRESS_FILES)
 
     def checkpoint_epoch(self) -> Optional[int]:
-        """The epoch ``last.ckpt`` ends at (None without a readable checkpoint)."""
+        """The epoch ``last.ckpt`` ends at (None without a readable checkpoint).
+
+        Reading it unpickles the whole checkpoint (a GTN teacher's holds its supernet and optimizer:
+        ~0.1 s), and a job asks for each teacher's before every run that distills from it, so the
+        answer is kept per file version: checkpoints are written to a new file and renamed into
+        place, so a new checkpoint is a new inode and is read again."""
         path = self.path / "last.ckpt"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
         if not path.is_file():
             return None
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if version in _CHECKPOINT_EPOCHS:
+            return _CHECKPOINT_EPOCHS[version]
         import torch
 
         try:
-            return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+            epoch = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
         except Exception:  # a damaged checkpoint: resuming says what is wrong with it
             return None
+        if len(_CHECKPOINT_EPOCHS) >= 4096:
+            _CHECKPOINT_EPOCHS.clear()
+        _CHECKPOINT_EPOCHS[version] = epoch
+        return epoch
 
     def read_result(self) -> Optional[dict]:
         """``result.json`` (None when absent or unreadable: the run is then not finished)."""

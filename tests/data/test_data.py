@@ -58,6 +58,29 @@ def test_digits_val_size_zero_means_val_is_test():
     assert d.val is d.test and len(d.train) == 1797 - 359
 
 
+@pytest.mark.parametrize("train_size,expected", [(180, 180), (0.1, 180), (1258, 1258)])
+def test_digits_train_size_trains_on_a_stratified_part_of_the_same_train_split(digits, train_size, expected):
+    """``train_size`` keeps val and test as they are and trains on that many of the train split's
+    images, each class in its share of the whole set (within one image), normalized by their own
+    mean and std."""
+    small = load_dataset("digits", seed=0, train_size=train_size)
+    assert len(small.train) == expected
+    assert torch.equal(small.val.images, digits.val.images) and torch.equal(small.test.images, digits.test.images)
+    assert not _rows(small.train) - _rows(digits.train)  # a part of the train split, nothing else
+    counts = np.bincount(load_dataset("digits", val_size=0, test_size=0.0).train.labels.numpy(), minlength=10)
+    got = np.bincount(small.train.labels.numpy(), minlength=10)
+    assert np.all(np.abs(got - expected * counts / counts.sum()) <= 1), got
+    x = small.train.images.double()
+    assert small.mean[0] == pytest.approx(float(x.mean()), abs=1e-9)
+    assert torch.equal(load_dataset("digits", seed=0, train_size=train_size).train.images, small.train.images)
+
+
+@pytest.mark.parametrize("train_size", [0, 0.0, 1259, 0.9, -3])
+def test_digits_train_size_beyond_what_test_and_val_leave_is_refused(train_size):
+    with pytest.raises(ValueError, match="train_size"):
+        load_dataset("digits", train_size=train_size)
+
+
 # ---------------------------------------------------------------- synthetic
 @pytest.fixture(scope="module")
 def synthetic() -> DatasetSplits:

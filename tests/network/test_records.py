@@ -33,7 +33,7 @@ MARKER_CODE = '''
 from pathlib import Path
 Path(__file__).with_name("MARKER").write_text("code ran")
 '''
-TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1", "data.options={test_size: 0.8}"]
+TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1", "data.options={test_size: 0.2, train_size: 180}"]
 
 
 def test_top_level_names():

@@ -12,11 +12,13 @@ from tiny_job import distilled, distilling, kill_and_finish
 def test_a_job_killed_while_it_distills_on_either_backend_finishes_equal(run, tmp_path, procs):
     """The kill harness at small scale (every default run): the job killed while its two worker
     processes distill; then with ``backend=ray`` (``ray.address=local``), killed after its Ray
-    tasks finished 3 runs, while they run more; then on the local backend to the end, reusing what
-    both finished: every result, the Ray tasks' included, equals the uninterrupted local run's."""
+    tasks finished 3 runs, while they run more; then in one process (``workers=1``, the uninterrupted
+    run's setting) to the end, reusing what both finished: every result, the worker processes' and
+    the Ray tasks' included, equals the uninterrupted run's."""
     pytest.importorskip("ray", reason="the ray extra is part of the test extra: pip install -e '.[test]'")
     kill_and_finish(run, tmp_path / "killed", procs,
-                    [(distilling, ()), (distilled(3), ["backend=ray", "ray.cpus_per_run=1"])], seed_stages=True)
+                    [(distilling, ()), (distilled(3), ["backend=ray", "ray.cpus_per_run=1"])],
+                    finish=["workers=1"], seed_stages=True)
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_the_corrected_main_job_then_simply_runs(tmp_path, capsys):
     assert main(["run", *JOB, "search.targets=[100]", "--out-dir", str(out)]) == 2
     capsys.readouterr()
     assert main(["run", *JOB, "search.targets=[600000]", "search.train.epochs=1", "search.search.warmup_epochs=0",
-                 "search.train.batch_size=128", "data.options={test_size: 0.8}", "--out-dir", str(out)]) == 0
+                 "search.train.batch_size=128", "data.options={test_size: 0.2, train_size: 180}", "--out-dir", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["identity"]["search.targets"] == [600000.0]
     assert (out / "report.md").is_file()
     assert "  done teachers/ce_s0: test " in capsys.readouterr().out  # a line per finished run

@@ -15,7 +15,7 @@ import time
 TINY = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.search.warmup_epochs=1",
         "students.sampled=1", "teachers.train.epochs=1", "distill.train.epochs=1",
         "distill.seeds=[0,1]", "workers=1", "export.onnx=false", "search.train.batch_size=256",
-        "teachers.train.batch_size=256", "distill.train.batch_size=256", "data.options={test_size: 0.8}"]
+        "teachers.train.batch_size=256", "distill.train.batch_size=256", "data.options={test_size: 0.2, train_size: 180}"]
 
 
 
@@ -93,8 +93,8 @@ def kill_and_finish(run, out, procs, kills, finish=(), seed_stages: bool = False
         while time.time() < end and any(procs.alive(c) for c in children):
             time.sleep(0.1)
         assert not [c for c in children if procs.alive(c)], "a worker outlived the killed main job"
-        # and nothing writes into the job's folder from 3 s after the kill on
-        time.sleep(max(0.0, killed + 3 - time.time()))
+        # and nothing writes into the job's folder from 1.5 s after the kill on
+        time.sleep(max(0.0, killed + 1.5 - time.time()))
         before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
         time.sleep(1.0)
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
