@@ -26,8 +26,6 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-import networkx as nx
-
 __all__ = ["ConstrainedArch", "Node", "SpaceGraph", "most_probable_arch", "space_graph"]
 
 
@@ -54,6 +52,8 @@ class SpaceGraph:
     the cached one of a space."""
 
     def __init__(self, space):
+        import networkx as nx  # here: loading a network (nasdistill.load) needs no graph, nor networkx
+
         self.space = space
         n = len(space.layers)
         labels = space._layer_labels
