@@ -3,8 +3,9 @@
 Pixel values 0..16 are scaled to [0, 1] (x / 16). Splits, stratified by class and fixed by ``seed``:
 ``test_size`` (default 20%) for test, then ``val_size`` (default 10% of the whole set) for val, the
 rest train; ``train_size`` (a fraction of the whole set or a count) keeps only that many of the rest
-for training (a learning curve, or a quick run that still evaluates on a full test split). Mean/std are those of the train split. No augmentation by default (8x8 is too small
-for a 4-pixel crop to mean anything).
+for training (a learning curve, or a quick run that still evaluates on a full test split). Mean/std
+are those of the train split. No augmentation by default (8x8 is too small for a 4-pixel crop to
+mean anything).
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Optional
@@ -100,7 +101,7 @@ class RunDirectory:
             st = path.stat()
         except OSError:
             return None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             return None
         version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if version in _CHECKPOINT_EPOCHS:

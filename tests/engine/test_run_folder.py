@@ -148,3 +148,27 @@ def test_no_engine_file_names_a_methods_files():
         text = path.read_text()
         found = [n for n in names if re.search(re.escape(n), text)]
         assert not found, f"{path.name} names {found}: the task declares its files (TrainTask.artifacts)"
+
+
+def test_the_checkpoint_epoch_follows_every_new_checkpoint_and_damage(tmp_path):
+    """A checkpoint's epoch is read once per version of the file: a newer checkpoint (written and
+    renamed into place, as training does), one rewritten in place, and a damaged one are each read
+    anew, never answered from an earlier read."""
+    import os
+
+    from nasdistill.engine.checkpoint import save_checkpoint
+
+    rd, ckpt = RunDirectory(tmp_path), tmp_path / "last.ckpt"
+    assert rd.checkpoint_epoch() is None
+    save_checkpoint(ckpt, {"epoch": 3, "w": torch.zeros(100)})
+    assert rd.checkpoint_epoch() == 3 and rd.checkpoint_epoch() == 3
+    save_checkpoint(ckpt, {"epoch": 4, "w": torch.zeros(100)})  # same size, a new file
+    assert rd.checkpoint_epoch() == 4
+    stamp = ckpt.stat().st_mtime_ns
+    with open(ckpt, "wb") as f:  # rewritten in place (same inode, same size), its time 1 ns after the last
+        torch.save({"epoch": 7, "w": torch.zeros(100)}, f)
+    os.utime(ckpt, ns=(stamp, stamp + 1))
+    assert rd.checkpoint_epoch() == 7
+    data = bytearray(ckpt.read_bytes())
+    ckpt.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    assert rd.checkpoint_epoch() is None
