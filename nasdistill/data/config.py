@@ -30,8 +30,31 @@ class DataConfig:
                f"must be a fraction in [0, 1) or a count >= 0, got {self.val_size}")
 
     def load(self):
-        """The dataset this section describes (a :class:`~nasdistill.data.DatasetSplits`)."""
+        """The dataset this section describes (a :class:`~nasdistill.data.DatasetSplits`).
+
+        A split its loader refuses (``digits: test_size=0.95 and val_size=0.1 leave no training
+        samples``) is a :class:`ConfigError` about the key it names (``data.options.test_size``), so
+        a command says where that value came from; the first named key the user set is blamed."""
         from . import load_dataset
 
-        return load_dataset(self.name, root=self.root, seed=self.split_seed, val_size=self.val_size,
-                            **self.options)
+        try:
+            return load_dataset(self.name, root=self.root, seed=self.split_seed, val_size=self.val_size,
+                                **self.options)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            key = self._named_key(str(err))
+            if key is None:
+                raise
+            text = str(err).removeprefix(f"{self.name}: ")
+            raise ConfigError.for_key(key, f"does not fit dataset {self.name!r}: {text}") from None
+
+    def _named_key(self, message: str) -> Optional[str]:
+        """``data.<key>`` of the first value ``message`` names as ``name=``: a set option or
+        ``val_size`` first, then any option the dataset has."""
+        from .registry import DATASETS
+
+        named = [k for k in ("val_size", *DATASETS.get(self.name).options()) if f"{k}=" in message]
+        given = [k for k in named if (k == "val_size" and self.val_size is not None) or k in self.options]
+        key = (given or named or [None])[0]
+        return None if key is None else "data." + (key if key == "val_size" else f"options.{key}")

@@ -20,6 +20,14 @@ JOB = ["search.targets=[]", "students.sampled=1", "teachers.methods=[ce]", "teac
                                "can reach for this data (1x8x8 inputs, 10 classes): 43,264 to 14,625,024"),
     (["search.targets=[600000,600000]"], "'search.targets' [600000.0, 600000.0] repeats a target"),
     (["data.name=cifar100", "data.root={tmp}/nowhere"], "cifar100: file 'train' not found"),
+    # a split the dataset cannot make names the option the user set, the defaults it meets, and the source
+    (["data.options={test_size: 0.95}"], "command-line override 'data.options={test_size: 0.95}': config key "
+                                         "'data.options.test_size' does not fit dataset 'digits': test_size=0.95 "
+                                         "and val_size=0.1 leave no training samples out of 1797"),
+    (["data.options.train_size=1300"], "override 'data.options.train_size=1300': config key 'data.options.train_size'"
+                                       " does not fit dataset 'digits': train_size=1300 asks for 1300 training "
+                                       "samples; test_size=0.2 and val_size=0.1 leave 1 to 1258"),
+    (["data.val_size=1700"], "'data.val_size=1700': config key 'data.val_size' does not fit dataset 'digits'"),
     (["distill.methods=[fitnet]", "distill.cache_teacher_logits=true"],
      "distill.cache_teacher_logits=true with method=fitnet: fitnet compares teacher features"),
 ])
