@@ -1,8 +1,10 @@
-"""Every training command under the CUDA path's dtype: ``train.amp=bf16`` on the CPU, in the default
-suite (the dtype class of bugs of the CUDA path, bf16 activations against fp32 weights,
-recomputations outside autocast, buffers of the wrong dtype, shows up here at tiny size), and the
-same commands under the CUDA defaults (bf16 autocast, channels_last, CUDA graphs where safe) in the
-``cuda`` profile, which needs a GPU (``python -m pytest -m cuda``).
+"""Every training command under the CUDA path's dtype and layout: ``train.amp=bf16`` with
+``train.channels_last=true`` on the CPU, in the default suite (the dtype class of bugs of the CUDA
+path, bf16 activations against fp32 weights, recomputations outside autocast, buffers of the wrong
+dtype, and views that a channels_last tensor refuses, shows up here at tiny size), and the same
+commands under the CUDA defaults (bf16 autocast, channels_last, CUDA graphs where safe) in the
+``cuda`` profile, which needs a GPU (``python -m pytest -m cuda``; ``NASDISTILL_TEST_DEVICE=cpu``
+runs it on the CPU in bf16 with the contiguous layout).
 
 The methods come from the registries, so a new teacher or distiller is covered when it registers.
 """
