@@ -1,6 +1,7 @@
 """The data section of a config: which dataset, where it lives, how it is split and augmented."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -54,7 +55,8 @@ class DataConfig:
         ``val_size`` first, then any option the dataset has."""
         from .registry import DATASETS
 
-        named = [k for k in ("val_size", *DATASETS.get(self.name).options()) if f"{k}=" in message]
+        named = [k for k in ("val_size", *DATASETS.get(self.name).options())
+                 if re.search(rf"(?<![\w.]){re.escape(k)}=", message)]  # whole names: 'size=' is not in 'val_size='
         given = [k for k in named if (k == "val_size" and self.val_size is not None) or k in self.options]
         key = (given or named or [None])[0]
         return None if key is None else "data." + (key if key == "val_size" else f"options.{key}")

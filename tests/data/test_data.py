@@ -283,3 +283,21 @@ def test_digits_read_without_scikit_learn_are_scikit_learn_s_digits():
     pixels, labels = _digits_arrays()
     bunch = load_digits()
     assert np.array_equal(pixels, bunch.data) and np.array_equal(labels, bunch.target)
+
+
+def test_a_split_the_dataset_cannot_make_is_an_error_about_the_key_the_user_set():
+    """The loader's sentence becomes a config error about the key the user set among those it names
+    (``val_size`` and the dataset's options, whole names only: synthetic's ``size`` is not named by
+    ``val_size=``); a sentence that names none stays as it is."""
+    from nasdistill.config import ConfigError
+    from nasdistill.data.config import DataConfig
+
+    with pytest.raises(ConfigError) as info:
+        DataConfig(name="digits", options={"train_size": 0.9}).load()
+    assert info.value.key == "data.options.train_size" and "asks for 1617 training samples" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # test_size named first, but only val_size was set
+        DataConfig(name="digits", val_size=0.85).load()
+    assert info.value.key == "data.val_size"
+    synthetic = DataConfig(name="synthetic", options={"size": 8})
+    assert synthetic._named_key("val_size=5000 leaves nothing") == "data.val_size"
+    assert synthetic._named_key("the file is damaged") is None
