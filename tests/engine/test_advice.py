@@ -7,12 +7,13 @@ import pytest
 from nasdistill.cli import main
 
 from teacher_run import TEACHER as TEACHER_ARGS
+from small_data import TENTH_OF_DIGITS
 
 TEACHER = ["teacher", *TEACHER_ARGS]
 JOB = ["run", "search.targets=[]", "students.sampled=1", "teachers.methods=[ce]", "teachers.seeds=[0]",
        "distill.seeds=[0]", "distill.baseline=false", "teachers.train.epochs=2", "distill.train.epochs=1",
        "teachers.train.batch_size=128", "distill.train.batch_size=128", "export.enabled=false", "workers=1",
-       "data.options={test_size: 0.2, train_size: 180}"]  # a tenth of digits for training
+       TENTH_OF_DIGITS]
 
 
 @pytest.fixture(scope="module")

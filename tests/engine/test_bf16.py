@@ -46,7 +46,7 @@ PROFILES = [
 # bf16 training on a CPU costs several times fp32's, and dtype bugs show at any size: three training
 # steps an epoch, and small val and test splits
 DATA = {"test_size": 0.1, "train_size": 192}
-TINY = ["train.threads=1", "train.batch_size=64", "data.options={test_size: 0.1, train_size: 192}", "data.val_size=96"]
+TINY = ["train.threads=1", "train.batch_size=64", f"data.options={json.dumps(DATA)}", "data.val_size=96"]
 TEACHER_CASES = [(m, ["gtn.mode=full"] if m == "gtn" else ["sftn.student.name=resnet8"] if m == "sftn" else [])
                  for m in TEACHERS.names()] + [("gtn", ["gtn.mode=two"])]
 DISTILL_CASES = DISTILLERS.names() + ["kd-cached"]

@@ -19,6 +19,8 @@ from nasdistill.network.record import ModelRecord
 from nasdistill.network.source import ModelSource, read_model_source
 from nasdistill.space import load_space
 
+from small_data import TENTH_OF_DIGITS
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, NASDISTILL_PROGRESS="0", NASDISTILL_TENSORBOARD="0", OMP_NUM_THREADS="1")
 # a user space that defines SPACE alone, named unlike its file
@@ -33,7 +35,7 @@ MARKER_CODE = '''
 from pathlib import Path
 Path(__file__).with_name("MARKER").write_text("code ran")
 '''
-TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1", "data.options={test_size: 0.2, train_size: 180}"]
+TINY_TRAIN = ["train.epochs=1", "train.batch_size=128", "train.threads=1", TENTH_OF_DIGITS]
 
 
 def test_top_level_names():

@@ -8,6 +8,8 @@ import pytest
 from nasdistill.cli import main
 from nasdistill.engine.rundir import RUN_FILES
 
+from small_data import TENTH_OF_DIGITS
+
 #: a main job of two runs (one CE teacher, one KD student), about 20 s on a CPU core
 JOB = ["search.targets=[]", "students.sampled=1", "teachers.methods=[ce]", "teachers.seeds=[0]",
        "distill.seeds=[0]", "distill.baseline=false", "teachers.train.epochs=1", "distill.train.epochs=1",
@@ -46,7 +48,7 @@ def test_the_corrected_main_job_then_simply_runs(tmp_path, capsys):
     assert main(["run", *JOB, "search.targets=[100]", "--out-dir", str(out)]) == 2
     capsys.readouterr()
     assert main(["run", *JOB, "search.targets=[600000]", "search.train.epochs=1", "search.search.warmup_epochs=0",
-                 "search.train.batch_size=128", "data.options={test_size: 0.2, train_size: 180}", "--out-dir", str(out)]) == 0
+                 "search.train.batch_size=128", TENTH_OF_DIGITS, "--out-dir", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["identity"]["search.targets"] == [600000.0]
     assert (out / "report.md").is_file()
     assert "  done teachers/ce_s0: test " in capsys.readouterr().out  # a line per finished run

@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+from small_data import TENTH_OF_DIGITS
+
 # Two targets and two seeds are what the tests below tell apart; everything else is as small as a
 # stage allows (one teacher epoch, a tenth of digits for training in batches of 256, so a run is a
 # step or two and its evaluation).
 TINY = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.search.warmup_epochs=1",
         "students.sampled=1", "teachers.train.epochs=1", "distill.train.epochs=1",
         "distill.seeds=[0,1]", "workers=1", "export.onnx=false", "search.train.batch_size=256",
-        "teachers.train.batch_size=256", "distill.train.batch_size=256", "data.options={test_size: 0.2, train_size: 180}"]
+        "teachers.train.batch_size=256", "distill.train.batch_size=256", TENTH_OF_DIGITS]
 
 
 

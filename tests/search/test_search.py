@@ -8,9 +8,11 @@ from safetensors.torch import load_file
 from nasdistill.cli import main
 from nasdistill.space import load_space
 
+from small_data import TENTH_OF_DIGITS
+
 TINY = ["train.epochs=2", "search.warmup_epochs=1", "search.mode=two", "search.target=800000",
         "search.penalty=add#abs", "search.lam=1.0", "search.arch_lr=0.05", "train.threads=1",
-        "data.options={test_size: 0.2, train_size: 180}"]  # a tenth of digits for training
+        TENTH_OF_DIGITS]
 
 
 def _search(out, *extra):

@@ -19,10 +19,12 @@ from nasdistill.space.enumeration import cost_range
 from nasdistill.supernet import ArchGates, Supernet
 from nasdistill.space.cost import CostModel
 
+from small_data import TENTH_OF_DIGITS
+
 TARGETS = [600000, 3000000]
 SHARED = ["train.epochs=3", "search.warmup_epochs=1", "search.mode=two", "search.target=null",
           f"search.targets=[{','.join(map(str, TARGETS))}]", "search.penalty=add#abs", "search.lam=1.0",
-          "search.arch_lr=0.05", "train.threads=1", "data.options={test_size: 0.2, train_size: 180}"]
+          "search.arch_lr=0.05", "train.threads=1", TENTH_OF_DIGITS]
 FOLDERS = [f"target_{t}" for t in TARGETS]
 
 
@@ -250,7 +252,7 @@ def test_the_main_job_searches_every_target_in_one_run(tmp_path):
     from nasdistill.pipeline.steps import search_students
 
     tiny = ["search.targets=[500000,2000000]", "search.train.epochs=2", "search.search.warmup_epochs=1",
-            "search.train.batch_size=256", "workers=1", "data.options={test_size: 0.2, train_size: 180}"]
+            "search.train.batch_size=256", "workers=1", TENTH_OF_DIGITS]
     cfg = load_config(PipelineConfig, None, tiny)
     space = load_space(cfg.space)
     stage = Stage(cfg, "resume", Progress(False))
