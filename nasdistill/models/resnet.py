@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasdistill.registry import register
+from nasdistill.models.init import draws_values
 from nasdistill.models.staged import PreactStage, StagedModel
 
 
@@ -46,10 +47,12 @@ class BasicBlock(nn.Module):
 
 
 def kaiming_init(model: nn.Module) -> None:
-    """RepDistiller's ResNet init: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0."""
+    """RepDistiller's ResNet init: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0 (no draw on
+    the meta device: :func:`~nasdistill.models.init.draws_values`)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if draws_values(m.weight):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)

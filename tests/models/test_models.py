@@ -104,6 +104,30 @@ def test_parameter_count_equals_repdistiller(name):
     assert sum(p.numel() for p in model.parameters()) == REPDISTILLER_PARAMS[name]
 
 
+def test_a_model_built_on_meta_is_the_same_network_and_draws_nothing(monkeypatch):
+    """The job's up-front check builds every model on the meta device: the same parameters as a real
+    build, and no normal draw (on meta, torch answers one by importing its compiler stack, ~2 s)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a normal draw on the meta device")
+
+    monkeypatch.setattr(torch.Tensor, "normal_", refuse)
+    for name in CIFAR_MODELS:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=100)
+        assert all(p.is_meta for p in model.parameters()), name
+        assert sum(p.numel() for p in model.parameters()) == REPDISTILLER_PARAMS[name], name
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_2", "vgg8"])
+def test_convolutions_start_he_normal_fan_out(name):
+    """RepDistiller's init: each convolution's weights ~ N(0, 2 / (k_h k_w out_channels)), measured
+    on its largest convolution (tens of thousands of draws: the sample std within 5%)."""
+    conv = max((m for m in built(name).modules() if isinstance(m, nn.Conv2d)), key=lambda m: m.weight.numel())
+    fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.05)
+    assert abs(conv.weight.mean().item()) < 0.1 * math.sqrt(2.0 / fan_out)
+
+
 @pytest.mark.parametrize("name", ["resnet8", "wrn_16_2", "vgg8", "MobileNetV2", "ShuffleV2"])
 def test_in_channels_changes_only_the_first_convolution(name):
     rgb = sum(p.numel() for p in built(name).parameters())
