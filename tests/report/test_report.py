@@ -316,6 +316,26 @@ def test_plots_direct_and_missing_data(tmp_path):
     assert plot_phi_entropy([{"epoch": 0}], tmp_path / "none.png") is None
 
 
+def test_a_saved_plot_is_matplotlibs_tight_crop_pixel_for_pixel(tmp_path, drawn_figure):
+    """save_png measures the tight box without matplotlib's extra drawing pass: each plot (legend
+    outside the axes, log axis, titles) reads back equal, pixel for pixel, to the same figure saved
+    by matplotlib with ``bbox_inches="tight"``."""
+    import io
+
+    from matplotlib.image import imread
+
+    results, _, students, phi = make_run(n_students=3)
+    for name, plot, args in [("a", plot_accuracy_vs_macs, (results,)), ("g", plot_gain, (results,)),
+                             ("p", plot_phi_entropy, (phi,))]:
+        kwargs = {"students": students} if name == "a" else {}
+        fig = drawn_figure(plot, *args, tmp_path / f"{name}.png", **kwargs)
+        reference = io.BytesIO()
+        fig.savefig(reference, format="png", bbox_inches="tight")
+        reference.seek(0)
+        ours, tight = imread(tmp_path / f"{name}.png"), imread(reference)
+        assert ours.shape == tight.shape and np.array_equal(ours, tight), name
+
+
 def test_duplicate_runs_are_rejected(tmp_path):
     results, teachers, students, phi = make_run(n_students=2)
     with pytest.raises(ValueError, match="repeats the run"):
