@@ -131,13 +131,12 @@ def console_script():
 
 
 def test_console_script_subprocess(tmp_path):
+    """The installed ``nasdistill`` script runs the CLI (``nasdistill.cli:main``, whose return value
+    the script exits with: the exit codes are checked through ``main`` above)."""
     proc = subprocess.run([console_script(), "space", "sample", "digits_small", "--seed", "3", "--json"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert DIGITS.validate(json.loads(proc.stdout)["arch"]) == DIGITS.sample(seed=3)
-    proc = subprocess.run([console_script(), "space", "show", "no_such_space"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2 and "no search space named" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- --range, --graph
