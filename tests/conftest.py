@@ -26,7 +26,8 @@ LONGEST_FIRST = ("pipeline/test_pipeline.py", "engine/test_bf16.py", "pipeline/t
                  "engine/test_lifecycle.py", "report/test_report.py", "network/test_export.py",
                  "engine/test_distributed.py", "examples/test_examples_pipeline.py", "report/test_report_branches.py",
                  "space/test_space.py", "engine/test_resume.py", "space/test_space_graph.py",
-                 "pipeline/test_refusals.py", "engine/test_advice.py", "engine/test_disk_full.py")
+                 "pipeline/test_refusals.py", "engine/test_advice.py", "test_extending.py", "distill/test_distill_task.py",
+                 "engine/test_disk_full.py")
 
 
 def pytest_collection_modifyitems(config, items):
