@@ -4,6 +4,7 @@
 #
 #   bash examples/gpu_check.sh                 # on the GPU machine, from the repository root
 #   TINY=1 DEVICE=cpu bash examples/gpu_check.sh   # the same steps at toy size on a CPU (to check the script)
+#   LADDER=1 bash examples/gpu_check.sh        # and then the scale ladder's GPU rung (hours: step 4)
 #
 # CIFAR-100-format files of class-structured random images are generated on the machine
 # (nasdistill.data.cifar.write_synthetic_cifar100): nothing is downloaded.
@@ -79,6 +80,22 @@ wait $PID 2>/dev/null
 step job_rerun python -m nasdistill run examples/cifar100_gtn.yaml $SHRINK --out-dir "$OUT/job"
 step job_reuse python -m nasdistill run examples/cifar100_gtn.yaml $SHRINK --out-dir "$OUT/job"
 cp "$OUT/job/report.md" "$OUT/report.md" 2>/dev/null
+
+# 4. the GPU rung of the scale ladder (examples/gtn_scale.py): GTN at 50,000 weight steps on 100,000
+#    synthetic images, CE/MSE/SFTN/GTN resnet8 teachers over 3 seeds (the CPU rungs' settings, one
+#    rung further), 6 students, plain / standardized / calibrated KD; eight runs share the GPU at a
+#    time. Hours of GPU time, so it runs only when asked: LADDER=1 (LADDER_RUNGS for other rungs).
+#    Every finished run is reused, so a rerun with the same LADDER_DIR continues an interrupted rung.
+if [ "${LADDER:-0}" = 1 ]; then
+    LADDER_DIR=${LADDER_DIR:-$OUT/ladder}
+    if [ "$TINY" = 1 ]; then
+        step ladder python examples/gtn_scale.py --tiny --device $DEVICE --out "$LADDER_DIR"
+    else
+        step ladder python examples/gtn_scale.py --rungs ${LADDER_RUNGS:-50000:100000} --device $DEVICE \
+            --workers auto --runs-per-gpu ${RUNS_PER_GPU:-8} --out "$LADDER_DIR"
+    fi
+    cp "$LADDER_DIR/ladder.json" "$LADDER_DIR/ladder.png" "$OUT/" 2>/dev/null
+fi
 if [ -n "$FAILED" ]; then
     log "FAILED:$FAILED (see $OUT/<step>.log)"
     exit 1

@@ -16,9 +16,15 @@ each teacher's KD minus CE's KD per variant with the student as the unit (bootst
 t p-value), each variant minus plain KD per teacher, and at the end of each GTN teacher the sampled
 branches' training accuracy and the teacher's logit spread.
 
-    python examples/gtn_scale.py --out runs/gtn_scale                          # the CPU ladder (~5 h)
-    python examples/gtn_scale.py --teacher vgg8 --rungs 50000:100000 --distill-steps 20000 --device cuda
+    python examples/gtn_scale.py --out runs/gtn_scale                          # the CPU ladder (~15 h)
+    python examples/gtn_scale.py --rungs 50000:100000 --device cuda --workers auto --runs-per-gpu 8   # a GPU rung
     python examples/gtn_scale.py --tiny --out /tmp/ladder                      # a smoke run (~3 min)
+
+On 2 CPU cores (two runs at a time, one core each) the 12,500-step rung takes about 8.5 h: its 12
+teachers about 3.5 h (a GTN or SFTN teacher 45-55 min, CE 30 min, MSE 10 min), its 234
+distillations of 2,500 steps about 5 h (~150 s each). The 2,500-step rung distills as long and
+trains its teachers a fifth as long (~5.5 h); the 500-step rung takes about 1 h. Every finished run
+is reused, so an interrupted ladder continues where it stopped.
 """
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--device", default="auto", help="train.device of every run (auto, cpu, cuda)")
-    p.add_argument("--workers", default="2", help="runs in parallel (processes)")
+    p.add_argument("--workers", default="2", help="runs in parallel (processes; auto: GPUs x --runs-per-gpu)")
+    p.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU at a time (with --workers auto)")
     p.add_argument("--tiny", action="store_true", help="smoke run: 20 steps on 400 images, 2 students, 2 seeds")
     return p.parse_args(argv)
 
@@ -74,7 +81,8 @@ def job_overrides(args, steps: int, images: int) -> list[str]:
            f"teachers.methods=[{','.join(TEACHERS)}]", f"teachers.seeds=[{seed_list}]",
            f"distill.seeds=[{seed_list}]", f"teachers.train.epochs={t_epochs}",
            f"distill.train.epochs={d_epochs}", f"teachers.train.device={args.device}",
-           f"distill.train.device={args.device}", f"workers={args.workers}", "export.enabled=false",
+           f"distill.train.device={args.device}", f"workers={args.workers}",
+           f"runs_per_gpu={args.runs_per_gpu}", "export.enabled=false",
            "search.targets=[]", "students.random_per_target=0"]
     if args.tiny:
         out += ["data.options.n_test=500", "data.val_size=100"]
@@ -83,14 +91,16 @@ def job_overrides(args, steps: int, images: int) -> list[str]:
 
 def teacher_end(folder: Path, method: str) -> dict:
     """Mean over teacher seeds at the last epoch: sampled-branch training accuracy, logit std,
-    training accuracy; and the runs flagged unstable."""
-    rows, unstable = [], 0
+    training accuracy; the test accuracy of the saved teacher; and the runs flagged unstable."""
+    rows, unstable, test = [], 0, []
     for run in sorted((folder / "teachers").glob(f"{method}_s*")):
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         if lines:
             rows.append(lines[-1])
         result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
         unstable += bool(result.get("instability"))
+        if isinstance(result.get("test_acc"), (int, float)):
+            test.append(result["test_acc"])
 
     def mean(key_filter):
         values = [v for r in rows for k, v in r.items() if key_filter(k) and isinstance(v, (int, float))]
@@ -98,14 +108,19 @@ def teacher_end(folder: Path, method: str) -> dict:
 
     return {"sampled_branch_acc": mean(lambda k: k.startswith("sampled_branch") and k.endswith("_acc")),
             "teacher_logit_std": mean(lambda k: k == "teacher_logit_std"),
-            "teacher_train_acc": mean(lambda k: k == "train_acc"), "unstable_runs": unstable}
+            "teacher_train_acc": mean(lambda k: k == "train_acc"), "unstable_runs": unstable,
+            "teacher_test_acc": sum(test) / len(test) if test else None}
 
 
 def rung(args, steps: int, images: int) -> dict:
-    root = Path(args.out) / f"steps{steps}_n{images}"
-    results, times = run_variants(str(BENCHMARK), root, job_overrides(args, steps, images), args.variants)
+    folder = f"steps{steps}_n{images}"
+    root = Path(args.out) / folder
+    overrides = job_overrides(args, steps, images)
+    results, times = run_variants(str(BENCHMARK), root, overrides, args.variants)
     analysis = analyse(results, TEACHERS)
-    return {"weight_steps": steps, "n_train": images, "teacher": args.teacher,
+    # folder and overrides: what examples/readme_figures.py checks against the benchmark as it is now
+    return {"weight_steps": steps, "n_train": images, "teacher": args.teacher, "folder": folder,
+            "overrides": overrides, "variants": {v: VARIANTS[v] for v in args.variants},
             "epochs": dict(zip(("teacher", "distill"), rung_schedule(steps, images, args.distill_steps))),
             "means": analysis["means"], "minus_ce": analysis["minus_reference"],
             "minus_plain": analysis["minus_plain"], "minus_alone": analysis["minus_alone"],
@@ -113,20 +128,27 @@ def rung(args, steps: int, images: int) -> dict:
 
 
 def table(rungs: list[dict], variants: list[str]) -> str:
-    lines = []
+    """Markdown: one row per rung and KD variant (CE+KD's mean over students, each teacher's KD minus
+    CE's KD with the student as the unit), then per rung the teachers' test accuracy and the GTN
+    teacher's state at its end."""
+    others = [t for t in TEACHERS if t != "ce"]
+    lines = ["| weight steps | images | teacher/KD epochs | KD | alone | CE+KD | "
+             + " | ".join(f"{t.upper()}+KD - CE+KD" for t in others) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(others)]
     for r in rungs:
-        lines.append(f"\n### {r['weight_steps']:,} weight steps, {r['n_train']:,} images "
-                     f"(teacher/KD epochs {r['epochs']['teacher']}/{r['epochs']['distill']})\n")
-        lines.append(f"students alone: {fmt(r['means']['students alone'])}\n")
-        lines.append("| KD | CE+KD | " + " | ".join(f"{t.upper()}+KD - CE+KD" for t in TEACHERS if t != "ce") + " |")
-        lines.append("|---|---|" + "---|" * (len(TEACHERS) - 1))
-        for v in variants:
-            lines.append(f"| {v} | {fmt(r['means'][f'ce {v}'])} | "
-                         + " | ".join(diff_text(r["minus_ce"][f"{t} {v}"]) for t in TEACHERS if t != "ce") + " |")
-        g = r["teachers"]["gtn"]
-        lines.append(f"\nGTN teacher at the end: sampled branches {fmt(g['sampled_branch_acc'], '.1f')}% train acc, "
-                     f"teacher {fmt(g['teacher_train_acc'], '.1f')}%, logit std {fmt(g['teacher_logit_std'])}; "
-                     f"unstable teacher runs: " + ", ".join(f"{t} {r['teachers'][t]['unstable_runs']}" for t in TEACHERS))
+        for i, v in enumerate(variants):
+            rung = [f"{r['weight_steps']:,}", f"{r['n_train']:,}", f"{r['epochs']['teacher']}/{r['epochs']['distill']}"]
+            cells = [*(rung if i == 0 else ["", "", ""]), v, fmt(r["means"]["students alone"]) if i == 0 else "",
+                     fmt(r["means"][f"ce {v}"]), *(diff_text(r["minus_ce"][f"{t} {v}"]) for t in others)]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in rungs:
+        t, g = r["teachers"], r["teachers"]["gtn"]
+        lines.append(f"- {r['weight_steps']:,} weight steps: teachers' test accuracy (mean over seeds) "
+                     + ", ".join(f"{m.upper()} {fmt(t[m].get('teacher_test_acc'))}%" for m in TEACHERS)
+                     + f"; the GTN teacher at its end: sampled branches {fmt(g['sampled_branch_acc'], '.1f')}% "
+                     f"train acc, teacher {fmt(g['teacher_train_acc'], '.1f')}%, logit std {fmt(g['teacher_logit_std'])}; "
+                     "unstable teacher runs: " + ", ".join(f"{m} {t[m]['unstable_runs']}" for m in TEACHERS))
     return "\n".join(lines)
 
 
@@ -175,6 +197,7 @@ def main(argv=None) -> int:
 
         write_json(out / "ladder.json", rungs)
         print(table(rungs, args.variants), flush=True)
+    print("(README: python examples/readme_figures.py --ladder " + str(out / "ladder.json") + ")")
     plot(rungs, args.variants, out / "ladder.png")
     print(f"ladder: {out / 'ladder.json'}, {out / 'ladder.png'}")
     return 0

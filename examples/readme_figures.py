@@ -16,6 +16,8 @@ and name the command that brings the block up to date.
     python examples/readme_figures.py --run runs/demo    # the same from a finished default run
     python examples/readme_figures.py --synthetic runs/synthetic_gtn   # "synthetic", from a finished
                                                          # run of examples/synthetic_gtn.yaml
+    python examples/readme_figures.py --ladder runs/gtn_scale/ladder.json   # "ladder", from a finished
+                                                         # python examples/gtn_scale.py
     python examples/readme_figures.py --check            # exit 1 when a block is stale
 """
 from __future__ import annotations
@@ -110,6 +112,35 @@ def synthetic_block(run: Path) -> str:
     return "\n\n".join(["> " + "\n>\n> ".join(kept), tables(section(report, "Accuracy by teacher"))[0]])
 
 
+def ladder_block(path: Path) -> str:
+    """The scale ladder's table (``examples/gtn_scale.py``), from its ``ladder.json``, once every
+    rung's job is checked to be the benchmark as it is now with the ladder's overrides."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import gtn_scale
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    rungs = json.loads(path.read_text())
+    if not isinstance(rungs, list) or not rungs or not all("overrides" in r and "folder" in r for r in rungs):
+        raise SystemExit(f"{path} is not the ladder.json of this version of examples/gtn_scale.py (no rungs, "
+                         "or rungs without their overrides): rerun it (finished runs are reused)")
+    from nasdistill.config import load_config
+    from nasdistill.pipeline import PipelineConfig
+
+    for r in rungs:
+        for variant, extra in r["variants"].items():
+            job = path.parent / r["folder"] / variant
+            want = config_fingerprint(load_config(PipelineConfig, str(ROOT / "examples" / "synthetic_gtn.yaml"),
+                                                  [*r["overrides"], *extra]))
+            if not (job / "config.yaml").is_file() or \
+                    config_fingerprint(source_config(str(job / "config.yaml"))) != want:
+                raise SystemExit(f"{job} is not a run of examples/synthetic_gtn.yaml as it is now with the "
+                                 "ladder's overrides: rerun python examples/gtn_scale.py")
+    return gtn_scale.table(rungs, list(rungs[0]["variants"]))
+
+
 # ------------------------------------------------------------------------------------- main
 def run_default(out: Path) -> Path:
     from nasdistill.config import load_config
@@ -123,6 +154,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, help="a finished run of the default job (default: run one into runs/readme)")
     p.add_argument("--synthetic", type=Path, help="a finished run of examples/synthetic_gtn.yaml")
+    p.add_argument("--ladder", type=Path, help="the ladder.json of a finished examples/gtn_scale.py")
     p.add_argument("--readme", type=Path, default=README)
     p.add_argument("--check", action="store_true", help="only say which blocks are stale (exit 1 if any)")
     args = p.parse_args(argv)
@@ -131,7 +163,11 @@ def main(argv=None) -> int:
         problems = stale(text)
         print("\n".join(problems) or f"every generated block of {args.readme} is up to date")
         return 1 if problems else 0
-    if args.synthetic is not None:
+    if args.ladder is not None:
+        command = "python examples/gtn_scale.py && python examples/readme_figures.py --ladder LADDER_JSON"
+        text = replace_block(args.readme.read_text(), "ladder", "examples/synthetic_gtn.yaml", command,
+                             ladder_block(args.ladder))
+    elif args.synthetic is not None:
         if config_fingerprint(source_config("examples/synthetic_gtn.yaml")) != \
                 config_fingerprint(source_config(str(args.synthetic / "config.yaml"))):
             raise SystemExit(f"{args.synthetic} is not a run of examples/synthetic_gtn.yaml as it is now")

@@ -86,6 +86,15 @@ def test_kd_variants_compare_per_student_and_tabulate_each_variant():
     assert "| standardized | 67.50 | 66.50 | -1.00 (" in table
 
 
+def _rung(ladder, steps=500, images=2000, variants=("plain", "standardized")):
+    diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.5, "boot_ci_high": -1.5, "t_pvalue": 0.0}
+    means = {"students alone": 60.0, **{f"{t} {v}": 63.0 for t in ladder.TEACHERS for v in variants}}
+    return {"weight_steps": steps, "n_train": images, "epochs": {"teacher": 32, "distill": 16}, "means": means,
+            "minus_ce": {f"{t} {v}": diff for t in ladder.TEACHERS if t != "ce" for v in variants},
+            "teachers": {t: {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98, "teacher_train_acc": 90.0,
+                             "teacher_test_acc": 71.5, "unstable_runs": 0} for t in ladder.TEACHERS}}
+
+
 def test_gtn_scale_ladder_tabulates_each_rung():
     ladder = _example_module("gtn_scale")
     # GTN's weight steps are one iteration in two: 500 steps on 2,000 images (32 batches an epoch);
@@ -93,13 +102,42 @@ def test_gtn_scale_ladder_tabulates_each_rung():
     assert ladder.rung_schedule(500, 2000) == (32, 16)
     assert ladder.rung_schedule(12500, 20000) == (80, 8)
     assert ladder.rung_schedule(12500, 20000, distill_steps=20000) == (80, 40)
-    diff = {"n_students": 2, "mean_diff": -2.0, "boot_ci_low": -2.5, "boot_ci_high": -1.5, "t_pvalue": 0.0}
-    means = {"students alone": 60.0, **{f"{t} {v}": 63.0 for t in ladder.TEACHERS for v in ("plain", "standardized")}}
-    rung = {"weight_steps": 500, "n_train": 2000, "epochs": {"teacher": 32, "distill": 16}, "means": means,
-            "minus_ce": {f"{t} {v}": diff for t in ladder.TEACHERS if t != "ce" for v in ("plain", "standardized")},
-            "teachers": {t: {"sampled_branch_acc": 66.0, "teacher_logit_std": 0.98, "teacher_train_acc": 90.0,
-                             "unstable_runs": 0} for t in ladder.TEACHERS}}
-    table = ladder.table([rung], ["plain", "standardized"])
-    assert "### 500 weight steps, 2,000 images (teacher/KD epochs 32/16)" in table
-    assert "| plain | 63.00 | -2.00 (-2.50 to -1.50, p < 0.001) | -2.00 (-2.50 to -1.50, p < 0.001) |" in table
+    table = ladder.table([_rung(ladder)], ["plain", "standardized"])
+    rows = table.splitlines()
+    assert rows[0] == ("| weight steps | images | teacher/KD epochs | KD | alone | CE+KD | MSE+KD - CE+KD | "
+                       "SFTN+KD - CE+KD | GTN+KD - CE+KD |")
+    assert rows[2] == "| 500 | 2,000 | 32/16 | plain | 60.00 | 63.00 | " + " | ".join(
+        ["-2.00 (-2.50 to -1.50, p < 0.001)"] * 3) + " |"
+    assert rows[3].startswith("|  |  |  | standardized |  | 63.00 | -2.00 (")
+    assert "teachers' test accuracy (mean over seeds) CE 71.50%, MSE 71.50%" in table
     assert "sampled branches 66.0% train acc" in table and "unstable teacher runs: ce 0" in table
+
+
+def test_the_readme_ladder_block_comes_from_the_ladders_runs_as_the_benchmark_is_now(tmp_path):
+    """``readme_figures.py --ladder`` tabulates a ladder.json only when each of its jobs' config.yaml
+    is examples/synthetic_gtn.yaml with the rung's and variant's overrides, as the benchmark is now."""
+    import json
+
+    from nasdistill.config import load_config, save_yaml
+    from nasdistill.pipeline import PipelineConfig
+
+    ladder, figures = _example_module("gtn_scale"), _example_module("readme_figures")
+    args = ladder.parse_args(["--rungs", "500:2000"])
+    overrides = ladder.job_overrides(args, 500, 2000)
+    rung = dict(_rung(ladder, variants=("plain",)), folder="steps500_n2000", overrides=overrides,
+                variants={"plain": []})
+    (tmp_path / "ladder.json").write_text(json.dumps([rung]))
+    job = tmp_path / "steps500_n2000" / "plain"
+    job.mkdir(parents=True)
+    config = load_config(PipelineConfig, str(ROOT / "examples" / "synthetic_gtn.yaml"), overrides)
+    save_yaml(config, job / "config.yaml")
+    assert figures.ladder_block(tmp_path / "ladder.json") == ladder.table([rung], ["plain"])
+    # a job run with another value of a key that decides results is not this ladder's
+    save_yaml(load_config(PipelineConfig, str(ROOT / "examples" / "synthetic_gtn.yaml"),
+                          [*overrides, "distill.kd.temperature=2"]), job / "config.yaml")
+    with pytest.raises(SystemExit, match="not a run of examples/synthetic_gtn.yaml as it is now"):
+        figures.ladder_block(tmp_path / "ladder.json")
+    # a ladder.json of an earlier version (no overrides recorded) says what to do
+    (tmp_path / "ladder.json").write_text(json.dumps([_rung(ladder)]))
+    with pytest.raises(SystemExit, match="rerun it"):
+        figures.ladder_block(tmp_path / "ladder.json")
