@@ -137,8 +137,8 @@ def table(rungs: list[dict], variants: list[str]) -> str:
              "|---|---|---|---|---|---|" + "---|" * len(others)]
     for r in rungs:
         for i, v in enumerate(variants):
-            rung = [f"{r['weight_steps']:,}", f"{r['n_train']:,}", f"{r['epochs']['teacher']}/{r['epochs']['distill']}"]
-            cells = [*(rung if i == 0 else ["", "", ""]), v, fmt(r["means"]["students alone"]) if i == 0 else "",
+            head = [f"{r['weight_steps']:,}", f"{r['n_train']:,}", f"{r['epochs']['teacher']}/{r['epochs']['distill']}"]
+            cells = [*(head if i == 0 else ["", "", ""]), v, fmt(r["means"]["students alone"]) if i == 0 else "",
                      fmt(r["means"][f"ce {v}"]), *(diff_text(r["minus_ce"][f"{t} {v}"]) for t in others)]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
