@@ -84,6 +84,13 @@ def job_overrides(args, steps: int, images: int) -> list[str]:
            f"distill.train.device={args.device}", f"workers={args.workers}",
            f"runs_per_gpu={args.runs_per_gpu}", "export.enabled=false",
            "search.targets=[]", "students.random_per_target=0"]
+    # the report's "Task" paragraph: the benchmark's own one speaks of its 400 images
+    about = (f"A rung of the scale ladder (examples/gtn_scale.py), {steps:,} GTN weight steps: the synthetic task "
+             f"with {images:,} training images; every teacher trains {t_epochs} epochs, as many as GTN (which "
+             f"spends every other iteration on phi), and the distillations {d_epochs} epochs (at most "
+             f"{args.distill_steps:,} steps). Since p(y|x) is known, a teacher's calibration and distance to the "
+             "posterior can be read next to its students' accuracy.")
+    out.append(f"about={json.dumps(about)}")
     if args.tiny:
         out += ["data.options.n_test=500", "data.val_size=100"]
     return out
