@@ -34,12 +34,12 @@ BLOCK = re.compile(r"<!-- generated: (?P<name>[\w-]+) from (?P<source>\S+) \(con
 
 
 # ------------------------------------------------------------------------------- the blocks
-def source_config(source: str):
-    """The main job's configuration named by a block's SOURCE."""
+def source_config(source: str, overrides=()):
+    """The main job's configuration named by a block's SOURCE (with ``overrides``, as on a command line)."""
     from nasdistill.config import load_config
     from nasdistill.pipeline import PipelineConfig
 
-    return load_config(PipelineConfig, None if source == "default" else str(ROOT / source), [])
+    return load_config(PipelineConfig, None if source == "default" else str(ROOT / source), list(overrides))
 
 
 def config_fingerprint(cfg) -> str:
@@ -126,14 +126,10 @@ def ladder_block(path: Path) -> str:
     if not isinstance(rungs, list) or not rungs or not all("overrides" in r and "folder" in r for r in rungs):
         raise SystemExit(f"{path} is not the ladder.json of this version of examples/gtn_scale.py (no rungs, "
                          "or rungs without their overrides): rerun it (finished runs are reused)")
-    from nasdistill.config import load_config
-    from nasdistill.pipeline import PipelineConfig
-
     for r in rungs:
         for variant, extra in r["variants"].items():
             job = path.parent / r["folder"] / variant
-            want = config_fingerprint(load_config(PipelineConfig, str(ROOT / "examples" / "synthetic_gtn.yaml"),
-                                                  [*r["overrides"], *extra]))
+            want = config_fingerprint(source_config("examples/synthetic_gtn.yaml", [*r["overrides"], *extra]))
             if not (job / "config.yaml").is_file() or \
                     config_fingerprint(source_config(str(job / "config.yaml"))) != want:
                 raise SystemExit(f"{job} is not a run of examples/synthetic_gtn.yaml as it is now with the "
